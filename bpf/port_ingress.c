@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* TCX ingress program on the host side of every container-facing port of an
+ * Outcall bridge. It knows the sender by the port it arrived on, drops spoofed
+ * addresses, decides allow/deny from the maps in lib/common.h, counts every
+ * verdict, samples drops to a ring buffer and marks what it allows so the
+ * nftables floor lets it through. Anything it does not understand is dropped. */
+
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+
+#include "lib/common.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by the loader. */
+volatile const __u32 allow_mark = 0;
+volatile const __u32 allow_mark_mask = 0;
+volatile const __u32 events_per_second = 100;
+
+/* conntrack kfuncs (net/netfilter/nf_conntrack_bpf.c). The 12-byte options
+ * layout is the one every kernel since 6.0 accepts. */
+struct bpf_ct_opts {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+struct nf_conn;
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple,
+					 __u32 tuple__sz, struct bpf_ct_opts *opts,
+					 __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+
+#define CT_CURRENT_NETNS (-1)
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+struct arp_eth_ipv4 {
+	__be16 hrd;
+	__be16 pro;
+	__u8 hln;
+	__u8 pln;
+	__be16 op;
+	__u8 sha[6];
+	__u8 spa[4];
+	__u8 tha[6];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+/* What the parser learned about a packet, for counting and drop events. */
+struct flow {
+	__u32 identity;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u16 ethertype;
+	__u8 proto;
+};
+
+static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b;
+}
+
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b &&
+	       *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
+}
+
+static __always_inline void count(struct __sk_buff *skb, __u32 reason)
+{
+	struct counter *c = bpf_map_lookup_elem(&counters, &reason);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+}
+
+/* Emits at most events_per_second drop events per CPU, so a flood cannot
+ * turn the ring buffer into a denial of service on the daemon. */
+static __always_inline void report_drop(struct __sk_buff *skb, struct flow *f, __u32 reason)
+{
+	__u32 zero = 0;
+	struct event_budget *b = bpf_map_lookup_elem(&event_budgets, &zero);
+	struct drop_event *e;
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	if (!b)
+		return;
+	if (now - b->window_start_ns > 1000000000ULL) {
+		b->window_start_ns = now;
+		b->sent = 0;
+	}
+	if (b->sent >= events_per_second)
+		return;
+	e = bpf_ringbuf_reserve(&drop_events, sizeof(*e), 0);
+	if (!e)
+		return;
+	b->sent++;
+	e->time_ns = now;
+	e->ifindex = skb->ingress_ifindex;
+	e->identity = f->identity;
+	__builtin_memcpy(e->saddr, f->saddr, 4);
+	__builtin_memcpy(e->daddr, f->daddr, 4);
+	e->sport = f->sport;
+	e->dport = f->dport;
+	e->ethertype = f->ethertype;
+	e->proto = f->proto;
+	e->reason = reason;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int drop(struct __sk_buff *skb, struct flow *f, __u32 reason)
+{
+	count(skb, reason);
+	report_drop(skb, f, reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int allow(struct __sk_buff *skb, __u32 reason)
+{
+	count(skb, reason);
+	skb->mark = (skb->mark & ~allow_mark_mask) | allow_mark;
+	return TC_ACT_OK;
+}
+
+/* grant_verdict looks up the most specific allow entry first. It returns 1
+ * for a live entry, -1 when only expired entries matched, 0 for none. */
+static __always_inline int grant_verdict(struct flow *f)
+{
+	struct grant_key key = { .identity = f->identity, .proto = f->proto, .dport = f->dport };
+	struct grant_value *g;
+	__u64 now = bpf_ktime_get_boot_ns();
+	int expired = 0;
+
+	__builtin_memcpy(key.daddr, f->daddr, 4);
+	g = bpf_map_lookup_elem(&grants, &key);
+	if (g) {
+		if (!g->expires_ns || now < g->expires_ns)
+			return 1;
+		expired = 1;
+	}
+	key.dport = 0;
+	g = bpf_map_lookup_elem(&grants, &key);
+	if (g) {
+		if (!g->expires_ns || now < g->expires_ns)
+			return 1;
+		expired = 1;
+	}
+	key.proto = 0;
+	g = bpf_map_lookup_elem(&grants, &key);
+	if (g) {
+		if (!g->expires_ns || now < g->expires_ns)
+			return 1;
+		expired = 1;
+	}
+	return expired ? -1 : 0;
+}
+
+/* established reports whether conntrack already tracks this TCP or UDP flow,
+ * in either direction: a flow that started while allowed outlives its allow
+ * entry, and replies to connections the host opened pass. */
+static __always_inline int established(struct __sk_buff *skb, struct flow *f)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_ct_opts opts = { .netns_id = CT_CURRENT_NETNS, .l4proto = f->proto };
+	struct nf_conn *ct;
+
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
+		return 0;
+	__builtin_memcpy(&tuple.ipv4.saddr, f->saddr, 4);
+	__builtin_memcpy(&tuple.ipv4.daddr, f->daddr, 4);
+	tuple.ipv4.sport = bpf_htons(f->sport);
+	tuple.ipv4.dport = bpf_htons(f->dport);
+	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
+	if (!ct)
+		return 0;
+	bpf_ct_release(ct);
+	return 1;
+}
+
+static __always_inline int handle_arp(struct __sk_buff *skb, struct flow *f,
+				      const struct endpoint *ep, void *data, void *data_end)
+{
+	struct arp_eth_ipv4 *arp = data + sizeof(struct ethhdr);
+
+	if ((void *)(arp + 1) > data_end)
+		return drop(skb, f, REASON_DROP_MALFORMED);
+	if (arp->hrd != bpf_htons(1) || arp->pro != bpf_htons(ETH_P_IP) ||
+	    arp->hln != 6 || arp->pln != 4)
+		return drop(skb, f, REASON_DROP_ARP);
+	__builtin_memcpy(f->saddr, arp->spa, 4);
+	__builtin_memcpy(f->daddr, arp->tpa, 4);
+	if (!mac_eq(arp->sha, ep->mac) || !addr_eq(arp->spa, ep->ip) ||
+	    !addr_eq(arp->tpa, ep->gateway))
+		return drop(skb, f, REASON_DROP_ARP);
+	return allow(skb, REASON_ALLOW_ARP);
+}
+
+SEC("tcx/ingress")
+int outcall_port_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct flow f = {};
+	struct endpoint *ep;
+	struct iphdr *ip;
+	__u32 ifindex = skb->ingress_ifindex;
+	__u32 ihl_len;
+	int g;
+
+	ep = bpf_map_lookup_elem(&endpoints, &ifindex);
+	if (!ep)
+		return drop(skb, &f, REASON_DROP_UNKNOWN_PORT);
+	f.identity = ep->identity;
+
+	if ((void *)(eth + 1) > data_end)
+		return drop(skb, &f, REASON_DROP_MALFORMED);
+	f.ethertype = bpf_ntohs(eth->h_proto);
+	if (!mac_eq(eth->h_source, ep->mac))
+		return drop(skb, &f, REASON_DROP_SPOOFED_MAC);
+
+	switch (eth->h_proto) {
+	case bpf_htons(ETH_P_IP):
+		break;
+	case bpf_htons(ETH_P_ARP):
+		return handle_arp(skb, &f, ep, data, data_end);
+	case bpf_htons(ETH_P_IPV6):
+		return drop(skb, &f, REASON_DROP_IPV6);
+	default:
+		return drop(skb, &f, REASON_DROP_NON_IP);
+	}
+
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return drop(skb, &f, REASON_DROP_MALFORMED);
+	__builtin_memcpy(f.saddr, &ip->saddr, 4);
+	__builtin_memcpy(f.daddr, &ip->daddr, 4);
+	f.proto = ip->protocol;
+	if (ip->version != 4 || ip->ihl < 5)
+		return drop(skb, &f, REASON_DROP_MALFORMED);
+	if (!addr_eq(f.saddr, ep->ip))
+		return drop(skb, &f, REASON_DROP_SPOOFED_IP);
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return drop(skb, &f, REASON_DROP_FRAGMENT);
+
+	ihl_len = ip->ihl * 4;
+	if (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) {
+		/* sport and dport are the first four bytes of both headers. */
+		__be16 *ports = (void *)ip + ihl_len;
+
+		if ((void *)(ports + 2) > data_end)
+			return drop(skb, &f, REASON_DROP_MALFORMED);
+		f.sport = bpf_ntohs(ports[0]);
+		f.dport = bpf_ntohs(ports[1]);
+	}
+
+	if (addr_eq(f.daddr, ep->gateway)) {
+		struct service_key svc = { .port = f.dport, .proto = f.proto };
+
+		if (f.dport && bpf_map_lookup_elem(&services, &svc))
+			return allow(skb, REASON_ALLOW_GATEWAY);
+		if (established(skb, &f))
+			return allow(skb, REASON_ALLOW_ESTABLISHED);
+		return drop(skb, &f, REASON_DROP_GATEWAY_PORT);
+	}
+	if ((f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) &&
+	    (f.dport == 53 || f.dport == 853))
+		return drop(skb, &f, REASON_DROP_DNS_BYPASS);
+
+	g = grant_verdict(&f);
+	if (g > 0)
+		return allow(skb, REASON_ALLOW_GRANT);
+	if (established(skb, &f))
+		return allow(skb, REASON_ALLOW_ESTABLISHED);
+	return drop(skb, &f, g < 0 ? REASON_DROP_EXPIRED : REASON_DROP_NO_RULE);
+}

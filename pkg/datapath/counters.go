@@ -1,0 +1,92 @@
+package datapath
+
+import (
+	"fmt"
+)
+
+// Reason says why the program allowed or dropped a packet.
+type Reason uint32
+
+var reasonNames = [...]string{
+	portIngressReasonREASON_ALLOW_GRANT:       "grant",
+	portIngressReasonREASON_ALLOW_GATEWAY:     "gateway",
+	portIngressReasonREASON_ALLOW_ARP:         "arp",
+	portIngressReasonREASON_ALLOW_ESTABLISHED: "established",
+	portIngressReasonREASON_DROP_UNKNOWN_PORT: "unknown_port",
+	portIngressReasonREASON_DROP_SPOOFED_MAC:  "spoofed_mac",
+	portIngressReasonREASON_DROP_SPOOFED_IP:   "spoofed_ip",
+	portIngressReasonREASON_DROP_IPV6:         "ipv6",
+	portIngressReasonREASON_DROP_NON_IP:       "non_ip",
+	portIngressReasonREASON_DROP_MALFORMED:    "malformed",
+	portIngressReasonREASON_DROP_FRAGMENT:     "fragment",
+	portIngressReasonREASON_DROP_NO_RULE:      "no_rule",
+	portIngressReasonREASON_DROP_EXPIRED:      "expired",
+	portIngressReasonREASON_DROP_DNS_BYPASS:   "dns_bypass",
+	portIngressReasonREASON_DROP_GATEWAY_PORT: "gateway_port",
+	portIngressReasonREASON_DROP_ARP:          "arp",
+}
+
+// Reasons, as the program numbers them.
+const (
+	AllowGrant       = Reason(portIngressReasonREASON_ALLOW_GRANT)
+	AllowGateway     = Reason(portIngressReasonREASON_ALLOW_GATEWAY)
+	AllowARP         = Reason(portIngressReasonREASON_ALLOW_ARP)
+	AllowEstablished = Reason(portIngressReasonREASON_ALLOW_ESTABLISHED)
+	DropUnknownPort  = Reason(portIngressReasonREASON_DROP_UNKNOWN_PORT)
+	DropSpoofedMAC   = Reason(portIngressReasonREASON_DROP_SPOOFED_MAC)
+	DropSpoofedIP    = Reason(portIngressReasonREASON_DROP_SPOOFED_IP)
+	DropIPv6         = Reason(portIngressReasonREASON_DROP_IPV6)
+	DropNonIP        = Reason(portIngressReasonREASON_DROP_NON_IP)
+	DropMalformed    = Reason(portIngressReasonREASON_DROP_MALFORMED)
+	DropFragment     = Reason(portIngressReasonREASON_DROP_FRAGMENT)
+	DropNoRule       = Reason(portIngressReasonREASON_DROP_NO_RULE)
+	DropExpired      = Reason(portIngressReasonREASON_DROP_EXPIRED)
+	DropDNSBypass    = Reason(portIngressReasonREASON_DROP_DNS_BYPASS)
+	DropGatewayPort  = Reason(portIngressReasonREASON_DROP_GATEWAY_PORT)
+	DropARP          = Reason(portIngressReasonREASON_DROP_ARP)
+	reasonCount      = int(portIngressReasonREASON_MAX)
+)
+
+// String is the metric label of the reason.
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason_%d", uint32(r))
+}
+
+// Allowed reports whether the reason is an allow verdict.
+func (r Reason) Allowed() bool { return r <= AllowEstablished }
+
+// Verdict is "allow" or "drop".
+func (r Reason) Verdict() string {
+	if r.Allowed() {
+		return "allow"
+	}
+	return "drop"
+}
+
+// Counter is the packets and bytes counted for one reason, summed over CPUs.
+type Counter struct {
+	Reason  Reason
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters reads the per-CPU verdict counters, one entry per reason.
+func (d *Datapath) Counters() ([]Counter, error) {
+	out := make([]Counter, 0, reasonCount)
+	var perCPU []portIngressCounter
+	for r := 0; r < reasonCount; r++ {
+		if err := d.objs.Counters.Lookup(uint32(r), &perCPU); err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", Reason(r), err)
+		}
+		c := Counter{Reason: Reason(r)}
+		for _, v := range perCPU {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

@@ -1,0 +1,369 @@
+// Package datapath loads Outcall's TCX program, attaches it to container-facing
+// bridge ports and manages the maps it decides from: endpoints (port →
+// identity), grants (identity, destination → allow with optional expiry) and
+// gateway services. Maps and links are pinned in bpffs so that enforcement
+// survives the daemon, and a restarted daemon swaps its program into the
+// pinned links without a moment in which a port is open.
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"outcall.dev/outcall/pkg/api"
+)
+
+// Options configure Open.
+type Options struct {
+	// PinDir is the bpffs directory for maps and links. Empty means nothing is
+	// pinned (tests and benchmarks).
+	PinDir string
+	// EventsPerSecond bounds sampled drop events per CPU.
+	EventsPerSecond uint32
+	Logger          *slog.Logger
+}
+
+// Datapath is the loaded program and its maps.
+type Datapath struct {
+	objs   portIngressObjects
+	pinDir string
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	links map[int]link.Link // by port ifindex
+}
+
+// Endpoint is what the program knows about a port: who sends on it.
+type Endpoint struct {
+	Identity uint32
+	IP       netip.Addr
+	Gateway  netip.Addr
+	MAC      net.HardwareAddr
+}
+
+// Service is a gateway port every endpoint may reach (DNS, proxy).
+type Service struct {
+	Proto uint8
+	Port  uint16
+}
+
+// Open loads the program and its maps, reusing pinned maps when PinDir holds
+// them, and re-attaches the new program to every pinned link.
+func Open(opts Options) (*Datapath, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.EventsPerSecond == 0 {
+		opts.EventsPerSecond = 100
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := loadPortIngress()
+	if err != nil {
+		return nil, fmt.Errorf("load datapath spec: %w", err)
+	}
+	for name, v := range map[string]uint32{
+		"allow_mark":        api.AllowMark,
+		"allow_mark_mask":   api.AllowMarkMask,
+		"events_per_second": opts.EventsPerSecond,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	var collOpts ebpf.CollectionOptions
+	if opts.PinDir == "" {
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinNone
+		}
+	} else {
+		if err := ensureBPFFS(opts.PinDir); err != nil {
+			return nil, err
+		}
+		collOpts.Maps.PinPath = opts.PinDir
+	}
+	d := &Datapath{pinDir: opts.PinDir, log: opts.Logger, links: map[int]link.Link{}}
+	if err := spec.LoadAndAssign(&d.objs, &collOpts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load datapath: pinned maps in %s were made by an incompatible version; the pinned program keeps enforcing, remove %s to start fresh: %w", opts.PinDir, opts.PinDir, err)
+		}
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	if err := d.adoptPinnedLinks(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// ensureBPFFS makes sure dir lives on a bpffs, mounting one at /sys/fs/bpf if
+// nothing is mounted there yet.
+func ensureBPFFS(dir string) error {
+	const root = "/sys/fs/bpf"
+	if !isBPFFS(root) {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", root, err)
+		}
+		if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpffs at %s: %w", root, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "links"), 0o700); err != nil {
+		return fmt.Errorf("create pin directory: %w", err)
+	}
+	if !isBPFFS(dir) {
+		return fmt.Errorf("pin directory %s is not on a bpf filesystem", dir)
+	}
+	return nil
+}
+
+func isBPFFS(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+}
+
+func (d *Datapath) linkPath(ifindex int) string {
+	return filepath.Join(d.pinDir, "links", "port-"+strconv.Itoa(ifindex))
+}
+
+// adoptPinnedLinks swaps the freshly loaded program into every link a previous
+// daemon pinned. The update is atomic in the kernel: the port runs the old
+// program until the instant it runs the new one.
+func (d *Datapath) adoptPinnedLinks() error {
+	if d.pinDir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(filepath.Join(d.pinDir, "links"))
+	if err != nil {
+		return fmt.Errorf("read pinned links: %w", err)
+	}
+	for _, e := range entries {
+		path := filepath.Join(d.pinDir, "links", e.Name())
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			return fmt.Errorf("load pinned link %s: %w", path, err)
+		}
+		info, err := l.Info()
+		if err != nil || info.TCX() == nil || info.TCX().Ifindex == 0 {
+			// The port is gone; the kernel already detached the link.
+			d.log.Info("removing pinned link of a vanished port", "path", path)
+			_ = l.Unpin()
+			l.Close()
+			continue
+		}
+		if err := l.Update(d.objs.OutcallPortIngress); err != nil {
+			l.Close()
+			return fmt.Errorf("update pinned link %s: %w", path, err)
+		}
+		ifindex := int(info.TCX().Ifindex)
+		d.links[ifindex] = l
+		d.log.Info("re-attached datapath to port", "ifindex", ifindex)
+	}
+	return nil
+}
+
+// Attach puts the program on the port's ingress, first in the TCX chain so
+// no other program can pass a packet before Outcall decides. Idempotent.
+func (d *Datapath) Attach(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.links[ifindex]; ok {
+		return nil
+	}
+	l, err := link.AttachTCX(link.TCXOptions{
+		Interface: ifindex,
+		Program:   d.objs.OutcallPortIngress,
+		Attach:    ebpf.AttachTCXIngress,
+		Anchor:    link.Head(),
+	})
+	if err != nil {
+		return fmt.Errorf("attach tcx to ifindex %d: %w", ifindex, err)
+	}
+	if d.pinDir != "" {
+		path := d.linkPath(ifindex)
+		_ = os.Remove(path) // a stale pin of an earlier port with this ifindex
+		if err := l.Pin(path); err != nil {
+			l.Close()
+			return fmt.Errorf("pin link of ifindex %d: %w", ifindex, err)
+		}
+	}
+	d.links[ifindex] = l
+	return nil
+}
+
+// Detach removes the program from the port. The port is then dead: the
+// nftables floor drops everything it sends.
+func (d *Datapath) Detach(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, ok := d.links[ifindex]
+	if !ok {
+		return nil
+	}
+	delete(d.links, ifindex)
+	if d.pinDir != "" {
+		_ = l.Unpin()
+	}
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("detach tcx from ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// Attached reports whether the program is attached to the port.
+func (d *Datapath) Attached(ifindex int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.links[ifindex]
+	return ok
+}
+
+// AttachedPorts lists the ifindexes the program is attached to.
+func (d *Datapath) AttachedPorts() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]int, 0, len(d.links))
+	for i := range d.links {
+		out = append(out, i)
+	}
+	return out
+}
+
+// SetEndpoint gives the port an identity and the addresses it may send from.
+func (d *Datapath) SetEndpoint(ifindex int, ep Endpoint) error {
+	if !ep.IP.Is4() || !ep.Gateway.Is4() || len(ep.MAC) != 6 {
+		return fmt.Errorf("set endpoint of ifindex %d: need IPv4 address, IPv4 gateway and 6-byte MAC", ifindex)
+	}
+	v := portIngressEndpoint{Identity: ep.Identity, Ip: ep.IP.As4(), Gateway: ep.Gateway.As4()}
+	copy(v.Mac[:], ep.MAC)
+	if err := d.objs.Endpoints.Put(uint32(ifindex), &v); err != nil {
+		return fmt.Errorf("set endpoint of ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// DeleteEndpoint removes the port's identity; the port then reaches nothing.
+func (d *Datapath) DeleteEndpoint(ifindex int) error {
+	err := d.objs.Endpoints.Delete(uint32(ifindex))
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete endpoint of ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// SetServices replaces the set of gateway services.
+func (d *Datapath) SetServices(services []Service) error {
+	want := map[portIngressServiceKey]bool{}
+	for _, s := range services {
+		want[portIngressServiceKey{Port: s.Port, Proto: s.Proto}] = true
+	}
+	var k portIngressServiceKey
+	var v uint8
+	var stale []portIngressServiceKey
+	it := d.objs.Services.Iterate()
+	for it.Next(&k, &v) {
+		if !want[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list services: %w", err)
+	}
+	for k := range want {
+		if err := d.objs.Services.Put(k, uint8(1)); err != nil {
+			return fmt.Errorf("add service %d/%d: %w", k.Proto, k.Port, err)
+		}
+	}
+	for _, k := range stale {
+		if err := d.objs.Services.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove service %d/%d: %w", k.Proto, k.Port, err)
+		}
+	}
+	return nil
+}
+
+// Close releases the program and map handles. Pinned links and maps stay, so
+// enforcement continues without the daemon.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, l := range d.links {
+		l.Close()
+		delete(d.links, i)
+	}
+	return d.objs.Close()
+}
+
+// Unpin removes every pinned link and map (bridge teardown). Links are
+// detached as their last reference goes.
+func (d *Datapath) Unpin() error {
+	if d.pinDir == "" {
+		return nil
+	}
+	d.mu.Lock()
+	for i, l := range d.links {
+		_ = l.Unpin()
+		l.Close()
+		delete(d.links, i)
+	}
+	d.mu.Unlock()
+	var errs []error
+	for _, m := range []*ebpf.Map{d.objs.Endpoints, d.objs.Grants, d.objs.Services, d.objs.Counters, d.objs.DropEvents} {
+		if err := m.Unpin(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// bootNow is the clock the program compares expiries with.
+func bootNow() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// ProtoNumber maps "tcp", "udp", "icmp" and "" (any) to IP protocol numbers.
+func ProtoNumber(name string) (uint8, error) {
+	switch strings.ToLower(name) {
+	case "":
+		return 0, nil
+	case "tcp":
+		return unix.IPPROTO_TCP, nil
+	case "udp":
+		return unix.IPPROTO_UDP, nil
+	case "icmp":
+		return unix.IPPROTO_ICMP, nil
+	}
+	return 0, fmt.Errorf("unknown protocol %q", name)
+}
+
+// ProtoName is the inverse of ProtoNumber.
+func ProtoName(p uint8) string {
+	switch p {
+	case 0:
+		return ""
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	case unix.IPPROTO_UDP:
+		return "udp"
+	case unix.IPPROTO_ICMP:
+		return "icmp"
+	}
+	return strconv.Itoa(int(p))
+}

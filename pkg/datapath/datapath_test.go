@@ -1,0 +1,251 @@
+package datapath
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"outcall.dev/outcall/internal/privtest"
+	"outcall.dev/outcall/pkg/api"
+)
+
+const (
+	tcActOK   = 0
+	tcActShot = 2
+)
+
+var (
+	agentMAC  = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x0a}
+	otherMAC  = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x0b}
+	gwMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+	agentIP   = netip.MustParseAddr("10.200.0.10")
+	otherIP   = netip.MustParseAddr("10.200.0.11")
+	gatewayIP = netip.MustParseAddr("10.200.0.1")
+	upstream  = netip.MustParseAddr("198.51.100.10")
+	upstream2 = netip.MustParseAddr("198.51.100.20")
+)
+
+const (
+	agentPort   = 4242 // ifindex of the agent's port, as the program sees it
+	otherPort   = 4343
+	unknownPort = 4444
+	agentID     = 7
+	otherID     = 8
+)
+
+// openTest loads the datapath unpinned, or skips when BPF is unavailable.
+func openTest(t testing.TB) *Datapath {
+	t.Helper()
+	privtest.Root(t)
+	d, err := Open(Options{})
+	if err != nil {
+		privtest.Skip(t, "cannot load BPF: "+err.Error())
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func seed(t testing.TB, d *Datapath) {
+	t.Helper()
+	must(t, d.SetEndpoint(agentPort, Endpoint{Identity: agentID, IP: agentIP, Gateway: gatewayIP, MAC: agentMAC}))
+	must(t, d.SetEndpoint(otherPort, Endpoint{Identity: otherID, IP: otherIP, Gateway: gatewayIP, MAC: otherMAC}))
+	must(t, d.SetServices([]Service{{17, api.DefaultDNSPort}, {6, api.DefaultDNSPort}, {6, api.DefaultProxyPort}}))
+	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream, Proto: 6, Port: 443}}))
+	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream, Proto: 17}}))
+	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream2}}))
+	// An entry that expired long ago, written raw: PutGrant refuses it.
+	key := portIngressGrantKey{Identity: agentID, Daddr: upstream.As4(), Dport: 8443, Proto: 6}
+	must(t, d.objs.Grants.Put(&key, &portIngressGrantValue{ExpiresNs: 1}))
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run feeds one frame to the program as if it arrived on port and returns
+// the verdict and the mark it left.
+func run(t testing.TB, d *Datapath, port uint32, data []byte) (uint32, uint32) {
+	t.Helper()
+	in := skbContext{IngressIfindex: port, Mark: 0x1234}
+	var out skbContext
+	ret, err := d.objs.OutcallPortIngress.Run(&ebpf.RunOptions{Data: data, Context: in, ContextOut: &out})
+	if err != nil {
+		t.Fatalf("BPF_PROG_TEST_RUN: %v", err)
+	}
+	return ret, out.Mark
+}
+
+func tcp(src netip.Addr, dst netip.Addr, dport uint16) frame {
+	return frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x0800, src: src, dst: dst, proto: 6, sport: 40000, dport: dport}
+}
+
+func udp(dst netip.Addr, dport uint16) frame {
+	return frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x0800, src: agentIP, dst: dst, proto: 17, sport: 40000, dport: dport}
+}
+
+func TestVerdicts(t *testing.T) {
+	d := openTest(t)
+	seed(t, d)
+
+	withOptions := tcp(agentIP, upstream, 443)
+	withOptions.ipOptions = []byte{1, 1, 1, 0} // NOP NOP NOP EOL
+	spoofMAC := tcp(agentIP, upstream, 443)
+	spoofMAC.srcMAC = otherMAC
+	icmp := tcp(agentIP, upstream2, 0)
+	icmp.proto, icmp.sport = 1, 0
+	icmpDenied := icmp
+	icmpDenied.dst = upstream
+	moreFrags := tcp(agentIP, upstream, 443)
+	moreFrags.fragOff = 0x2000
+	laterFrag := udp(upstream, 5000)
+	laterFrag.fragOff = 0x0010
+	dontFrag := tcp(agentIP, upstream, 443)
+	dontFrag.fragOff = 0x4000
+	shortIP := tcp(agentIP, upstream, 443)
+	shortIP.truncateTo = 14 + 10
+	shortPorts := tcp(agentIP, upstream, 443)
+	shortPorts.truncateTo = 14 + 20 + 2
+	badIHL := tcp(agentIP, upstream, 443)
+	badIHL.ihlOverride = 4
+	hugeIHL := tcp(agentIP, upstream, 443) // header claims 60 bytes, frame has 40
+	hugeIHL.ihlOverride = 15
+	ipv6 := frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x86dd}
+	lldp := frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x88cc}
+	vlan := frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x8100}
+
+	tests := []struct {
+		name   string
+		port   uint32
+		data   []byte
+		reason Reason
+	}{
+		{"tcp granted port", agentPort, tcp(agentIP, upstream, 443).bytes(), AllowGrant},
+		{"tcp other port denied", agentPort, tcp(agentIP, upstream, 444).bytes(), DropNoRule},
+		{"udp any port of proto", agentPort, udp(upstream, 9999).bytes(), AllowGrant},
+		{"any protocol grant, tcp", agentPort, tcp(agentIP, upstream2, 22).bytes(), AllowGrant},
+		{"any protocol grant, icmp", agentPort, icmp.bytes(), AllowGrant},
+		{"icmp without grant", agentPort, icmpDenied.bytes(), DropNoRule},
+		{"expired grant", agentPort, tcp(agentIP, upstream, 8443).bytes(), DropExpired},
+		{"ungranted destination", agentPort, tcp(agentIP, netip.MustParseAddr("203.0.113.5"), 443).bytes(), DropNoRule},
+		{"grant of another identity", otherPort, frame{srcMAC: otherMAC, dstMAC: gwMAC, etherType: 0x0800, src: otherIP, dst: upstream, proto: 6, sport: 1, dport: 443}.bytes(), DropNoRule},
+		{"spoofed source IP", agentPort, tcp(otherIP, upstream, 443).bytes(), DropSpoofedIP},
+		{"spoofed source MAC", agentPort, spoofMAC.bytes(), DropSpoofedMAC},
+		{"unknown port", unknownPort, tcp(agentIP, upstream, 443).bytes(), DropUnknownPort},
+		{"gateway dns udp", agentPort, udp(gatewayIP, 53).bytes(), AllowGateway},
+		{"gateway dns tcp", agentPort, tcp(agentIP, gatewayIP, 53).bytes(), AllowGateway},
+		{"gateway proxy", agentPort, tcp(agentIP, gatewayIP, 8080).bytes(), AllowGateway},
+		{"gateway other port", agentPort, tcp(agentIP, gatewayIP, 22).bytes(), DropGatewayPort},
+		{"gateway udp proxy port", agentPort, udp(gatewayIP, 8080).bytes(), DropGatewayPort},
+		{"dns to granted upstream", agentPort, udp(upstream, 53).bytes(), DropDNSBypass},
+		{"dot to granted upstream", agentPort, tcp(agentIP, upstream2, 853).bytes(), DropDNSBypass},
+		{"ip options parsed", agentPort, withOptions.bytes(), AllowGrant},
+		{"more fragments", agentPort, moreFrags.bytes(), DropFragment},
+		{"later fragment", agentPort, laterFrag.bytes(), DropFragment},
+		{"don't fragment is fine", agentPort, dontFrag.bytes(), AllowGrant},
+		{"truncated ip header", agentPort, shortIP.bytes(), DropMalformed},
+		{"truncated ports", agentPort, shortPorts.bytes(), DropMalformed},
+		{"ihl below 5", agentPort, badIHL.bytes(), DropMalformed},
+		{"ihl beyond frame", agentPort, hugeIHL.bytes(), DropMalformed},
+		{"ipv6", agentPort, ipv6.bytes(), DropIPv6},
+		{"non-ip ethertype", agentPort, lldp.bytes(), DropNonIP},
+		{"vlan tagged", agentPort, vlan.bytes(), DropNonIP},
+		{"arp for gateway", agentPort, arpFrame(agentMAC, agentIP, gatewayIP), AllowARP},
+		{"arp for another agent", agentPort, arpFrame(agentMAC, agentIP, otherIP), DropARP},
+		{"arp with foreign sender ip", agentPort, arpFrame(agentMAC, otherIP, gatewayIP), DropARP},
+		{"ethernet header only", agentPort, tcp(agentIP, upstream, 443).bytes()[:14], DropMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := counterOf(t, d, tt.reason)
+			verdict, mark := run(t, d, tt.port, tt.data)
+			want, wantMark := uint32(tcActShot), uint32(0x1234)
+			if tt.reason.Allowed() {
+				want, wantMark = tcActOK, api.AllowMark|0x1234
+			}
+			if verdict != want {
+				t.Errorf("verdict = %d, want %d (%s)", verdict, want, tt.reason)
+			}
+			if mark != wantMark {
+				t.Errorf("mark = %#x, want %#x", mark, wantMark)
+			}
+			if got := counterOf(t, d, tt.reason); got.Packets != before.Packets+1 || got.Bytes != before.Bytes+uint64(len(tt.data)) {
+				t.Errorf("counter %s/%s moved from %+v to %+v, want +1 packet, +%d bytes", tt.reason.Verdict(), tt.reason, before, got, len(tt.data))
+			}
+		})
+	}
+}
+
+func counterOf(t testing.TB, d *Datapath, r Reason) Counter {
+	t.Helper()
+	cs, err := d.Counters()
+	must(t, err)
+	return cs[r]
+}
+
+func TestGrantLifecycle(t *testing.T) {
+	d := openTest(t)
+	seed(t, d)
+	f := tcp(agentIP, netip.MustParseAddr("203.0.113.9"), 8000).bytes()
+	key := GrantKey{Identity: agentID, Dst: netip.MustParseAddr("203.0.113.9"), Proto: 6, Port: 8000}
+
+	if v, _ := run(t, d, agentPort, f); v != tcActShot {
+		t.Fatalf("before grant: verdict %d, want drop", v)
+	}
+	must(t, d.PutGrant(Grant{GrantKey: key, Expires: time.Now().Add(300 * time.Millisecond)}))
+	if v, _ := run(t, d, agentPort, f); v != tcActOK {
+		t.Fatalf("with grant: verdict %d, want pass", v)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if v, _ := run(t, d, agentPort, f); v != tcActShot {
+		t.Fatalf("after expiry: verdict %d, want drop", v)
+	}
+	n, err := d.SweepExpired()
+	must(t, err)
+	if n < 1 {
+		t.Fatalf("sweep removed %d grants, want at least 1", n)
+	}
+	must(t, d.PutGrant(Grant{GrantKey: key}))
+	if ok, err := d.DeleteGrant(key); err != nil || !ok {
+		t.Fatalf("DeleteGrant = %v, %v", ok, err)
+	}
+	if v, _ := run(t, d, agentPort, f); v != tcActShot {
+		t.Fatalf("after delete: verdict %d, want drop", v)
+	}
+	if err := d.PutGrant(Grant{GrantKey: GrantKey{Identity: 1, Dst: upstream, Port: 80}}); err == nil {
+		t.Fatal("port without protocol accepted")
+	}
+	if err := d.PutGrant(Grant{GrantKey: GrantKey{Identity: 1, Dst: netip.MustParseAddr("2001:db8::1")}}); err == nil {
+		t.Fatal("IPv6 destination accepted")
+	}
+}
+
+func TestEndpointRemovalBlocks(t *testing.T) {
+	d := openTest(t)
+	seed(t, d)
+	f := tcp(agentIP, upstream, 443).bytes()
+	if v, _ := run(t, d, agentPort, f); v != tcActOK {
+		t.Fatalf("verdict %d, want pass", v)
+	}
+	must(t, d.DeleteEndpoint(agentPort))
+	if v, _ := run(t, d, agentPort, f); v != tcActShot {
+		t.Fatalf("after endpoint removal: verdict %d, want drop", v)
+	}
+}
+
+func TestServicesReplace(t *testing.T) {
+	d := openTest(t)
+	seed(t, d)
+	must(t, d.SetServices([]Service{{17, 53}}))
+	if v, _ := run(t, d, agentPort, tcp(agentIP, gatewayIP, 8080).bytes()); v != tcActShot {
+		t.Fatalf("proxy after services replaced: verdict %d, want drop", v)
+	}
+	if v, _ := run(t, d, agentPort, udp(gatewayIP, 53).bytes()); v != tcActOK {
+		t.Fatalf("dns after services replaced: verdict %d, want pass", v)
+	}
+}
