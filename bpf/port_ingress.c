@@ -29,7 +29,11 @@ struct bpf_ct_opts {
 	__u8 dir;
 	__u8 reserved[2];
 };
-struct nf_conn;
+/* Opaque here; a body is needed only so the loader matches it with the
+ * kernel's struct of the same name. */
+struct nf_conn {
+	int unused;
+};
 extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple,
 					 __u32 tuple__sz, struct bpf_ct_opts *opts,
 					 __u32 opts__sz) __ksym;

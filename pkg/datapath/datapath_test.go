@@ -107,8 +107,8 @@ func TestVerdicts(t *testing.T) {
 	laterFrag.fragOff = 0x0010
 	dontFrag := tcp(agentIP, upstream, 443)
 	dontFrag.fragOff = 0x4000
-	shortIP := tcp(agentIP, upstream, 443)
-	shortIP.truncateTo = 14 + 10
+	// An IPv4 frame shorter than an IP header cannot be injected:
+	// BPF_PROG_TEST_RUN refuses it with EINVAL before the program runs.
 	shortPorts := tcp(agentIP, upstream, 443)
 	shortPorts.truncateTo = 14 + 20 + 2
 	badIHL := tcp(agentIP, upstream, 443)
@@ -148,7 +148,6 @@ func TestVerdicts(t *testing.T) {
 		{"more fragments", agentPort, moreFrags.bytes(), DropFragment},
 		{"later fragment", agentPort, laterFrag.bytes(), DropFragment},
 		{"don't fragment is fine", agentPort, dontFrag.bytes(), AllowGrant},
-		{"truncated ip header", agentPort, shortIP.bytes(), DropMalformed},
 		{"truncated ports", agentPort, shortPorts.bytes(), DropMalformed},
 		{"ihl below 5", agentPort, badIHL.bytes(), DropMalformed},
 		{"ihl beyond frame", agentPort, hugeIHL.bytes(), DropMalformed},
@@ -158,7 +157,6 @@ func TestVerdicts(t *testing.T) {
 		{"arp for gateway", agentPort, arpFrame(agentMAC, agentIP, gatewayIP), AllowARP},
 		{"arp for another agent", agentPort, arpFrame(agentMAC, agentIP, otherIP), DropARP},
 		{"arp with foreign sender ip", agentPort, arpFrame(agentMAC, otherIP, gatewayIP), DropARP},
-		{"ethernet header only", agentPort, tcp(agentIP, upstream, 443).bytes()[:14], DropMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
