@@ -142,3 +142,12 @@ type ActiveRule struct {
 type FlushResult struct {
 	Removed int `json:"removed"`
 }
+
+// DatapathCounter is the packets and bytes the datapath counted for one
+// verdict and reason.
+type DatapathCounter struct {
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/hostclient"
+)
+
+// newBridgeCmd is `outcall bridge status|up|down` (S001-IF-004).
+func newBridgeCmd() *cobra.Command {
+	cmd := groupCmd(&cobra.Command{Use: "bridge", Short: "Inspect or change the bridge"})
+	cmd.AddCommand(
+		&cobra.Command{
+			Use:   "status",
+			Short: "Show the bridge and nftables state",
+			Args:  cobra.NoArgs,
+			RunE: action(func(cmd *cobra.Command, _ []string) error {
+				st, err := hostclient.Do[api.BridgeStatus](client(cmd), "GET", "/api/v1/bridge", nil)
+				if err != nil {
+					return err
+				}
+				return printLine(cmd, formatBridgeStatus(st))
+			}),
+		},
+		bridgeAction("up", "Create or attach the bridge and apply the base ruleset", "Bridge is up."),
+		bridgeAction("down", "Remove the nftables table and delete the bridge", "Bridge is down."),
+	)
+	return cmd
+}
+
+// bridgeAction is `bridge up` or `bridge down`: a bodiless POST and a fixed
+// success message.
+func bridgeAction(verb, short, done string) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: action(func(cmd *cobra.Command, _ []string) error {
+			if err := client(cmd).Exec("POST", "/api/v1/bridge/"+verb, nil); err != nil {
+				return err
+			}
+			return printLine(cmd, done)
+		}),
+	}
+}
+
+// formatBridgeStatus renders S001-IF-005 (values start at column 12; no Index
+// line when the index is null), without the final newline.
+func formatBridgeStatus(st api.BridgeStatus) string {
+	status, nft := "down", "inactive"
+	if st.Up {
+		status = "up"
+	}
+	if st.NftablesActive {
+		nft = "active"
+	}
+	s := fmt.Sprintf("Bridge:    %s\nStatus:    %s\n", st.Name, status)
+	if st.Index != nil {
+		s += fmt.Sprintf("Index:     %d\n", *st.Index)
+	}
+	return s + "nftables:  " + nft
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"outcall.dev/outcall/pkg/hostclient"
+)
+
+// datapathCounter is one entry of GET /api/v1/datapath/counters. It is a host
+// API wire type that pkg/api does not define yet.
+type datapathCounter struct {
+	Verdict string `json:"verdict"` // "allow" or "drop"
+	Reason  string `json:"reason"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// newDatapathCmd is `outcall datapath counters`.
+func newDatapathCmd() *cobra.Command {
+	cmd := groupCmd(&cobra.Command{Use: "datapath", Short: "Inspect the eBPF datapath"})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "counters",
+		Short: "Show packet and byte counters per verdict and reason",
+		Args:  cobra.NoArgs,
+		RunE: action(func(cmd *cobra.Command, _ []string) error {
+			counters, err := hostclient.Do[[]datapathCounter](client(cmd), "GET", "/api/v1/datapath/counters", nil)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			fmt.Fprintln(w, "VERDICT\tREASON\tPACKETS\tBYTES")
+			for _, c := range counters {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\n", c.Verdict, c.Reason, c.Packets, c.Bytes)
+			}
+			return w.Flush()
+		}),
+	})
+	return cmd
+}

@@ -1,0 +1,139 @@
+// Command outcalld is Outcall's daemon: it owns the bridge, enforces
+// default-block with eBPF and nftables, and serves the host API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/daemon"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("outcalld", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg         daemon.Config
+		subnetBlock = fs.String("subnet-block", "10.200.0.0/16", "RFC 1918 block for Outcall networks; the default bridge gets its first /24 and the .1 address")
+		proxyAddr   = fs.String("proxy-addr", "", "HTTP proxy address host:port on the gateway (default <gateway>:8080); its port is reachable from every endpoint")
+		dnsPort     = fs.Uint("dns-port", api.DefaultDNSPort, "DNS filter port on the gateway; reachable from every endpoint")
+		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		showVersion = fs.Bool("version", false, "print the version and exit")
+	)
+	fs.StringVar(&cfg.Bridge, "bridge", api.DefaultBridgeName, "Linux bridge name (created if missing)")
+	fs.StringVar(&cfg.Socket, "socket", api.DefaultHostSocket, "host API Unix socket")
+	fs.StringVar(&cfg.StateDir, "state-dir", api.DefaultStateDir, "directory for persisted state")
+	fs.StringVar(&cfg.PinDir, "pin-dir", api.DefaultPinDir, "bpffs directory for pinned maps and links")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", api.DefaultMetricsAddr, "Prometheus metrics listen address (empty disables)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: outcalld [flags]\n\noutcalld decides in the kernel what each agent container may reach.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(os.Stdout, "outcalld %s\n", version)
+		return 0
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "outcalld: --log-level: %q is not one of debug, info, warn, error\n", *logLevel)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = log
+
+	gw, err := defaultGateway(*subnetBlock)
+	if err != nil {
+		fmt.Fprintf(stderr, "outcalld: --subnet-block: %v\n", err)
+		return 2
+	}
+	cfg.Gateway = gw
+	if *dnsPort == 0 || *dnsPort > 65535 {
+		fmt.Fprintf(stderr, "outcalld: --dns-port: %d is not a port (1-65535)\n", *dnsPort)
+		return 2
+	}
+	cfg.DNSPort = uint16(*dnsPort)
+	if *proxyAddr == "" {
+		*proxyAddr = net.JoinHostPort(gw.Addr().String(), "8080")
+	}
+	port, err := proxyPort(*proxyAddr)
+	if err != nil {
+		fmt.Fprintf(stderr, "outcalld: --proxy-addr: %v\n", err)
+		return 2
+	}
+	cfg.ProxyPort = port
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "outcalld: %v\n", err)
+		return 2
+	}
+
+	d, err := daemon.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "outcalld: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := d.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "outcalld: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// defaultGateway is the .1 address of the first /24 in an RFC 1918 block.
+func defaultGateway(block string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(block)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR block", block)
+	}
+	if !p.Addr().Is4() || p != p.Masked() || p.Bits() > 24 {
+		return netip.Prefix{}, fmt.Errorf("%q must be a canonical IPv4 block of /24 or larger", block)
+	}
+	private := 0
+	for _, r := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} {
+		rp := netip.MustParsePrefix(r)
+		if rp.Contains(p.Addr()) && rp.Bits() <= p.Bits() {
+			private++
+		}
+	}
+	if private != 1 {
+		return netip.Prefix{}, fmt.Errorf("%q is not inside one RFC 1918 range", block)
+	}
+	return netip.PrefixFrom(p.Addr().Next(), 24), nil
+}
+
+func proxyPort(addr string) (uint16, error) {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not host:port", addr)
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("%q has no valid port", addr)
+	}
+	return uint16(n), nil
+}

@@ -1,0 +1,59 @@
+// Package daemon wires outcalld's subsystems: the bridge, the nftables floor,
+// the datapath, the endpoint registry, the host API and metrics. It owns the
+// order in which they start and stop, which is where fail-closed is decided:
+// the floor exists before the bridge, a port's program is attached before the
+// port can pass a frame, and shutdown leaves the strict policy in place.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"outcall.dev/outcall/pkg/bridge"
+)
+
+// Config is outcalld's configuration, from flags.
+type Config struct {
+	Bridge      string
+	Gateway     netip.Prefix // the bridge's address, e.g. 10.200.0.1/24
+	Socket      string
+	StateDir    string
+	PinDir      string
+	MetricsAddr string // empty disables metrics
+	DNSPort     uint16
+	ProxyPort   uint16
+	Logger      *slog.Logger
+}
+
+// Validate rejects a bad configuration before anything on the host changes.
+// Each error names the flag.
+func (c Config) Validate() error {
+	var errs []error
+	if err := bridge.ValidateName(c.Bridge); err != nil {
+		errs = append(errs, fmt.Errorf("--bridge: %w", err))
+	}
+	if !c.Gateway.IsValid() || !c.Gateway.Addr().Is4() || c.Gateway.Bits() > 30 || c.Gateway.Bits() < 8 {
+		errs = append(errs, fmt.Errorf("--gateway: %q is not an IPv4 address with a prefix length of 8 to 30", c.Gateway))
+	} else if a := c.Gateway.Addr(); a == c.Gateway.Masked().Addr() {
+		errs = append(errs, fmt.Errorf("--gateway: %s is the network address of its subnet", c.Gateway))
+	}
+	for flag, p := range map[string]string{"--socket": c.Socket, "--state-dir": c.StateDir, "--pin-dir": c.PinDir} {
+		if p == "" || !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s: %q must be an absolute path", flag, p))
+		}
+	}
+	if fi, err := os.Stat(c.Socket); err == nil && fi.IsDir() {
+		errs = append(errs, fmt.Errorf("--socket: %s is a directory", c.Socket))
+	}
+	if c.DNSPort == 0 {
+		errs = append(errs, errors.New("--dns-port: must be 1-65535"))
+	}
+	if c.ProxyPort == 0 {
+		errs = append(errs, errors.New("--proxy-addr: port must be 1-65535"))
+	}
+	return errors.Join(errs...)
+}

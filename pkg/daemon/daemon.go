@@ -1,0 +1,401 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/bridge"
+	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/endpoint"
+	"outcall.dev/outcall/pkg/hostapi"
+	"outcall.dev/outcall/pkg/metrics"
+	"outcall.dev/outcall/pkg/nft"
+)
+
+// Daemon is a running outcalld.
+type Daemon struct {
+	cfg       Config
+	log       *slog.Logger
+	bridges   *bridge.Manager
+	floor     *nft.Floor
+	endpoints *endpoint.Registry
+	collector *metrics.Collector
+
+	// mu serialises everything that changes enforcement: bridge up/down,
+	// ports joining and leaving, endpoints and grants.
+	mu          sync.Mutex
+	dp          *datapath.Datapath // nil while the bridge is down
+	stopEvents  context.CancelFunc // stops dp's drop event reader
+	bridgeIndex int
+	ports       map[int]string // ports of the bridge by ifindex
+}
+
+// New checks privileges and opens the persisted state. It changes nothing
+// on the host.
+func New(cfg Config) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := checkCapabilities(); err != nil {
+		return nil, err
+	}
+	if err := checkBridgeName(cfg.Bridge); err != nil {
+		return nil, err
+	}
+	reg, err := endpoint.Open(filepath.Join(cfg.StateDir, "endpoints.json"))
+	if err != nil {
+		return nil, err
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	d := &Daemon{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		bridges:   bridge.NewManager(h, cfg.Logger.With("target", "bridge")),
+		floor:     nft.New(0),
+		endpoints: reg,
+		ports:     map[int]string{},
+	}
+	d.collector = metrics.NewCollector(d)
+	return d, nil
+}
+
+// checkCapabilities fails early, with the missing capability named, instead
+// of half-way through bringing the bridge up.
+func checkCapabilities() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	var missing []string
+	if !has(unix.CAP_NET_ADMIN) {
+		missing = append(missing, "CAP_NET_ADMIN")
+	}
+	if !has(unix.CAP_BPF) && !has(unix.CAP_SYS_ADMIN) {
+		missing = append(missing, "CAP_BPF")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("outcalld needs root, or CAP_NET_ADMIN and CAP_BPF (missing %v): run it with sudo", missing)
+	}
+	return nil
+}
+
+// checkBridgeName refuses an existing link of the bridge's name that is not a
+// bridge, before the floor or anything else is touched.
+func checkBridgeName(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil // absent: it will be created
+	}
+	if l.Type() != "bridge" {
+		return fmt.Errorf("--bridge: link %q exists and is a %s, not a bridge; choose another name", name, l.Type())
+	}
+	return nil
+}
+
+// Run brings the bridge up, serves the APIs and blocks until ctx is done;
+// then it leaves the strict policy in place and returns.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.up(); err != nil {
+		return err
+	}
+	var metricsListener net.Listener
+	if d.cfg.MetricsAddr != "" {
+		l, err := metrics.Listen(d.cfg.MetricsAddr)
+		if err != nil {
+			d.shutdown()
+			return err
+		}
+		metricsListener = l
+	}
+	listener, err := hostapi.Listen(d.cfg.Socket)
+	if err != nil {
+		if metricsListener != nil {
+			metricsListener.Close()
+		}
+		d.shutdown()
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	run := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	run("port watcher", d.watchPorts)
+	run("grant sweeper", d.sweepGrants)
+	if metricsListener != nil {
+		run("metrics", func(ctx context.Context) error {
+			return metrics.Serve(ctx, metricsListener, d.collector, d.log.With("target", "metrics"))
+		})
+	}
+	run("host api", func(ctx context.Context) error {
+		return hostapi.Serve(ctx, listener, hostapi.Handler(d, d.log.With("target", "host_api")))
+	})
+	d.log.Info("outcalld ready", "bridge", d.cfg.Bridge, "socket", d.cfg.Socket)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		d.log.Error("subsystem failed; shutting down with the strict policy in place", "err", runErr)
+	}
+	cancel()
+	wg.Wait()
+	d.shutdown()
+	return runErr
+}
+
+// up creates or attaches everything, in an order that never opens a port:
+// the program is loaded (so BPF trouble fails before anything changes), the
+// floor goes in (so the bridge is covered the moment it exists), then the
+// bridge (ports carry no VLAN until opened), then the program on each port,
+// then the identities, and only then the port's VLAN.
+func (d *Daemon) up() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		dp, err := datapath.Open(datapath.Options{PinDir: d.cfg.PinDir, Logger: d.log.With("target", "datapath")})
+		if err != nil {
+			return fmt.Errorf("BPF datapath unavailable: %w", err)
+		}
+		d.dp = dp
+		var evCtx context.Context
+		evCtx, d.stopEvents = context.WithCancel(context.Background())
+		go d.readDropEvents(evCtx, dp)
+		// Grants do not survive a restart (S009-FR-010): containers ask again.
+		if n, err := d.flushGrantsLocked(); err != nil {
+			return err
+		} else if n > 0 {
+			d.log.Info("revoked grants left by an earlier daemon", "count", n)
+		}
+	}
+	// Loading the program changes nothing a packet sees; the floor is the
+	// first thing that does, and it goes in before the bridge exists.
+	if err := d.floor.Apply(d.floorConfigLocked()); err != nil {
+		return err
+	}
+	services := []datapath.Service{{Proto: unix.IPPROTO_UDP, Port: d.cfg.DNSPort}, {Proto: unix.IPPROTO_TCP, Port: d.cfg.DNSPort}, {Proto: unix.IPPROTO_TCP, Port: d.cfg.ProxyPort}}
+	if err := d.dp.SetServices(services); err != nil {
+		return err
+	}
+	index, _, err := d.bridges.Ensure(d.cfg.Bridge, d.cfg.Gateway)
+	if err != nil {
+		return err
+	}
+	d.bridgeIndex = index
+	ports, err := d.bridges.Ports(index)
+	if err != nil {
+		return err
+	}
+	present := map[int]bool{}
+	for _, p := range ports {
+		present[p.Index] = true
+		if err := d.portJoinedLocked(p.Index, p.Name); err != nil {
+			return err
+		}
+	}
+	for _, ifindex := range d.dp.AttachedPorts() {
+		if !present[ifindex] {
+			if err := d.portLeftLocked(ifindex); err != nil {
+				return err
+			}
+		}
+	}
+	return d.floor.Apply(d.floorConfigLocked())
+}
+
+func (d *Daemon) floorConfigLocked() nft.Config {
+	cfg := nft.Config{Bridges: []string{d.cfg.Bridge}, Mark: api.AllowMark, MarkMask: api.AllowMarkMask}
+	for _, name := range d.ports {
+		cfg.Ports = append(cfg.Ports, name)
+	}
+	return cfg
+}
+
+// portJoinedLocked takes over a port: program first, then the floor's port
+// set, then the identity.
+func (d *Daemon) portJoinedLocked(ifindex int, name string) error {
+	if err := d.dp.Attach(ifindex); err != nil {
+		return err
+	}
+	if d.ports[ifindex] != name {
+		if old, ok := d.ports[ifindex]; ok {
+			_ = d.floor.RemovePort(old)
+		}
+		if err := d.floor.AddPort(name); err != nil {
+			return err
+		}
+		d.ports[ifindex] = name
+	}
+	ep, ok := d.endpoints.ByInterface(name)
+	if !ok {
+		d.log.Info("port has no endpoint; it reaches nothing", "port", name, "ifindex", ifindex)
+		return nil
+	}
+	return d.activateLocked(ifindex, ep)
+}
+
+func (d *Daemon) activateLocked(ifindex int, ep endpoint.Endpoint) error {
+	err := d.dp.SetEndpoint(ifindex, datapath.Endpoint{Identity: ep.Identity, IP: ep.IP, Gateway: d.cfg.Gateway.Addr(), MAC: ep.MAC})
+	if err != nil {
+		return err
+	}
+	d.log.Info("endpoint active", "endpoint", ep.Name, "port", ep.Interface, "identity", ep.Identity)
+	return nil
+}
+
+func (d *Daemon) portLeftLocked(ifindex int) error {
+	var errs []error
+	errs = append(errs, d.dp.DeleteEndpoint(ifindex), d.dp.Detach(ifindex))
+	if name, ok := d.ports[ifindex]; ok {
+		errs = append(errs, d.floor.RemovePort(name))
+		delete(d.ports, ifindex)
+	}
+	return errors.Join(errs...)
+}
+
+// watchPorts follows ports joining and leaving the bridge. If the netlink
+// subscription breaks it resubscribes; the subscription lists existing links
+// again, so nothing that happened in between is missed.
+func (d *Daemon) watchPorts(ctx context.Context) error {
+	self, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open own netns: %w", err)
+	}
+	defer self.Close()
+	isBridge := func(ifindex int) bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return ifindex != 0 && ifindex == d.bridgeIndex
+	}
+	for ctx.Err() == nil {
+		events := make(chan bridge.PortEvent, 64)
+		errc := make(chan error, 1)
+		wctx, cancel := context.WithCancel(ctx)
+		go func() { errc <- bridge.WatchPorts(wctx, self, isBridge, events) }()
+	loop:
+		for {
+			select {
+			case ev := <-events:
+				d.handlePortEvent(ev)
+			case err := <-errc:
+				if ctx.Err() == nil {
+					d.log.Warn("port subscription ended; resubscribing", "err", err)
+				}
+				break loop
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) handlePortEvent(ev bridge.PortEvent) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return
+	}
+	var err error
+	if ev.Joined {
+		err = d.portJoinedLocked(ev.Port.Index, ev.Port.Name)
+	} else if _, ours := d.ports[ev.Port.Index]; ours {
+		err = d.portLeftLocked(ev.Port.Index)
+	}
+	if err != nil {
+		// The port stays closed: without its program and VLAN the floor and
+		// the bridge drop what it sends.
+		d.log.Error("port update failed", "port", ev.Port.Name, "ifindex", ev.Port.Index, "joined", ev.Joined, "err", err)
+	}
+}
+
+// sweepGrants reclaims expired grants once a second. Expiry itself is
+// enforced per packet in the datapath.
+func (d *Daemon) sweepGrants(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		d.mu.Lock()
+		if d.dp != nil {
+			if _, err := d.dp.SweepExpired(); err != nil {
+				d.log.Warn("sweep expired grants", "err", err)
+			}
+		}
+		d.mu.Unlock()
+	}
+}
+
+// readDropEvents counts and logs sampled drops of dp until ctx is done.
+func (d *Daemon) readDropEvents(ctx context.Context, dp *datapath.Datapath) {
+	log := d.log.With("target", "datapath")
+	err := dp.ReadDropEvents(ctx, func(ev datapath.DropEvent) {
+		d.collector.DropEvents.WithLabelValues(ev.Reason.String()).Inc()
+		log.Debug("drop", "reason", ev.Reason.String(), "identity", ev.Identity, "ifindex", ev.Ifindex,
+			"src", ev.Src, "dst", ev.Dst, "proto", ev.Proto, "sport", ev.SrcPort, "dport", ev.DstPort)
+	})
+	if err != nil && ctx.Err() == nil {
+		log.Warn("drop events stopped", "err", err)
+	}
+}
+
+// shutdown keeps the bridge, revokes every grant and rewrites the floor in
+// one transaction (S001-FR-010): containers that outlive the daemon stay
+// fail-closed. The pinned programs keep enforcing.
+func (d *Daemon) shutdown() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return
+	}
+	if n, err := d.flushGrantsLocked(); err != nil {
+		d.log.Error("revoke grants at shutdown", "err", err)
+	} else {
+		d.log.Info("revoked grants at shutdown", "count", n)
+	}
+	if err := d.floor.Apply(d.floorConfigLocked()); err != nil {
+		d.log.Error("install strict base policy at shutdown", "err", err)
+	}
+	d.closeDatapathLocked()
+	d.log.Info("outcalld stopped; bridge and strict policy remain", "bridge", d.cfg.Bridge)
+}
+
+// closeDatapathLocked releases the datapath handles; pinned state stays.
+func (d *Daemon) closeDatapathLocked() {
+	d.stopEvents()
+	d.dp.Close()
+	d.dp = nil
+}

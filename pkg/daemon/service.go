@@ -1,0 +1,354 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sort"
+	"time"
+
+	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/endpoint"
+	"outcall.dev/outcall/pkg/hostapi"
+)
+
+// MaxGrantTTL bounds expires_in_secs (S009-FR-015).
+const MaxGrantTTL = 86400 * time.Second
+
+var errBridgeDown = &hostapi.StatusError{Status: http.StatusConflict, Err: errors.New(`bridge is not up — run "outcall bridge up" first`)}
+
+func badRequest(format string, args ...any) error {
+	return &hostapi.StatusError{Status: http.StatusBadRequest, Err: fmt.Errorf(format, args...)}
+}
+
+func notFound(err error) error {
+	return &hostapi.StatusError{Status: http.StatusNotFound, Err: err}
+}
+
+// BridgeStatus implements hostapi.Service. It asks the kernel every time.
+func (d *Daemon) BridgeStatus(ctx context.Context) (api.BridgeStatus, error) {
+	st, err := d.bridges.Status(d.cfg.Bridge)
+	if err != nil {
+		return api.BridgeStatus{}, err
+	}
+	active, err := d.floor.Active()
+	if err != nil {
+		return api.BridgeStatus{}, err
+	}
+	out := api.BridgeStatus{Name: d.cfg.Bridge, Up: st.Exists && st.Up, NftablesActive: active}
+	if st.Exists {
+		idx := uint32(st.Index)
+		out.Index = &idx
+	}
+	return out, nil
+}
+
+// BridgeUp implements hostapi.Service: the same idempotent path as startup.
+func (d *Daemon) BridgeUp(ctx context.Context) error { return d.up() }
+
+// BridgeDown implements hostapi.Service: the only teardown. Programs are
+// detached and unpinned, the tables deleted, the bridge removed (S001-FR-009).
+func (d *Daemon) BridgeDown(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp != nil {
+		if err := d.dp.Unpin(); err != nil {
+			d.log.Warn("unpin datapath", "err", err)
+		}
+		d.closeDatapathLocked()
+	}
+	d.ports = map[int]string{}
+	d.bridgeIndex = 0
+	if _, err := d.floor.Delete(); err != nil {
+		d.log.Warn("delete nftables tables", "err", err) // FR-009.a: warn and go on
+	}
+	if err := d.bridges.Delete(d.cfg.Bridge); err != nil {
+		return err
+	}
+	d.log.Info("bridge torn down", "bridge", d.cfg.Bridge)
+	return nil
+}
+
+// Endpoints implements hostapi.Service.
+func (d *Daemon) Endpoints(ctx context.Context) ([]api.Endpoint, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := []api.Endpoint{}
+	for _, e := range d.endpoints.List() {
+		out = append(out, d.apiEndpointLocked(e))
+	}
+	return out, nil
+}
+
+func (d *Daemon) apiEndpointLocked(e endpoint.Endpoint) api.Endpoint {
+	out := api.Endpoint{Name: e.Name, Interface: e.Interface, IP: e.IP.String(), MAC: e.MACText, Identity: e.Identity}
+	for ifindex, name := range d.ports {
+		if name == e.Interface {
+			out.Ifindex = ifindex
+			out.Attached = d.dp != nil && d.dp.Attached(ifindex)
+		}
+	}
+	return out
+}
+
+// AddEndpoint implements hostapi.Service. The interface must already be a
+// port of the bridge, so a typo is an error rather than a silent no-op.
+func (d *Daemon) AddEndpoint(ctx context.Context, req api.EndpointAddRequest) (api.Endpoint, error) {
+	e, err := endpoint.Validate(req.Name, req.Interface, req.IP, req.MAC)
+	if err != nil {
+		return api.Endpoint{}, badRequest("%w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return api.Endpoint{}, errBridgeDown
+	}
+	ifindex := -1
+	for i, name := range d.ports {
+		if name == e.Interface {
+			ifindex = i
+		}
+	}
+	if ifindex < 0 {
+		return api.Endpoint{}, badRequest("interface %s is not a port of bridge %s", e.Interface, d.cfg.Bridge)
+	}
+	if !d.cfg.Gateway.Contains(e.IP) || e.IP == d.cfg.Gateway.Addr() {
+		return api.Endpoint{}, badRequest("ip %s is not a host address in the bridge subnet %s", e.IP, d.cfg.Gateway.Masked())
+	}
+	e, err = d.endpoints.Add(e)
+	if err != nil {
+		return api.Endpoint{}, badRequest("%w", err)
+	}
+	if err := d.activateLocked(ifindex, e); err != nil {
+		_ = d.dp.DeleteEndpoint(ifindex)
+		_, _ = d.endpoints.Remove(e.Name)
+		return api.Endpoint{}, err
+	}
+	return d.apiEndpointLocked(e), nil
+}
+
+// RemoveEndpoint implements hostapi.Service: the port loses its identity and
+// its grants, so it reaches nothing again.
+func (d *Daemon) RemoveEndpoint(ctx context.Context, name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, err := d.endpoints.Get(name)
+	if err != nil {
+		return notFound(err)
+	}
+	if d.dp != nil {
+		for ifindex, port := range d.ports {
+			if port == e.Interface {
+				if err := d.dp.DeleteEndpoint(ifindex); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := d.revokeIdentityLocked(e.Identity); err != nil {
+			return err
+		}
+	}
+	_, err = d.endpoints.Remove(name)
+	return err
+}
+
+// grantKey validates an allow or revoke request with S009's messages.
+func (d *Daemon) grantKey(container, destination string, protocol *string, port *uint16) (endpoint.Endpoint, datapath.GrantKey, error) {
+	var key datapath.GrantKey
+	e, err := d.endpoints.Get(container)
+	if err != nil {
+		return e, key, notFound(err)
+	}
+	dst, err := netip.ParseAddr(destination)
+	if err != nil || !dst.Is4() {
+		return e, key, badRequest("invalid destination %q: need an IPv4 address", destination)
+	}
+	key = datapath.GrantKey{Identity: e.Identity, Dst: dst}
+	if protocol != nil {
+		if *protocol != "tcp" && *protocol != "udp" {
+			return e, key, badRequest("invalid protocol '%s': must be 'tcp' or 'udp'", *protocol)
+		}
+		key.Proto, _ = datapath.ProtoNumber(*protocol)
+	}
+	if port != nil {
+		if protocol == nil {
+			return e, key, badRequest("a destination port requires protocol 'tcp' or 'udp'")
+		}
+		if *port == 0 {
+			return e, key, badRequest("invalid port 0: must be 1-65535")
+		}
+		key.Port = *port
+	}
+	return e, key, nil
+}
+
+// Allow implements hostapi.Service (S009-IF-003): insert or renew a grant.
+func (d *Daemon) Allow(ctx context.Context, req api.AllowRequest) (api.ActiveRule, error) {
+	e, key, err := d.grantKey(req.Container, req.Destination, req.Protocol, req.Port)
+	if err != nil {
+		return api.ActiveRule{}, err
+	}
+	if req.SrcIP != "" && req.SrcIP != e.IP.String() {
+		return api.ActiveRule{}, badRequest("src_ip %s does not belong to container '%s' (its address is %s)", req.SrcIP, e.Name, e.IP)
+	}
+	g := datapath.Grant{GrantKey: key}
+	if req.ExpiresInSecs != nil {
+		ttl := time.Duration(*req.ExpiresInSecs) * time.Second
+		if ttl < time.Second || ttl > MaxGrantTTL {
+			return api.ActiveRule{}, badRequest("expires_in_secs must be between 1 and 86400 seconds")
+		}
+		g.Expires = time.Now().Add(ttl)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return api.ActiveRule{}, errBridgeDown
+	}
+	if err := d.dp.PutGrant(g); err != nil {
+		return api.ActiveRule{}, err
+	}
+	d.log.Info("grant added", "endpoint", e.Name, "identity", e.Identity, "dst", key.Dst, "proto", datapath.ProtoName(key.Proto), "port", key.Port)
+	return activeRule(e, g, time.Now()), nil
+}
+
+// Revoke implements hostapi.Service.
+func (d *Daemon) Revoke(ctx context.Context, req api.RevokeRequest) error {
+	e, key, err := d.grantKey(req.Container, req.Destination, req.Protocol, req.Port)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return errBridgeDown
+	}
+	ok, err := d.dp.DeleteGrant(key)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound(fmt.Errorf("no grant for container '%s' to %s", e.Name, req.Destination))
+	}
+	d.log.Info("grant revoked", "endpoint", e.Name, "dst", key.Dst, "proto", datapath.ProtoName(key.Proto), "port", key.Port)
+	return nil
+}
+
+func activeRule(e endpoint.Endpoint, g datapath.Grant, now time.Time) api.ActiveRule {
+	r := api.ActiveRule{Container: e.Name, SrcIP: e.IP.String(), Destination: g.Dst.String()}
+	if g.Proto != 0 {
+		p := datapath.ProtoName(g.Proto)
+		r.Protocol = &p
+	}
+	if g.Port != 0 {
+		port := g.Port
+		r.Port = &port
+	}
+	if !g.Expires.IsZero() {
+		secs := uint64((g.Expires.Sub(now) + time.Second - 1) / time.Second) // rounded up (S009-IF-001)
+		r.ExpiresInSecs = &secs
+	}
+	return r
+}
+
+// ActiveRules implements hostapi.Service: live grants, expired ones left out.
+func (d *Daemon) ActiveRules(ctx context.Context) ([]api.ActiveRule, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := []api.ActiveRule{}
+	if d.dp == nil {
+		return out, nil
+	}
+	grants, err := d.dp.Grants()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	for _, g := range grants {
+		if !g.Expires.IsZero() && !g.Expires.After(now) {
+			continue
+		}
+		e, ok := d.endpoints.ByIdentity(g.Identity)
+		if !ok {
+			e = endpoint.Endpoint{Name: fmt.Sprintf("identity-%d", g.Identity)}
+		}
+		out = append(out, activeRule(e, g, now))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Container != out[j].Container {
+			return out[i].Container < out[j].Container
+		}
+		return out[i].Destination < out[j].Destination
+	})
+	return out, nil
+}
+
+// FlushRules implements hostapi.Service.
+func (d *Daemon) FlushRules(ctx context.Context) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return 0, nil
+	}
+	return d.flushGrantsLocked()
+}
+
+func (d *Daemon) flushGrantsLocked() (int, error) {
+	return d.deleteGrantsLocked(func(datapath.Grant) bool { return true })
+}
+
+func (d *Daemon) revokeIdentityLocked(id uint32) (int, error) {
+	return d.deleteGrantsLocked(func(g datapath.Grant) bool { return g.Identity == id })
+}
+
+func (d *Daemon) deleteGrantsLocked(match func(datapath.Grant) bool) (int, error) {
+	grants, err := d.dp.Grants()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range grants {
+		if !match(g) {
+			continue
+		}
+		if _, err := d.dp.DeleteGrant(g.GrantKey); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// DatapathCounters implements hostapi.Service and metrics.Source.
+func (d *Daemon) DatapathCounters(ctx context.Context) ([]api.DatapathCounter, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return []api.DatapathCounter{}, nil
+	}
+	cs, err := d.dp.Counters()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.DatapathCounter, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, api.DatapathCounter{Verdict: c.Reason.Verdict(), Reason: c.Reason.String(), Packets: c.Packets, Bytes: c.Bytes})
+	}
+	return out, nil
+}
+
+// GrantCount implements metrics.Source.
+func (d *Daemon) GrantCount(ctx context.Context) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return 0, nil
+	}
+	g, err := d.dp.Grants()
+	return len(g), err
+}
+
+// EndpointCount implements metrics.Source.
+func (d *Daemon) EndpointCount() int { return len(d.endpoints.List()) }

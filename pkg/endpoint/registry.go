@@ -1,0 +1,220 @@
+// Package endpoint keeps the registry of named endpoints: ports on Outcall
+// bridges (a namespace's veth, a microVM's tap) with the identity the
+// datapath knows them by. The registry is persisted so that names and
+// identities survive a daemon restart.
+package endpoint
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+)
+
+// Endpoint is one registered port.
+type Endpoint struct {
+	Name      string           `json:"name"`
+	Interface string           `json:"interface"`
+	IP        netip.Addr       `json:"ip"`
+	MAC       net.HardwareAddr `json:"-"`
+	MACText   string           `json:"mac"`
+	Identity  uint32           `json:"identity"`
+}
+
+// ErrNotFound is returned for an unknown endpoint name.
+var ErrNotFound = errors.New("endpoint not found")
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// Validate checks an endpoint's fields before anything is stored.
+func Validate(name, iface, ip, mac string) (Endpoint, error) {
+	if !namePattern.MatchString(name) {
+		return Endpoint{}, fmt.Errorf("invalid endpoint name %q: use 1-64 letters, digits, '_', '-', '.', starting with a letter or digit", name)
+	}
+	if iface == "" || len(iface) > 15 {
+		return Endpoint{}, fmt.Errorf("invalid interface %q: need an interface name of 1-15 characters", iface)
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || !addr.Is4() {
+		return Endpoint{}, fmt.Errorf("invalid ip %q: need an IPv4 address", ip)
+	}
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return Endpoint{}, fmt.Errorf("invalid mac %q: need a 6-byte Ethernet address", mac)
+	}
+	if hw[0]&1 == 1 {
+		return Endpoint{}, fmt.Errorf("invalid mac %q: multicast address", mac)
+	}
+	return Endpoint{Name: name, Interface: iface, IP: addr, MAC: hw, MACText: hw.String()}, nil
+}
+
+// Registry is the persisted set of endpoints. Safe for concurrent use.
+type Registry struct {
+	path string
+
+	mu           sync.Mutex
+	endpoints    map[string]Endpoint
+	nextIdentity uint32
+}
+
+type state struct {
+	NextIdentity uint32     `json:"next_identity"`
+	Endpoints    []Endpoint `json:"endpoints"`
+}
+
+// Open loads the registry from path, creating an empty one if the file does
+// not exist.
+func Open(path string) (*Registry, error) {
+	r := &Registry{path: path, endpoints: map[string]Endpoint{}, nextIdentity: 1}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read endpoint registry: %w", err)
+	}
+	var s state
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("parse endpoint registry %s: %w", path, err)
+	}
+	for _, e := range s.Endpoints {
+		e.MAC, err = net.ParseMAC(e.MACText)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint registry %s: endpoint %q: %w", path, e.Name, err)
+		}
+		r.endpoints[e.Name] = e
+		r.nextIdentity = max(r.nextIdentity, e.Identity+1)
+	}
+	r.nextIdentity = max(r.nextIdentity, s.NextIdentity)
+	return r, nil
+}
+
+// Add registers e under a fresh identity. Names, interfaces and addresses
+// must be unique: two endpoints can never share a port or a source address.
+func (r *Registry) Add(e Endpoint) (Endpoint, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, o := range r.endpoints {
+		switch {
+		case o.Name == e.Name:
+			return Endpoint{}, fmt.Errorf("endpoint %q already exists", e.Name)
+		case o.Interface == e.Interface:
+			return Endpoint{}, fmt.Errorf("interface %s already belongs to endpoint %q", e.Interface, o.Name)
+		case o.IP == e.IP:
+			return Endpoint{}, fmt.Errorf("ip %s already belongs to endpoint %q", e.IP, o.Name)
+		}
+	}
+	e.Identity = r.nextIdentity
+	r.endpoints[e.Name] = e
+	r.nextIdentity++
+	if err := r.saveLocked(); err != nil {
+		delete(r.endpoints, e.Name)
+		r.nextIdentity--
+		return Endpoint{}, err
+	}
+	return e, nil
+}
+
+// Remove deletes the endpoint and returns what was removed.
+func (r *Registry) Remove(name string) (Endpoint, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.endpoints[name]
+	if !ok {
+		return Endpoint{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	delete(r.endpoints, name)
+	if err := r.saveLocked(); err != nil {
+		r.endpoints[name] = e
+		return Endpoint{}, err
+	}
+	return e, nil
+}
+
+// Get returns the endpoint with this name.
+func (r *Registry) Get(name string) (Endpoint, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.endpoints[name]
+	if !ok {
+		return Endpoint{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return e, nil
+}
+
+// ByInterface returns the endpoint on the named interface.
+func (r *Registry) ByInterface(iface string) (Endpoint, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.endpoints {
+		if e.Interface == iface {
+			return e, true
+		}
+	}
+	return Endpoint{}, false
+}
+
+// ByIdentity returns the endpoint with this identity.
+func (r *Registry) ByIdentity(id uint32) (Endpoint, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.endpoints {
+		if e.Identity == id {
+			return e, true
+		}
+	}
+	return Endpoint{}, false
+}
+
+// List returns the endpoints sorted by name.
+func (r *Registry) List() []Endpoint {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Endpoint, 0, len(r.endpoints))
+	for _, e := range r.endpoints {
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// saveLocked writes the registry atomically (temp file, fsync, rename), so a
+// crash leaves either the old or the new file, never a torn one.
+func (r *Registry) saveLocked() error {
+	s := state{NextIdentity: r.nextIdentity, Endpoints: make([]Endpoint, 0, len(r.endpoints))}
+	for _, e := range r.endpoints {
+		s.Endpoints = append(s.Endpoints, e)
+	}
+	sort.Slice(s.Endpoints, func(i, j int) bool { return s.Endpoints[i].Name < s.Endpoints[j].Name })
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(r.path), 0o700); err != nil {
+		return fmt.Errorf("save endpoint registry: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(r.path), ".endpoints-*")
+	if err != nil {
+		return fmt.Errorf("save endpoint registry: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), r.path)
+	}
+	if err != nil {
+		return fmt.Errorf("save endpoint registry: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+package endpoint
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name, iface, ip, mac string
+		wantErr              string
+	}{
+		{"agent-1", "veth1", "10.200.0.10", "02:00:00:00:00:0a", ""},
+		{"", "veth1", "10.200.0.10", "02:00:00:00:00:0a", "invalid endpoint name"},
+		{"bad name", "veth1", "10.200.0.10", "02:00:00:00:00:0a", "invalid endpoint name"},
+		{"a", "", "10.200.0.10", "02:00:00:00:00:0a", "invalid interface"},
+		{"a", "veth-name-too-long", "10.200.0.10", "02:00:00:00:00:0a", "invalid interface"},
+		{"a", "veth1", "2001:db8::1", "02:00:00:00:00:0a", `invalid ip "2001:db8::1"`},
+		{"a", "veth1", "10.200.0", "02:00:00:00:00:0a", "invalid ip"},
+		{"a", "veth1", "10.200.0.10", "zz", `invalid mac "zz"`},
+		{"a", "veth1", "10.200.0.10", "01:00:5e:00:00:01", "multicast"},
+	}
+	for _, tt := range tests {
+		_, err := Validate(tt.name, tt.iface, tt.ip, tt.mac)
+		if tt.wantErr == "" && err != nil {
+			t.Errorf("Validate(%q) = %v", tt.name, err)
+		}
+		if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Validate(%q,%q,%q,%q) = %v, want %q", tt.name, tt.iface, tt.ip, tt.mac, err, tt.wantErr)
+		}
+	}
+}
+
+func TestRegistryPersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "endpoints.json")
+	r, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := Validate("a", "veth-a", "10.200.0.10", "02:00:00:00:00:0a")
+	b, _ := Validate("b", "veth-b", "10.200.0.11", "02:00:00:00:00:0b")
+	ea, err := r.Add(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Add(b); err != nil {
+		t.Fatal(err)
+	}
+	for _, dup := range []Endpoint{
+		{Name: "a", Interface: "x", IP: b.IP},
+		{Name: "c", Interface: "veth-a", IP: b.IP},
+		{Name: "c", Interface: "veth-c", IP: a.IP},
+	} {
+		if _, err := r.Add(dup); err == nil {
+			t.Errorf("Add(%+v) accepted a duplicate", dup)
+		}
+	}
+	if _, err := r.Remove("b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Remove("b"); err == nil {
+		t.Fatal("removed b twice")
+	}
+
+	r2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r2.List()
+	if len(got) != 1 || got[0].Name != "a" || got[0].Identity != ea.Identity || got[0].MAC.String() != "02:00:00:00:00:0a" {
+		t.Fatalf("reopened registry = %+v", got)
+	}
+	c, _ := Validate("c", "veth-c", "10.200.0.12", "02:00:00:00:00:0c")
+	ec, err := r2.Add(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ec.Identity <= 2 {
+		t.Fatalf("identity %d reused after restart, want > 2", ec.Identity)
+	}
+}

@@ -1,0 +1,199 @@
+// Package hostapi serves the operator API on host.sock: HTTP over a Unix
+// socket, every response in the api.Response envelope. Handlers only decode,
+// call the Service and encode; the decisions live behind the interface.
+package hostapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"outcall.dev/outcall/pkg/api"
+)
+
+// Service is what the host API exposes.
+type Service interface {
+	BridgeStatus(ctx context.Context) (api.BridgeStatus, error)
+	BridgeUp(ctx context.Context) error
+	BridgeDown(ctx context.Context) error
+	Endpoints(ctx context.Context) ([]api.Endpoint, error)
+	AddEndpoint(ctx context.Context, req api.EndpointAddRequest) (api.Endpoint, error)
+	RemoveEndpoint(ctx context.Context, name string) error
+	Allow(ctx context.Context, req api.AllowRequest) (api.ActiveRule, error)
+	Revoke(ctx context.Context, req api.RevokeRequest) error
+	ActiveRules(ctx context.Context) ([]api.ActiveRule, error)
+	FlushRules(ctx context.Context) (int, error)
+	DatapathCounters(ctx context.Context) ([]api.DatapathCounter, error)
+}
+
+// maxBody bounds request bodies; no host API request is anywhere near it.
+const maxBody = 1 << 20
+
+// Handler returns the host API routes.
+func Handler(svc Service, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/bridge", func(w http.ResponseWriter, r *http.Request) {
+		st, err := svc.BridgeStatus(r.Context())
+		reply(w, log, &st, err)
+	})
+	mux.HandleFunc("POST /api/v1/bridge/up", func(w http.ResponseWriter, r *http.Request) {
+		reply[struct{}](w, log, nil, svc.BridgeUp(r.Context()))
+	})
+	mux.HandleFunc("POST /api/v1/bridge/down", func(w http.ResponseWriter, r *http.Request) {
+		reply[struct{}](w, log, nil, svc.BridgeDown(r.Context()))
+	})
+	mux.HandleFunc("GET /api/v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
+		eps, err := svc.Endpoints(r.Context())
+		reply(w, log, &eps, err)
+	})
+	mux.HandleFunc("POST /api/v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
+		var req api.EndpointAddRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		ep, err := svc.AddEndpoint(r.Context(), req)
+		reply(w, log, &ep, err)
+	})
+	mux.HandleFunc("DELETE /api/v1/endpoints/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply[struct{}](w, log, nil, svc.RemoveEndpoint(r.Context(), r.PathValue("name")))
+	})
+	mux.HandleFunc("POST /api/v1/rule/allow", func(w http.ResponseWriter, r *http.Request) {
+		var req api.AllowRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		rule, err := svc.Allow(r.Context(), req)
+		reply(w, log, &rule, err)
+	})
+	mux.HandleFunc("POST /api/v1/rule/revoke", func(w http.ResponseWriter, r *http.Request) {
+		var req api.RevokeRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		reply[struct{}](w, log, nil, svc.Revoke(r.Context(), req))
+	})
+	mux.HandleFunc("GET /api/v1/rules/active", func(w http.ResponseWriter, r *http.Request) {
+		rules, err := svc.ActiveRules(r.Context())
+		reply(w, log, &rules, err)
+	})
+	mux.HandleFunc("POST /api/v1/rules/flush", func(w http.ResponseWriter, r *http.Request) {
+		n, err := svc.FlushRules(r.Context())
+		reply(w, log, &api.FlushResult{Removed: n}, err)
+	})
+	mux.HandleFunc("GET /api/v1/datapath/counters", func(w http.ResponseWriter, r *http.Request) {
+		cs, err := svc.DatapathCounters(r.Context())
+		reply(w, log, &cs, err)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		write[struct{}](w, log, http.StatusNotFound, api.Response[struct{}]{Error: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// errors, so a typo in a request never silently means something else. An
+// empty body decodes as {}.
+func decode(w http.ResponseWriter, log *slog.Logger, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil && len(body) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err = dec.Decode(v); err == nil && dec.More() {
+			err = errors.New("trailing data after JSON object")
+		}
+	}
+	if err != nil {
+		write[struct{}](w, log, http.StatusBadRequest, api.Response[struct{}]{Error: "invalid request body: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+func reply[T any](w http.ResponseWriter, log *slog.Logger, data *T, err error) {
+	if err != nil {
+		write(w, log, statusOf(err), api.Response[T]{Error: err.Error()})
+		return
+	}
+	write(w, log, http.StatusOK, api.Response[T]{Success: true, Data: data})
+}
+
+func write[T any](w http.ResponseWriter, log *slog.Logger, status int, resp api.Response[T]) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(resp); err != nil {
+		log.Debug("write host API response", "err", err)
+	}
+}
+
+// StatusError lets a Service choose the HTTP status of an error; the CLI
+// reads only the envelope, scripts may read the status.
+type StatusError struct {
+	Status int
+	Err    error
+}
+
+func (e *StatusError) Error() string { return e.Err.Error() }
+func (e *StatusError) Unwrap() error { return e.Err }
+
+func statusOf(err error) int {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status
+	}
+	return http.StatusInternalServerError
+}
+
+// Listen prepares the socket: parent directory created (0750), a stale socket
+// removed, the new one bound and restricted to its owner (0600).
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("socket path %s exists and is not a socket; refusing to replace it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("restrict socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Serve serves h on l until ctx is done, then stops accepting, drains
+// in-flight requests for up to 5 seconds and removes the socket file.
+func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if addr, ok := l.Addr().(*net.UnixAddr); ok {
+		_ = os.Remove(addr.Name)
+	}
+	return err
+}

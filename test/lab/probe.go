@@ -1,0 +1,139 @@
+package lab
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// ServeTCP answers "ok\n" on every connection to addr inside ns until the
+// test ends.
+func ServeTCP(t testing.TB, ns, addr string) {
+	t.Helper()
+	var l net.Listener
+	if err := Do(ns, func() (err error) { l, err = net.Listen("tcp4", addr); return err }); err != nil {
+		t.Fatalf("listen tcp %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = c.Write([]byte("ok\n"))
+			c.Close()
+		}
+	}()
+}
+
+// ServeUDP echoes every datagram to addr inside ns until the test ends.
+func ServeUDP(t testing.TB, ns, addr string) {
+	t.Helper()
+	var c net.PacketConn
+	if err := Do(ns, func() (err error) { c, err = net.ListenPacket("udp4", addr); return err }); err != nil {
+		t.Fatalf("listen udp %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// Probe timeouts: long enough for a veth round trip on a loaded 2-core
+// machine, short enough that a suite of blocked probes stays quick.
+const probeTimeout = 800 * time.Millisecond
+
+// TCP reports whether a connection from ns to addr completes and the
+// responder's greeting arrives.
+func TCP(ns, addr string) bool {
+	ok := false
+	_ = Do(ns, func() error {
+		c, err := net.DialTimeout("tcp4", addr, probeTimeout)
+		if err != nil {
+			return nil
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(probeTimeout))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		ok = err == nil && line == "ok\n"
+		return nil
+	})
+	return ok
+}
+
+// UDP reports whether a datagram from ns to addr is echoed back.
+func UDP(ns, addr string) bool {
+	ok := false
+	_ = Do(ns, func() error {
+		c, err := net.Dial("udp4", addr)
+		if err != nil {
+			return nil
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(probeTimeout))
+		if _, err := c.Write([]byte("probe")); err != nil {
+			return nil
+		}
+		buf := make([]byte, 16)
+		n, err := c.Read(buf)
+		ok = err == nil && string(buf[:n]) == "probe"
+		return nil
+	})
+	return ok
+}
+
+// ICMP reports whether an echo request from ns to dst is answered.
+func ICMP(ns, dst string) bool {
+	ok := false
+	_ = Do(ns, func() error {
+		c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		id := os.Getpid() & 0xffff
+		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: 1, Data: []byte("outcall")}}
+		b, _ := msg.Marshal(nil)
+		if _, err := c.WriteTo(b, &net.IPAddr{IP: net.ParseIP(dst)}); err != nil {
+			return nil
+		}
+		deadline := time.Now().Add(probeTimeout)
+		_ = c.SetReadDeadline(deadline)
+		buf := make([]byte, 1500)
+		for time.Now().Before(deadline) {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					return nil
+				}
+				return nil
+			}
+			m, err := icmp.ParseMessage(1, buf[:n])
+			if err != nil || m.Type != ipv4.ICMPTypeEchoReply || from.String() != dst {
+				continue
+			}
+			if e, isEcho := m.Body.(*icmp.Echo); isEcho && e.ID == id {
+				ok = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return ok
+}
