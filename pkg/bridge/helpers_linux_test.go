@@ -3,7 +3,6 @@ package bridge
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // skipPrivileged skips a test that cannot run here, except under
@@ -82,25 +80,6 @@ func runCmd(t *testing.T, name string, args ...string) {
 
 func newTestManager(t *testing.T, h *netlink.Handle) *Manager {
 	return NewManager(h, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
-}
-
-// vlanFilteringSupported probes the kernel directly (not through the code
-// under test): kernels without CONFIG_BRIDGE_VLAN_FILTERING refuse it.
-func vlanFilteringSupported(t *testing.T, h *netlink.Handle) bool {
-	t.Helper()
-	on := true
-	probe := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "octprobe0", TxQLen: -1}, VlanFiltering: &on}
-	err := h.LinkAdd(probe)
-	if errors.Is(err, unix.EOPNOTSUPP) {
-		return false
-	}
-	if err != nil {
-		t.Fatalf("probe bridge VLAN filtering: %v", err)
-	}
-	if err := h.LinkDel(probe); err != nil {
-		t.Fatalf("delete probe bridge: %v", err)
-	}
-	return true
 }
 
 func mustLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
@@ -197,8 +176,8 @@ func dialTCP(n *testNS, addr netip.AddrPort, timeout time.Duration) error {
 	})
 }
 
-// dialTCPEventually retries until a connect succeeds or total elapses, so a
-// neighbour entry left FAILED by an earlier blocked attempt can recover.
+// dialTCPEventually retries until a connect succeeds or total elapses, so
+// the test does not race the freshly enslaved port coming up.
 func dialTCPEventually(n *testNS, addr netip.AddrPort, total time.Duration) error {
 	deadline := time.Now().Add(total)
 	for {

@@ -173,8 +173,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // up creates or attaches everything, in an order that never opens a port:
 // the program is loaded (so BPF trouble fails before anything changes), the
 // floor goes in (so the bridge is covered the moment it exists), then the
-// bridge (ports carry no VLAN until opened), then the program on each port,
-// then the identities, and only then the port's VLAN.
+// bridge, then the program on each port, and only then the identities.
 func (d *Daemon) up() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -332,8 +331,8 @@ func (d *Daemon) handlePortEvent(ev bridge.PortEvent) {
 		err = d.portLeftLocked(ev.Port.Index)
 	}
 	if err != nil {
-		// The port stays closed: without its program and VLAN the floor and
-		// the bridge drop what it sends.
+		// The port stays closed: without its program the floor and
+		// the datapath drop what it sends.
 		d.log.Error("port update failed", "port", ev.Port.Name, "ifindex", ev.Port.Index, "joined", ev.Joined, "err", err)
 	}
 }
