@@ -1,0 +1,49 @@
+# Outcall. `sudo make run` installs what is missing, builds and starts outcalld;
+# `sudo make test` runs the whole suite (root: BPF, nftables, namespaces).
+
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+# Debian keeps asm/types.h under the multiarch include directory.
+export MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+
+DEBIAN_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool nftables iproute2 util-linux iperf3 gcc make
+
+.PHONY: all build deps generate check-generate test bench run image vet clean
+
+all: build
+
+deps: ## install the system packages the build and the tests need (Debian)
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+build: ## build outcalld, outcall and outcall-agent into bin/
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/outcalld ./cmd/outcall ./cmd/outcall-agent
+
+generate: ## regenerate the BPF objects with clang (bpf2go)
+	$(GO) generate ./pkg/datapath
+
+check-generate: generate ## fail if the committed BPF objects differ from a fresh build
+	git diff --exit-code -- pkg/datapath
+
+vet:
+	$(GO) vet ./...
+
+test: deps ## the whole suite; needs root
+	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -count=1 -timeout 20m ./...
+
+bench: deps ## print datapath ns/packet and filtered/unfiltered throughput
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/datapath
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./test/lab
+
+run: deps build ## start outcalld in the foreground with the shipped defaults
+	install -d -m 0755 /etc/outcall/rules.d
+	for f in rules/*.yaml; do [ -e /etc/outcall/rules.d/$$(basename $$f) ] || install -m 0644 $$f /etc/outcall/rules.d/; done
+	$(BIN)/outcalld
+
+image: build ## build the outcalld image from the binaries above (no pull)
+	DOCKER_BUILDKIT=0 docker build -f Dockerfile.build -t outcalld:$(VERSION) .
+
+clean:
+	rm -rf $(BIN)
