@@ -1,8 +1,10 @@
 package datapath
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,5 +247,52 @@ func TestServicesReplace(t *testing.T) {
 	}
 	if v, _ := run(t, d, agentPort, udp(gatewayIP, 53).bytes()); v != tcActOK {
 		t.Fatalf("dns after services replaced: verdict %d, want pass", v)
+	}
+}
+
+func TestDropEvents(t *testing.T) {
+	d := openTest(t)
+	seed(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	events := make(chan DropEvent, 16)
+	go func() { _ = d.ReadDropEvents(ctx, func(e DropEvent) { events <- e }) }()
+
+	run(t, d, agentPort, tcp(agentIP, upstream, 444).bytes())
+	select {
+	case e := <-events:
+		want := DropEvent{Ifindex: agentPort, Identity: agentID, Reason: DropNoRule, EtherType: 0x0800, Proto: 6,
+			Src: agentIP, Dst: upstream, SrcPort: 40000, DstPort: 444, Boot: e.Boot}
+		if e != want {
+			t.Errorf("event = %+v\nwant    %+v", e, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("no drop event")
+	}
+	// An allowed packet produces no event.
+	run(t, d, agentPort, tcp(agentIP, upstream, 443).bytes())
+	select {
+	case e := <-events:
+		t.Errorf("event for an allowed packet: %+v", e)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestDropEventsAreRateLimited(t *testing.T) {
+	d := openTest(t)
+	seed(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var n atomic.Int64
+	go func() { _ = d.ReadDropEvents(ctx, func(DropEvent) { n.Add(1) }) }()
+	// 300 drops in well under a second on one CPU: at most 100 events
+	// (two windows at worst if the run straddles a second boundary).
+	in := skbContext{IngressIfindex: agentPort}
+	if _, err := d.objs.OutcallPortIngress.Run(&ebpf.RunOptions{Data: tcp(agentIP, upstream, 444).bytes(), Context: in, Repeat: 300}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := n.Load(); got == 0 || got > 200 {
+		t.Errorf("%d events for 300 drops, want 1..200", got)
 	}
 }
