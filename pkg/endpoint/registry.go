@@ -204,7 +204,8 @@ func (r *Registry) saveLocked() error {
 		return fmt.Errorf("save endpoint registry: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err == nil {
+	_, err = tmp.Write(b)
+	if err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
