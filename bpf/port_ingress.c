@@ -135,36 +135,37 @@ static __always_inline int allow(struct __sk_buff *skb, __u32 reason)
 	return TC_ACT_OK;
 }
 
-/* grant_verdict looks up the most specific allow entry first. It returns 1
- * for a live entry, -1 when only expired entries matched, 0 for none. */
+/* grant_state is 1 for a live entry, -1 for an expired one, 0 for none. */
+static __always_inline int grant_state(struct grant_key *key, __u64 now)
+{
+	struct grant_value *g = bpf_map_lookup_elem(&grants, key);
+
+	if (!g)
+		return 0;
+	return !g->expires_ns || now < g->expires_ns ? 1 : -1;
+}
+
+/* grant_verdict tries the most specific allow entry first, then any port of
+ * the protocol, then any protocol. It returns 1 for a live entry, -1 when only
+ * expired entries matched, 0 for none. */
 static __always_inline int grant_verdict(struct flow *f)
 {
 	struct grant_key key = { .identity = f->identity, .proto = f->proto, .dport = f->dport };
-	struct grant_value *g;
 	__u64 now = bpf_ktime_get_boot_ns();
-	int expired = 0;
+	int s, expired = 0;
 
 	__builtin_memcpy(key.daddr, f->daddr, 4);
-	g = bpf_map_lookup_elem(&grants, &key);
-	if (g) {
-		if (!g->expires_ns || now < g->expires_ns)
-			return 1;
-		expired = 1;
-	}
+	if ((s = grant_state(&key, now)) > 0)
+		return 1;
+	expired |= s < 0;
 	key.dport = 0;
-	g = bpf_map_lookup_elem(&grants, &key);
-	if (g) {
-		if (!g->expires_ns || now < g->expires_ns)
-			return 1;
-		expired = 1;
-	}
+	if ((s = grant_state(&key, now)) > 0)
+		return 1;
+	expired |= s < 0;
 	key.proto = 0;
-	g = bpf_map_lookup_elem(&grants, &key);
-	if (g) {
-		if (!g->expires_ns || now < g->expires_ns)
-			return 1;
-		expired = 1;
-	}
+	if ((s = grant_state(&key, now)) > 0)
+		return 1;
+	expired |= s < 0;
 	return expired ? -1 : 0;
 }
 
