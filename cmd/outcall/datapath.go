@@ -6,17 +6,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/hostclient"
 )
-
-// datapathCounter is one entry of GET /api/v1/datapath/counters. It is a host
-// API wire type that pkg/api does not define yet.
-type datapathCounter struct {
-	Verdict string `json:"verdict"` // "allow" or "drop"
-	Reason  string `json:"reason"`
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
-}
 
 // newDatapathCmd is `outcall datapath counters`.
 func newDatapathCmd() *cobra.Command {
@@ -26,7 +18,7 @@ func newDatapathCmd() *cobra.Command {
 		Short: "Show packet and byte counters per verdict and reason",
 		Args:  cobra.NoArgs,
 		RunE: action(func(cmd *cobra.Command, _ []string) error {
-			counters, err := hostclient.Do[[]datapathCounter](client(cmd), "GET", "/api/v1/datapath/counters", nil)
+			counters, err := hostclient.Do[[]api.DatapathCounter](client(cmd), "GET", "/api/v1/datapath/counters", nil)
 			if err != nil {
 				return err
 			}

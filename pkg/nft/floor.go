@@ -111,7 +111,17 @@ func (f *Floor) Apply(cfg Config) error {
 // rewriting them, so counters and flows are kept. Adding a present port is not
 // an error.
 func (f *Floor) AddPort(name string) error {
-	op := fmt.Sprintf("add port %q", name)
+	return f.updatePort(fmt.Sprintf("add port %q", name), name, false)
+}
+
+// RemovePort removes one port name from the ports set of both tables.
+// Removing an absent port is not an error: the batch adds the element before
+// deleting it, which the kernel accepts whether or not it was there.
+func (f *Floor) RemovePort(name string) error {
+	return f.updatePort(fmt.Sprintf("remove port %q", name), name, true)
+}
+
+func (f *Floor) updatePort(op, name string, remove bool) error {
 	if err := validName(name); err != nil {
 		return &Error{Op: op, Err: err}
 	}
@@ -122,25 +132,8 @@ func (f *Floor) AddPort(name string) error {
 			if err := c.SetAddElements(portSet(t), elements(name)); err != nil {
 				return err
 			}
-		}
-		return nil
-	})
-}
-
-// RemovePort removes one port name from the ports set of both tables.
-// Removing an absent port is not an error: the batch adds the element before
-// deleting it, which the kernel accepts whether or not it was there.
-func (f *Floor) RemovePort(name string) error {
-	op := fmt.Sprintf("remove port %q", name)
-	if err := validName(name); err != nil {
-		return &Error{Op: op, Err: err}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.flush(op, func(c *nftables.Conn) error {
-		for _, t := range []*nftables.Table{inetTable(), bridgeTable()} {
-			if err := c.SetAddElements(portSet(t), elements(name)); err != nil {
-				return err
+			if !remove {
+				continue
 			}
 			if err := c.SetDeleteElements(portSet(t), elements(name)); err != nil {
 				return err
