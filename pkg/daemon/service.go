@@ -83,13 +83,21 @@ func (d *Daemon) Endpoints(ctx context.Context) ([]api.Endpoint, error) {
 	return out, nil
 }
 
+// portIndexLocked returns the ifindex of the bridge port with this name.
+func (d *Daemon) portIndexLocked(iface string) (int, bool) {
+	for ifindex, name := range d.ports {
+		if name == iface {
+			return ifindex, true
+		}
+	}
+	return 0, false
+}
+
 func (d *Daemon) apiEndpointLocked(e endpoint.Endpoint) api.Endpoint {
 	out := api.Endpoint{Name: e.Name, Interface: e.Interface, IP: e.IP.String(), MAC: e.MACText, Identity: e.Identity}
-	for ifindex, name := range d.ports {
-		if name == e.Interface {
-			out.Ifindex = ifindex
-			out.Attached = d.dp != nil && d.dp.Attached(ifindex)
-		}
+	if ifindex, ok := d.portIndexLocked(e.Interface); ok {
+		out.Ifindex = ifindex
+		out.Attached = d.dp != nil && d.dp.Attached(ifindex)
 	}
 	return out
 }
@@ -106,13 +114,8 @@ func (d *Daemon) AddEndpoint(ctx context.Context, req api.EndpointAddRequest) (a
 	if d.dp == nil {
 		return api.Endpoint{}, errBridgeDown
 	}
-	ifindex := -1
-	for i, name := range d.ports {
-		if name == e.Interface {
-			ifindex = i
-		}
-	}
-	if ifindex < 0 {
+	ifindex, ok := d.portIndexLocked(e.Interface)
+	if !ok {
 		return api.Endpoint{}, badRequest("interface %s is not a port of bridge %s", e.Interface, d.cfg.Bridge)
 	}
 	if !d.cfg.Gateway.Contains(e.IP) || e.IP == d.cfg.Gateway.Addr() {
@@ -140,11 +143,9 @@ func (d *Daemon) RemoveEndpoint(ctx context.Context, name string) error {
 		return notFound(err)
 	}
 	if d.dp != nil {
-		for ifindex, port := range d.ports {
-			if port == e.Interface {
-				if err := d.dp.DeleteEndpoint(ifindex); err != nil {
-					return err
-				}
+		if ifindex, ok := d.portIndexLocked(e.Interface); ok {
+			if err := d.dp.DeleteEndpoint(ifindex); err != nil {
+				return err
 			}
 		}
 		if _, err := d.revokeIdentityLocked(e.Identity); err != nil {
