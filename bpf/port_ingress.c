@@ -3,7 +3,11 @@
  * Outcall bridge. It knows the sender by the port it arrived on, drops spoofed
  * addresses, decides allow/deny from the maps in lib/common.h, counts every
  * verdict, samples drops to a ring buffer and marks what it allows so the
- * nftables floor lets it through. Anything it does not understand is dropped. */
+ * nftables floor lets it through. Anything it does not understand is dropped.
+ *
+ * For IPv4 the order is: gateway services, DNS bypass, the packet-layer rule
+ * tables (an allow entry decides; a block entry decides after conntrack and,
+ * if it lets them, grants), grants, conntrack, and finally no_rule. */
 
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -169,6 +173,80 @@ static __always_inline int grant_verdict(struct flow *f)
 	return expired ? -1 : 0;
 }
 
+/* What the rule tables decided for a packet. hit is the matching rule's
+ * counter, NULL for RULE_NONE. */
+struct rule_match {
+	__u8 action;
+	__u8 grants;
+	struct counter *hit;
+};
+
+/* rule_lookup looks the packet up in the active rule generation: the
+ * destination's class by longest prefix, the sender's agent class by
+ * identity, then the most specific cell, first for the agent class, then for
+ * every agent. No generation or no cell is RULE_NONE, which leaves the
+ * decision to grants and conntrack as if there were no rule tables. */
+static __always_inline struct rule_match rule_lookup(struct flow *f)
+{
+	struct rule_match m = { .action = RULE_NONE, .grants = 1 };
+	struct rule_dst_key dk = { .prefixlen = 32 };
+	struct rule_key k = { .proto = f->proto, .dport = f->dport };
+	struct rule_verdict *v = NULL;
+	void *dsts, *table, *agents, *hits;
+	__u32 zero = 0, *slot, *class;
+
+	slot = bpf_map_lookup_elem(&rule_active, &zero);
+	if (!slot)
+		return m;
+	/* The four lookups are of one slot value, so a packet sees one
+	 * generation even while userspace writes the other. */
+	dsts = bpf_map_lookup_elem(&rule_dsts, slot);
+	table = bpf_map_lookup_elem(&rule_table, slot);
+	agents = bpf_map_lookup_elem(&rule_agents, slot);
+	hits = bpf_map_lookup_elem(&rule_hits, slot);
+	if (!dsts || !table || !agents || !hits)
+		return m;
+
+	__builtin_memcpy(dk.addr, f->daddr, 4);
+	class = bpf_map_lookup_elem(dsts, &dk);
+	if (class)
+		k.dst_class = *class;
+	class = bpf_map_lookup_elem(agents, &f->identity);
+	if (class) {
+		k.agent_class = *class;
+		v = bpf_map_lookup_elem(table, &k);
+		if (!v) {
+			k.dport = 0;
+			k.any_port = 1;
+			v = bpf_map_lookup_elem(table, &k);
+			k.dport = f->dport;
+			k.any_port = 0;
+		}
+		k.agent_class = 0;
+	}
+	if (!v)
+		v = bpf_map_lookup_elem(table, &k);
+	if (!v) {
+		k.dport = 0;
+		k.any_port = 1;
+		v = bpf_map_lookup_elem(table, &k);
+	}
+	if (!v || v->action == RULE_NONE)
+		return m;
+	m.action = v->action;
+	m.grants = v->grants;
+	m.hit = bpf_map_lookup_elem(hits, &v->rule);
+	return m;
+}
+
+static __always_inline void count_hit(struct __sk_buff *skb, struct counter *c)
+{
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+}
+
 /* established reports whether conntrack already tracks this TCP or UDP flow,
  * in either direction: a flow that started while allowed outlives its allow
  * entry, and replies to connections the host opened pass. */
@@ -219,8 +297,9 @@ int outcall_port_ingress(struct __sk_buff *skb)
 	struct endpoint *ep;
 	struct iphdr *ip;
 	__u32 ifindex = skb->ingress_ifindex;
+	struct rule_match rule;
 	__u32 ihl_len;
-	int g;
+	int g = 0;
 
 	ep = bpf_map_lookup_elem(&endpoints, &ifindex);
 	if (!ep)
@@ -281,10 +360,23 @@ int outcall_port_ingress(struct __sk_buff *skb)
 	    (f.dport == 53 || f.dport == 853))
 		return drop(skb, &f, REASON_DROP_DNS_BYPASS);
 
-	g = grant_verdict(&f);
-	if (g > 0)
-		return allow(skb, REASON_ALLOW_GRANT);
+	rule = rule_lookup(&f);
+	if (rule.action == RULE_ALLOW) {
+		count_hit(skb, rule.hit);
+		return allow(skb, REASON_ALLOW_RULE);
+	}
+	/* A block that grants may not override skips them; any other
+	 * outcome lets a grant allow, as without rule tables. */
+	if (rule.action != RULE_BLOCK || rule.grants) {
+		g = grant_verdict(&f);
+		if (g > 0)
+			return allow(skb, REASON_ALLOW_GRANT);
+	}
 	if (established(skb, &f))
 		return allow(skb, REASON_ALLOW_ESTABLISHED);
+	if (rule.action == RULE_BLOCK) {
+		count_hit(skb, rule.hit);
+		return drop(skb, &f, REASON_DROP_RULE);
+	}
 	return drop(skb, &f, g < 0 ? REASON_DROP_EXPIRED : REASON_DROP_NO_RULE);
 }

@@ -9,6 +9,13 @@
 
 #define OUTCALL_MAX_ENDPOINTS 65536
 #define OUTCALL_MAX_GRANTS (1 << 20)
+/* Room in the counters map for reasons yet to come: its size is part of the
+ * pinned map's identity, and a size change would make a restarted daemon
+ * refuse the pinned maps. */
+#define OUTCALL_MAX_REASONS 64
+/* Rule tables come in two generations: the active one and the one being
+ * built. */
+#define OUTCALL_RULE_SLOTS 2
 
 /* Why a packet was allowed or dropped. The value indexes the counters map;
  * the datapath package turns the names into metric labels. */
@@ -29,8 +36,11 @@ enum reason {
 	REASON_DROP_DNS_BYPASS,     /* DNS (53/853) to anything but the gateway */
 	REASON_DROP_GATEWAY_PORT,   /* a gateway port that is not a service */
 	REASON_DROP_ARP,            /* ARP not for the gateway or with foreign addresses */
+	REASON_ALLOW_RULE,          /* a packet-layer rule allowed it */
+	REASON_DROP_RULE,           /* a packet-layer rule blocked it */
 	REASON_MAX,
 };
+_Static_assert(REASON_MAX <= OUTCALL_MAX_REASONS, "counters map too small");
 
 /* An endpoint is a container-facing port with an identity. */
 struct endpoint {
@@ -62,6 +72,36 @@ struct service_key {
 	__u16 port; /* host byte order */
 	__u8 proto;
 	__u8 pad;
+};
+
+/* A destination prefix of the rule tables. */
+struct rule_dst_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+enum rule_action {
+	RULE_NONE = 0,  /* no rule decides: grants, then conntrack, then no_rule */
+	RULE_ALLOW = 1,
+	RULE_BLOCK = 2,
+};
+
+/* One cell of the rule table. agent_class 0 is every agent; dst_class 0 is
+ * every destination no prefix matches. any_port 1 (with dport 0) covers every
+ * port not listed for the same agent class, destination class and proto. */
+struct rule_key {
+	__u32 agent_class;
+	__u32 dst_class;
+	__u16 dport; /* host byte order */
+	__u8 proto;
+	__u8 any_port;
+};
+
+struct rule_verdict {
+	__u32 rule;  /* index into the generation's hit counters */
+	__u8 action; /* enum rule_action */
+	__u8 grants; /* RULE_BLOCK: 1 lets a grant still allow */
+	__u16 pad;
 };
 
 struct counter {
@@ -114,7 +154,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, REASON_MAX);
+	__uint(max_entries, OUTCALL_MAX_REASONS);
 	__type(key, __u32);
 	__type(value, struct counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -133,6 +173,89 @@ struct {
 	__type(value, struct event_budget);
 } event_budgets SEC(".maps");
 
-/* Referenced only so that BTF, and so bpf2go, knows these types. */
+/* Packet-layer rule tables. Each outer map holds one inner map per
+ * generation slot; rule_active names the slot packets use. Userspace builds a
+ * generation in the unused slot, each inner map created with exactly the size
+ * it needs, and publishes it with one write to rule_active. The kernel
+ * accepts an inner hash or LPM trie whose max_entries differs from the
+ * template's (type, key and value size and flags must match), so the
+ * templates are sized 1: the kernel keeps only their metadata. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, OUTCALL_RULE_SLOTS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(max_entries, 1);
+		__type(key, struct rule_dst_key);
+		__type(value, __u32); /* destination class, > 0 */
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+	});
+} rule_dsts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, OUTCALL_RULE_SLOTS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		__uint(max_entries, 1);
+		__type(key, struct rule_key);
+		__type(value, struct rule_verdict);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+	});
+} rule_table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, OUTCALL_RULE_SLOTS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		__uint(max_entries, 1);
+		__type(key, __u32);   /* identity */
+		__type(value, __u32); /* agent class, > 0 */
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+	});
+} rule_agents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, OUTCALL_RULE_SLOTS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	/* A hash rather than a per-CPU array: the kernel takes
+	 * BPF_F_INNER_MAP, which lets inner arrays differ in size, only for
+	 * plain arrays, and a fixed-size per-CPU array would cost its full
+	 * size times the CPU count per generation. Userspace inserts every
+	 * rule index when it builds a generation, so the program only looks
+	 * up and never allocates. */
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+		__uint(max_entries, 1);
+		__type(key, __u32); /* rule index */
+		__type(value, struct counter);
+	});
+} rule_hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32); /* slot of the active generation */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rule_active SEC(".maps");
+
+/* Referenced only so that BTF, and so bpf2go, knows these types. The rule
+ * key and value types are otherwise reached only through the inner map
+ * templates, two pointers deep, where clang emits mere forward declarations
+ * that no loader can size. */
 const struct drop_event *unused_drop_event __attribute__((unused));
+const struct rule_dst_key *unused_rule_dst_key __attribute__((unused));
+const struct rule_key *unused_rule_key __attribute__((unused));
+const struct rule_verdict *unused_rule_verdict __attribute__((unused));
 const enum reason *unused_reason __attribute__((unused));
+const enum rule_action *unused_rule_action __attribute__((unused));

@@ -1,5 +1,6 @@
 // Command outcall is the operator CLI for outcalld. It talks to the daemon's
-// host API over the Unix socket given by --socket and prints plain text.
+// host API over the Unix socket given by --socket and prints plain text;
+// `rules validate` alone works offline.
 //
 // Exit codes: 0 success; 1 API error or daemon unreachable; 2 bad arguments.
 package main
@@ -9,11 +10,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/hostclient"
+	"outcall.dev/outcall/pkg/rules"
 )
 
 // version is the CLI version, set at build time with
@@ -28,16 +34,39 @@ const (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	c := cli{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, validate: validateDir}
+	os.Exit(c.run(os.Args[1:]))
+}
+
+// validator checks a rules directory offline, the way outcalld would load it,
+// for `outcall rules validate`.
+type validator func(dir string) (api.ReloadResult, error)
+
+// validateDir loads and compiles dir with the daemon's own loader.
+func validateDir(dir string) (api.ReloadResult, error) {
+	set, err := rules.Validate(dir)
+	if err != nil {
+		return api.ReloadResult{}, err
+	}
+	return set.Result(), nil
+}
+
+// cli is what one run reads, writes and calls besides the daemon, so tests
+// can substitute each.
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	validate       validator
 }
 
 // run executes the CLI with args (without the program name) and returns the
 // exit code.
-func run(args []string, stdout, stderr io.Writer) int {
-	root := newRootCmd()
+func (c cli) run(args []string) int {
+	root := newRootCmd(c.validate)
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetIn(c.stdin)
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
 	err := root.Execute()
 	if err == nil {
 		return exitOK
@@ -47,18 +76,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var failed *runError
 	switch {
 	case errors.As(err, &unreachable):
-		fmt.Fprintln(stderr, unreachable.Error())
+		fmt.Fprintln(c.stderr, unreachable.Error())
 		return exitError
 	case errors.As(err, &usage):
-		fmt.Fprintln(stderr, "Error: "+usage.msg)
+		fmt.Fprintln(c.stderr, "Error: "+usage.msg)
 		return exitUsage
 	case errors.As(err, &failed):
-		fmt.Fprintln(stderr, "Error: "+failed.err.Error())
+		fmt.Fprintln(c.stderr, "Error: "+printable(failed.err.Error(), true))
 		return exitError
 	default:
 		// Everything else comes from cobra itself: unknown command or flag,
 		// bad flag value, wrong number of arguments.
-		fmt.Fprintln(stderr, "Error: "+err.Error())
+		fmt.Fprintln(c.stderr, "Error: "+err.Error())
 		return exitUsage
 	}
 }
@@ -94,10 +123,15 @@ func action(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Comman
 
 // newRootCmd builds a fresh command tree, so every run starts from default
 // flag values.
-func newRootCmd() *cobra.Command {
+func newRootCmd(validate validator) *cobra.Command {
 	root := groupCmd(&cobra.Command{
-		Use:           "outcall",
-		Short:         "Operator CLI for the outcalld egress firewall",
+		Use:   "outcall",
+		Short: "Operator CLI for the outcalld egress firewall",
+		Long: `Operator CLI for the outcalld egress firewall.
+
+Every command except "rules validate" talks to outcalld over its host API
+socket (--socket). Exit codes: 0 success, 1 error (API error or daemon
+unreachable), 2 bad arguments.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	})
@@ -108,6 +142,8 @@ func newRootCmd() *cobra.Command {
 		newEndpointCmd(),
 		newGrantCmd(),
 		newDatapathCmd(),
+		newRulesCmd(validate),
+		newRequestsCmd(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the CLI version",
@@ -134,6 +170,19 @@ func groupCmd(c *cobra.Command) *cobra.Command {
 	return c
 }
 
+// ruleAction is action for the rule engine commands, which report an
+// unreachable daemon in their own words (S003-AS-018) rather than S001's.
+func ruleAction(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return action(func(cmd *cobra.Command, args []string) error {
+		err := fn(cmd, args)
+		var unreachable *hostclient.UnreachableError
+		if errors.As(err, &unreachable) {
+			return fmt.Errorf("cannot connect to outcalld at %s -- is it running?", unreachable.SocketPath)
+		}
+		return err
+	})
+}
+
 // client returns a host API client for the --socket flag.
 func client(cmd *cobra.Command) *hostclient.Client {
 	path, _ := cmd.Flags().GetString("socket")
@@ -145,3 +194,28 @@ func printLine(cmd *cobra.Command, line string) error {
 	_, err := fmt.Fprintln(cmd.OutOrStdout(), line)
 	return err
 }
+
+// printable escapes control and format characters (keeping newlines when
+// asked) and invalid UTF-8, so text that came from rule files or agents
+// cannot drive the operator's terminal or hide what it says behind bidi
+// overrides.
+func printable(s string, keepNewlines bool) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, isHidden) {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case isHidden(r) && (r != '\n' || !keepNewlines):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isHidden(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }

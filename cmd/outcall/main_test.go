@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -64,19 +65,70 @@ const (
 	permErr    = `{"success":false,"error":"bridge operation failed: create bridge: Operation not permitted"}`
 )
 
+// cliCase is one run of the CLI against a fake daemon.
+type cliCase struct {
+	name string
+	// args; "$SOCK" is replaced by the fake daemon's socket, "$MISSING" by a
+	// path where nothing listens and "$DIR" by a directory holding files.
+	// Without "$SOCK" or "$MISSING", "--socket $SOCK" is appended.
+	args     []string
+	routes   map[string]string
+	stdin    string
+	files    map[string]string // written into $DIR before the run
+	validate validator         // nil means the real validateDir
+	wantOut  string
+	wantErr  string
+	wantCode int
+	wantReqs []string // exact requests the daemon saw; nil means none
+}
+
+func runCases(t *testing.T, tests []cliCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startFake(t, tt.routes)
+			dir := t.TempDir()
+			for name, content := range tt.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			missing := filepath.Join(t.TempDir(), "missing.sock")
+			expand := strings.NewReplacer("$SOCK", f.path, "$MISSING", missing, "$DIR", dir)
+			var args []string
+			explicit := false
+			for _, a := range tt.args {
+				explicit = explicit || strings.Contains(a, "$SOCK") || strings.Contains(a, "$MISSING")
+				args = append(args, expand.Replace(a))
+			}
+			if !explicit {
+				args = append(args, "--socket", f.path)
+			}
+			c := cli{stdin: strings.NewReader(tt.stdin), validate: tt.validate}
+			if c.validate == nil {
+				c.validate = validateDir
+			}
+			var stdout, stderr bytes.Buffer
+			c.stdout, c.stderr = &stdout, &stderr
+			code := c.run(args)
+			if code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d (stderr %q)", code, tt.wantCode, stderr.String())
+			}
+			if got := stdout.String(); got != tt.wantOut {
+				t.Errorf("stdout:\n%s\nwant:\n%s", got, tt.wantOut)
+			}
+			if got, want := stderr.String(), expand.Replace(tt.wantErr); got != want {
+				t.Errorf("stderr = %q, want %q", got, want)
+			}
+			if got := f.recorded(); strings.Join(got, "\n") != strings.Join(tt.wantReqs, "\n") {
+				t.Errorf("daemon saw %q, want %q", got, tt.wantReqs)
+			}
+		})
+	}
+}
+
 func TestCLI(t *testing.T) {
-	tests := []struct {
-		name string
-		// args; "$SOCK" is replaced by the fake daemon's socket and "$MISSING"
-		// by a path where nothing listens. Without either, "--socket $SOCK" is
-		// appended.
-		args     []string
-		routes   map[string]string
-		wantOut  string
-		wantErr  string
-		wantCode int
-		wantReqs []string // exact requests the daemon saw; nil means none
-	}{
+	runCases(t, []cliCase{
 		// bridge
 		{
 			name:     "bridge status up",
@@ -428,37 +480,7 @@ func TestCLI(t *testing.T) {
 			wantErr:  "Error: unknown command \"now\" for \"outcall bridge status\"\n",
 			wantCode: 2,
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := startFake(t, tt.routes)
-			missing := filepath.Join(t.TempDir(), "missing.sock")
-			expand := strings.NewReplacer("$SOCK", f.path, "$MISSING", missing)
-			var args []string
-			explicit := false
-			for _, a := range tt.args {
-				explicit = explicit || strings.Contains(a, "$")
-				args = append(args, expand.Replace(a))
-			}
-			if !explicit {
-				args = append(args, "--socket", f.path)
-			}
-			var stdout, stderr bytes.Buffer
-			code := run(args, &stdout, &stderr)
-			if code != tt.wantCode {
-				t.Errorf("exit code = %d, want %d (stderr %q)", code, tt.wantCode, stderr.String())
-			}
-			if got := stdout.String(); got != tt.wantOut {
-				t.Errorf("stdout:\n%s\nwant:\n%s", got, tt.wantOut)
-			}
-			if got, want := stderr.String(), expand.Replace(tt.wantErr); got != want {
-				t.Errorf("stderr = %q, want %q", got, want)
-			}
-			if got := f.recorded(); strings.Join(got, "\n") != strings.Join(tt.wantReqs, "\n") {
-				t.Errorf("daemon saw %q, want %q", got, tt.wantReqs)
-			}
-		})
-	}
+	})
 }
 
 const activeRule = `{"success":true,"data":{"container":"web","src_ip":"10.200.0.2","destination":"203.0.113.10","port":443,"protocol":"tcp","expires_in_secs":60}}`

@@ -43,6 +43,8 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.StateDir, "state-dir", api.DefaultStateDir, "directory for persisted state")
 	fs.StringVar(&cfg.PinDir, "pin-dir", api.DefaultPinDir, "bpffs directory for pinned maps and links")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", api.DefaultMetricsAddr, "Prometheus metrics listen address (empty disables)")
+	fs.StringVar(&cfg.RulesDir, "rules-dir", api.DefaultRulesDir, "directory of rule files (*.yaml, *.yml); missing or empty means everything is blocked")
+	fs.BoolVar(&cfg.WatchRules, "watch-rules", true, "reload the rules when a file in --rules-dir changes (the host API reload works either way)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: outcalld [flags]\n\noutcalld decides in the kernel what each agent container may reach.\n\nFlags:\n")
 		fs.PrintDefaults()

@@ -151,3 +151,201 @@ type DatapathCounter struct {
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
 }
+
+// Decision is the outcome of a rule evaluation.
+type Decision string
+
+// Decisions. There is no third: no match is a block (S003-FR-009).
+const (
+	DecisionAllow Decision = "allow"
+	DecisionBlock Decision = "block"
+)
+
+// Rule engine defaults (S003).
+const (
+	// DefaultRulesDir is where outcalld reads rule files.
+	DefaultRulesDir = "/etc/outcall/rules.d"
+	// RuleVersion is the only supported rule file version.
+	RuleVersion = "1"
+	// DefaultRulePriority is the priority of a rule that names none.
+	DefaultRulePriority = 100
+	// EvaluationBudgetMS is the evaluation time above which a warning is logged.
+	EvaluationBudgetMS = 50
+	// MaxRejectReason bounds a rule request's reject reason, in bytes.
+	MaxRejectReason = 1024
+)
+
+// Rule levels: where a rule can take effect. Packet rules are lowered into
+// the datapath; request rules decide only where names and requests are seen
+// (DNS filter, proxy, agent API).
+const (
+	LevelPacket  = "packet"
+	LevelRequest = "request"
+)
+
+// EvaluationContext is what an enforcement point knows about a request. Only
+// the populated namespaces need to be sent; absent ones are zero values.
+type EvaluationContext struct {
+	Network *NetworkContext `json:"network,omitempty"`
+	HTTP    *HTTPContext    `json:"http,omitempty"`
+	DNS     *DNSContext     `json:"dns,omitempty"`
+	Docker  *DockerContext  `json:"docker,omitempty"`
+	Run     *RunContext     `json:"run,omitempty"`
+	Agent   *AgentContext   `json:"agent,omitempty"`
+}
+
+// NetworkContext is connection metadata.
+type NetworkContext struct {
+	Hostname *string `json:"hostname"`
+	IP       string  `json:"ip"`
+	Port     uint16  `json:"port"`
+	Protocol string  `json:"protocol"`
+}
+
+// HTTPContext is what the proxy saw of a request.
+type HTTPContext struct {
+	Method   string            `json:"method"`
+	Path     string            `json:"path"`
+	Host     string            `json:"host"`
+	Headers  map[string]string `json:"headers"`
+	BodySize uint64            `json:"body_size"`
+}
+
+// DNSContext is a DNS question.
+type DNSContext struct {
+	Query      string `json:"query"`
+	RecordType string `json:"record_type"`
+}
+
+// DockerContext is a Docker API request.
+type DockerContext struct {
+	Image        string   `json:"image"`
+	Command      []string `json:"command"`
+	Volumes      []string `json:"volumes"`
+	EnvKeys      []string `json:"env_keys"`
+	Capabilities []string `json:"capabilities"`
+}
+
+// RunContext is what the shim or host broker reports of a tool run.
+type RunContext struct {
+	Tool    string         `json:"tool"`
+	Args    []string       `json:"args"`
+	Flags   []string       `json:"flags"`
+	Cwd     string         `json:"cwd"`
+	Context map[string]any `json:"context"`
+}
+
+// AgentContext is the host-verified identity of the requesting agent.
+type AgentContext struct {
+	Name string `json:"name"`
+}
+
+// EvaluateRequest is the body of POST /api/v1/rule/evaluate.
+type EvaluateRequest struct {
+	Context EvaluationContext `json:"context"`
+}
+
+// EvaluateResult is a rule engine decision. MatchedRule and File are null for
+// the default block.
+type EvaluateResult struct {
+	Decision    Decision `json:"decision"`
+	MatchedRule *string  `json:"matched_rule"`
+	File        *string  `json:"file"`
+	Logged      bool     `json:"logged"`
+}
+
+// RuleSummary is one rule of GET /api/v1/rules, in evaluation order.
+type RuleSummary struct {
+	ID               string     `json:"id"`
+	File             string     `json:"file"`
+	Action           RuleAction `json:"action"`
+	ConditionPreview string     `json:"condition_preview"`
+	Description      *string    `json:"description"`
+	Priority         int        `json:"priority"`
+	Level            string     `json:"level"`
+}
+
+// RuleDetail is one rule with its fully expanded condition.
+type RuleDetail struct {
+	ID          string     `json:"id"`
+	Condition   string     `json:"condition"`
+	Action      RuleAction `json:"action"`
+	Log         bool       `json:"log"`
+	Description *string    `json:"description"`
+	Priority    int        `json:"priority"`
+	File        string     `json:"file"`
+	Line        int        `json:"line"`
+	Level       string     `json:"level"`
+	Egress      *Egress    `json:"egress"`
+}
+
+// Egress says how an allow rule's traffic may leave (S003-IF-012).
+type Egress struct {
+	Mode            string   `json:"mode"`
+	Ports           []uint16 `json:"ports"`
+	AllowPrivateIPs bool     `json:"allow_private_ips"`
+}
+
+// Egress modes.
+const (
+	EgressProxy    = "proxy"
+	EgressDirectIP = "direct_ip"
+)
+
+// ReloadResult reports a successful reload.
+type ReloadResult struct {
+	FilesLoaded int      `json:"files_loaded"`
+	RulesLoaded int      `json:"rules_loaded"`
+	PacketRules int      `json:"packet_rules"`
+	Warnings    []string `json:"warnings"`
+}
+
+// TestExpressionRequest is the body of POST /api/v1/rule/test.
+type TestExpressionRequest struct {
+	Expression string            `json:"expression"`
+	Context    EvaluationContext `json:"context"`
+}
+
+// TestExpressionResult is the value of a test expression, or why it has none.
+type TestExpressionResult struct {
+	Result bool    `json:"result"`
+	Error  *string `json:"error"`
+}
+
+// RuleRequestSubmission is an agent's request for a rule file (S003-IF-006).
+type RuleRequestSubmission struct {
+	RuleFile string `json:"rule_file"`
+}
+
+// RuleRequestResponse is the state of one rule request as its agent sees it.
+type RuleRequestResponse struct {
+	ID     string            `json:"id"`
+	Status RuleRequestStatus `json:"status"`
+	Reason *string           `json:"reason"`
+}
+
+// PendingRuleRequest is a rule request as the operator sees it.
+type PendingRuleRequest struct {
+	ID          string            `json:"id"`
+	ContainerID string            `json:"container_id"`
+	RuleFile    string            `json:"rule_file"`
+	Status      RuleRequestStatus `json:"status"`
+	Reason      *string           `json:"reason"`
+	SubmittedAt string            `json:"submitted_at"`
+}
+
+// ApproveResult reports an approved rule request.
+type ApproveResult struct {
+	ID          string `json:"id"`
+	RulesLoaded int    `json:"rules_loaded"`
+}
+
+// RejectRequest is the optional body of a reject.
+type RejectRequest struct {
+	Reason *string `json:"reason,omitempty"`
+}
+
+// RejectResult reports a rejected rule request.
+type RejectResult struct {
+	ID string `json:"id"`
+}

@@ -1,5 +1,6 @@
 // Package daemon wires outcalld's subsystems: the bridge, the nftables floor,
-// the datapath, the endpoint registry, the host API and metrics. It owns the
+// the datapath, the rule engine, the endpoint registry, rule requests, the
+// host API and metrics. It owns the
 // order in which they start and stop, which is where fail-closed is decided:
 // the floor exists before the bridge, a port's program is attached before the
 // port can pass a frame, and shutdown leaves the strict policy in place.
@@ -26,7 +27,11 @@ type Config struct {
 	MetricsAddr string // empty disables metrics
 	DNSPort     uint16
 	ProxyPort   uint16
-	Logger      *slog.Logger
+	// RulesDir holds the rule files; a missing directory is an empty set.
+	RulesDir string
+	// WatchRules reloads the rules when a file in RulesDir changes.
+	WatchRules bool
+	Logger     *slog.Logger
 }
 
 // Validate rejects a bad configuration before anything on the host changes.
@@ -41,7 +46,7 @@ func (c Config) Validate() error {
 	} else if a := c.Gateway.Addr(); a == c.Gateway.Masked().Addr() {
 		errs = append(errs, fmt.Errorf("--gateway: %s is the network address of its subnet", c.Gateway))
 	}
-	for flag, p := range map[string]string{"--socket": c.Socket, "--state-dir": c.StateDir, "--pin-dir": c.PinDir} {
+	for flag, p := range map[string]string{"--socket": c.Socket, "--state-dir": c.StateDir, "--pin-dir": c.PinDir, "--rules-dir": c.RulesDir} {
 		if p == "" || !filepath.IsAbs(p) {
 			errs = append(errs, fmt.Errorf("%s: %q must be an absolute path", flag, p))
 		}

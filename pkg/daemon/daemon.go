@@ -21,7 +21,13 @@ import (
 	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/metrics"
 	"outcall.dev/outcall/pkg/nft"
+	"outcall.dev/outcall/pkg/rulereq"
+	"outcall.dev/outcall/pkg/rules"
 )
+
+// rulesDebounce is how long the rules directory must be quiet before a
+// change is reloaded: editors and `cp` write in several steps.
+const rulesDebounce = 250 * time.Millisecond
 
 // Daemon is a running outcalld.
 type Daemon struct {
@@ -31,6 +37,8 @@ type Daemon struct {
 	floor     *nft.Floor
 	endpoints *endpoint.Registry
 	collector *metrics.Collector
+	rules     *rules.Engine
+	requests  *rulereq.Store
 
 	// mu serialises everything that changes enforcement: bridge up/down,
 	// ports joining and leaving, endpoints and grants.
@@ -39,6 +47,9 @@ type Daemon struct {
 	stopEvents  context.CancelFunc // stops dp's drop event reader
 	bridgeIndex int
 	ports       map[int]string // ports of the bridge by ifindex
+	// packetRules are the packet tables of the active rule set, kept for
+	// installing into a datapath opened later.
+	packetRules *rules.PacketTables
 }
 
 // New checks privileges and opens the persisted state. It changes nothing
@@ -73,6 +84,15 @@ func New(cfg Config) (*Daemon, error) {
 		ports:     map[int]string{},
 	}
 	d.collector = metrics.NewCollector(d)
+	d.rules, err = rules.NewEngine(rules.Options{Dir: cfg.RulesDir, Logger: cfg.Logger.With("target", "rules"),
+		Observer: d.collector, Packet: d})
+	if err != nil {
+		return nil, err
+	}
+	d.requests, err = rulereq.Open(filepath.Join(cfg.StateDir, "rule-requests.json"), cfg.Logger.With("target", "rule_requests"))
+	if err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -114,6 +134,11 @@ func checkBridgeName(name string) error {
 // Run brings the bridge up, serves the APIs and blocks until ctx is done;
 // then it leaves the strict policy in place and returns.
 func (d *Daemon) Run(ctx context.Context) error {
+	// Every rule file is checked before anything on the host changes
+	// (S003-FR-014): a bad rule set aborts startup.
+	if _, err := d.rules.Reload(ctx); err != nil {
+		return err
+	}
 	if err := d.up(); err != nil {
 		return err
 	}
@@ -148,6 +173,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	run("port watcher", d.watchPorts)
 	run("grant sweeper", d.sweepGrants)
+	if d.cfg.WatchRules {
+		run("rules watcher", func(ctx context.Context) error { return d.rules.Watch(ctx, rulesDebounce) })
+	}
 	if metricsListener != nil {
 		run("metrics", func(ctx context.Context) error {
 			return metrics.Serve(ctx, metricsListener, d.collector, d.log.With("target", "metrics"))
@@ -191,6 +219,9 @@ func (d *Daemon) up() error {
 			return err
 		} else if n > 0 {
 			d.log.Info("revoked grants left by an earlier daemon", "count", n)
+		}
+		if err := d.installRulesLocked(); err != nil {
+			return err
 		}
 	}
 	// Loading the program changes nothing a packet sees; the floor is the
@@ -371,8 +402,8 @@ func (d *Daemon) readDropEvents(ctx context.Context, dp *datapath.Datapath) {
 	}
 }
 
-// shutdown keeps the bridge, revokes every grant and rewrites the floor in
-// one transaction (S001-FR-010): containers that outlive the daemon stay
+// shutdown keeps the bridge, revokes every grant, empties the packet-layer
+// rule tables and rewrites the floor in one transaction (S001-FR-010): containers that outlive the daemon stay
 // fail-closed. The pinned programs keep enforcing.
 func (d *Daemon) shutdown() {
 	d.mu.Lock()
@@ -384,6 +415,9 @@ func (d *Daemon) shutdown() {
 		d.log.Error("revoke grants at shutdown", "err", err)
 	} else {
 		d.log.Info("revoked grants at shutdown", "count", n)
+	}
+	if err := d.dp.ClearRules(); err != nil {
+		d.log.Error("clear packet-layer rules at shutdown", "err", err)
 	}
 	if err := d.floor.Apply(d.floorConfigLocked()); err != nil {
 		d.log.Error("install strict base policy at shutdown", "err", err)

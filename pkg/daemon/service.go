@@ -125,7 +125,13 @@ func (d *Daemon) AddEndpoint(ctx context.Context, req api.EndpointAddRequest) (a
 	if err != nil {
 		return api.Endpoint{}, badRequest("%w", err)
 	}
-	if err := d.activateLocked(ifindex, e); err != nil {
+	// The agent class goes in before the identity, so the port's first
+	// packet is judged by the rows for its agent name.
+	err = d.syncRuleAgentsLocked()
+	if err == nil {
+		err = d.activateLocked(ifindex, e)
+	}
+	if err != nil {
 		_ = d.dp.DeleteEndpoint(ifindex)
 		_, _ = d.endpoints.Remove(e.Name)
 		return api.Endpoint{}, err
@@ -152,8 +158,10 @@ func (d *Daemon) RemoveEndpoint(ctx context.Context, name string) error {
 			return err
 		}
 	}
-	_, err = d.endpoints.Remove(name)
-	return err
+	if _, err = d.endpoints.Remove(name); err != nil {
+		return err
+	}
+	return d.syncRuleAgentsLocked()
 }
 
 // grantKey validates an allow or revoke request with S009's messages.

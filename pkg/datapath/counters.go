@@ -24,6 +24,8 @@ var reasonNames = [...]string{
 	portIngressReasonREASON_DROP_DNS_BYPASS:   "dns_bypass",
 	portIngressReasonREASON_DROP_GATEWAY_PORT: "gateway_port",
 	portIngressReasonREASON_DROP_ARP:          "arp",
+	portIngressReasonREASON_ALLOW_RULE:        "rule",
+	portIngressReasonREASON_DROP_RULE:         "rule",
 }
 
 // Reasons, as the program numbers them.
@@ -44,6 +46,8 @@ const (
 	DropDNSBypass    = Reason(portIngressReasonREASON_DROP_DNS_BYPASS)
 	DropGatewayPort  = Reason(portIngressReasonREASON_DROP_GATEWAY_PORT)
 	DropARP          = Reason(portIngressReasonREASON_DROP_ARP)
+	AllowRule        = Reason(portIngressReasonREASON_ALLOW_RULE)
+	DropRule         = Reason(portIngressReasonREASON_DROP_RULE)
 	reasonCount      = int(portIngressReasonREASON_MAX)
 )
 
@@ -55,8 +59,16 @@ func (r Reason) String() string {
 	return fmt.Sprintf("reason_%d", uint32(r))
 }
 
-// Allowed reports whether the reason is an allow verdict.
-func (r Reason) Allowed() bool { return r <= AllowEstablished }
+// Allowed reports whether the reason is an allow verdict. Reasons are
+// numbered in the order they were added, not grouped by verdict, so this is
+// a list.
+func (r Reason) Allowed() bool {
+	switch r {
+	case AllowGrant, AllowGateway, AllowARP, AllowEstablished, AllowRule:
+		return true
+	}
+	return false
+}
 
 // Verdict is "allow" or "drop".
 func (r Reason) Verdict() string {

@@ -1,9 +1,10 @@
 // Package datapath loads Outcall's TCX program, attaches it to container-facing
 // bridge ports and manages the maps it decides from: endpoints (port →
-// identity), grants (identity, destination → allow with optional expiry) and
-// gateway services. Maps and links are pinned in bpffs so that enforcement
-// survives the daemon, and a restarted daemon swaps its program into the
-// pinned links without a moment in which a port is open.
+// identity), grants (identity, destination → allow with optional expiry),
+// gateway services and the packet-layer rule tables the rule engine lowers
+// its network rules into. Maps and links are pinned in bpffs so that
+// enforcement survives the daemon, and a restarted daemon swaps its program
+// into the pinned links without a moment in which a port is open.
 package datapath
 
 import (
@@ -45,6 +46,8 @@ type Datapath struct {
 
 	mu    sync.Mutex
 	links map[int]link.Link // by port ifindex
+
+	rules ruleState
 }
 
 // Endpoint is what the program knows about a port: who sends on it.
@@ -95,9 +98,15 @@ func Open(opts Options) (*Datapath, error) {
 		if err := ensureBPFFS(opts.PinDir); err != nil {
 			return nil, err
 		}
+		if err := replaceStaleCounters(spec, opts.PinDir, opts.Logger); err != nil {
+			return nil, err
+		}
 		collOpts.Maps.PinPath = opts.PinDir
 	}
 	d := &Datapath{pinDir: opts.PinDir, log: opts.Logger, links: map[int]link.Link{}}
+	if err := d.rules.setTemplates(spec); err != nil {
+		return nil, err
+	}
 	if err := spec.LoadAndAssign(&d.objs, &collOpts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("load datapath: pinned maps in %s were made by an incompatible version; the pinned program keeps enforcing, remove %s to start fresh: %w", opts.PinDir, opts.PinDir, err)
@@ -109,6 +118,32 @@ func Open(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// replaceStaleCounters unpins a verdict counters map this program cannot use,
+// so that the load creates a new one: an older version sized it for fewer
+// reasons. It holds statistics only, so replacing it loses counts (Prometheus
+// sees a counter reset) but nothing a verdict depends on. Every other
+// incompatible pinned map still fails the load.
+func replaceStaleCounters(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
+	path := filepath.Join(dir, "counters")
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load pinned map %s: %w", path, err)
+	}
+	incompatible := spec.Maps["counters"].Compatible(m)
+	m.Close()
+	if incompatible == nil {
+		return nil
+	}
+	log.Warn("replacing the pinned verdict counters of an older version; counts restart at zero", "map", path, "change", incompatible)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale pinned map %s: %w", path, err)
+	}
+	return nil
 }
 
 // ensureBPFFS makes sure dir lives on a bpffs, mounting one at /sys/fs/bpf if
@@ -297,9 +332,11 @@ func (d *Datapath) SetServices(services []Service) error {
 	return nil
 }
 
-// Close releases the program and map handles. Pinned links and maps stay, so
-// enforcement continues without the daemon.
+// Close releases the program and map handles, rule table generations
+// included. Pinned links and maps stay, and the pinned outer rule maps keep
+// the active generation, so enforcement continues without the daemon.
 func (d *Datapath) Close() error {
+	d.rules.close()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i, l := range d.links {
@@ -323,7 +360,10 @@ func (d *Datapath) Unpin() error {
 	}
 	d.mu.Unlock()
 	var errs []error
-	for _, m := range []*ebpf.Map{d.objs.Endpoints, d.objs.Grants, d.objs.Services, d.objs.Counters, d.objs.DropEvents} {
+	for _, m := range []*ebpf.Map{
+		d.objs.Endpoints, d.objs.Grants, d.objs.Services, d.objs.Counters, d.objs.DropEvents,
+		d.objs.RuleActive, d.objs.RuleDsts, d.objs.RuleTable, d.objs.RuleAgents, d.objs.RuleHits,
+	} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}

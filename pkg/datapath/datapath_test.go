@@ -2,14 +2,19 @@ package datapath
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 
+	"outcall.dev/outcall/internal/packet"
 	"outcall.dev/outcall/internal/privtest"
 	"outcall.dev/outcall/pkg/api"
 )
@@ -50,6 +55,15 @@ func openTest(t testing.TB) *Datapath {
 	return d
 }
 
+// testPinDir is a fresh pin directory on bpffs, removed after the test.
+func testPinDir(t *testing.T) string {
+	t.Helper()
+	privtest.Root(t)
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("outcall-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-")))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func seed(t testing.TB, d *Datapath) {
 	t.Helper()
 	must(t, d.SetEndpoint(agentPort, Endpoint{Identity: agentID, IP: agentIP, Gateway: gatewayIP, MAC: agentMAC}))
@@ -83,12 +97,12 @@ func run(t testing.TB, d *Datapath, port uint32, data []byte) (uint32, uint32) {
 	return ret, out.Mark
 }
 
-func tcp(src netip.Addr, dst netip.Addr, dport uint16) frame {
-	return frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x0800, src: src, dst: dst, proto: 6, sport: 40000, dport: dport}
+func tcp(src netip.Addr, dst netip.Addr, dport uint16) packet.Frame {
+	return packet.TCP(agentMAC, gwMAC, src, dst, 40000, dport)
 }
 
-func udp(dst netip.Addr, dport uint16) frame {
-	return frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x0800, src: agentIP, dst: dst, proto: 17, sport: 40000, dport: dport}
+func udp(dst netip.Addr, dport uint16) packet.Frame {
+	return packet.UDP(agentMAC, gwMAC, agentIP, dst, 40000, dport)
 }
 
 func TestVerdicts(t *testing.T) {
@@ -96,30 +110,28 @@ func TestVerdicts(t *testing.T) {
 	seed(t, d)
 
 	withOptions := tcp(agentIP, upstream, 443)
-	withOptions.ipOptions = []byte{1, 1, 1, 0} // NOP NOP NOP EOL
+	withOptions.IPOptions = []byte{1, 1, 1, 0} // NOP NOP NOP EOL
 	spoofMAC := tcp(agentIP, upstream, 443)
-	spoofMAC.srcMAC = otherMAC
-	icmp := tcp(agentIP, upstream2, 0)
-	icmp.proto, icmp.sport = 1, 0
-	icmpDenied := icmp
-	icmpDenied.dst = upstream
+	spoofMAC.SrcMAC = otherMAC
+	icmp := packet.ICMP(agentMAC, gwMAC, agentIP, upstream2)
+	icmpDenied := packet.ICMP(agentMAC, gwMAC, agentIP, upstream)
 	moreFrags := tcp(agentIP, upstream, 443)
-	moreFrags.fragOff = 0x2000
+	moreFrags.FragOff = 0x2000
 	laterFrag := udp(upstream, 5000)
-	laterFrag.fragOff = 0x0010
+	laterFrag.FragOff = 0x0010
 	dontFrag := tcp(agentIP, upstream, 443)
-	dontFrag.fragOff = 0x4000
+	dontFrag.FragOff = 0x4000
 	// An IPv4 frame shorter than an IP header cannot be injected:
 	// BPF_PROG_TEST_RUN refuses it with EINVAL before the program runs.
 	shortPorts := tcp(agentIP, upstream, 443)
-	shortPorts.truncateTo = 14 + 20 + 2
+	shortPorts.TruncateTo = 14 + 20 + 2
 	badIHL := tcp(agentIP, upstream, 443)
-	badIHL.ihlOverride = 4
+	badIHL.IHL = 4
 	hugeIHL := tcp(agentIP, upstream, 443) // header claims 60 bytes, frame has 40
-	hugeIHL.ihlOverride = 15
-	ipv6 := frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x86dd}
-	lldp := frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x88cc}
-	vlan := frame{srcMAC: agentMAC, dstMAC: gwMAC, etherType: 0x8100}
+	hugeIHL.IHL = 15
+	ipv6 := packet.Frame{SrcMAC: agentMAC, DstMAC: gwMAC, EtherType: packet.EtherTypeIPv6}
+	lldp := packet.Frame{SrcMAC: agentMAC, DstMAC: gwMAC, EtherType: 0x88cc}
+	vlan := packet.Frame{SrcMAC: agentMAC, DstMAC: gwMAC, EtherType: 0x8100}
 
 	tests := []struct {
 		name   string
@@ -127,38 +139,38 @@ func TestVerdicts(t *testing.T) {
 		data   []byte
 		reason Reason
 	}{
-		{"tcp granted port", agentPort, tcp(agentIP, upstream, 443).bytes(), AllowGrant},
-		{"tcp other port denied", agentPort, tcp(agentIP, upstream, 444).bytes(), DropNoRule},
-		{"udp any port of proto", agentPort, udp(upstream, 9999).bytes(), AllowGrant},
-		{"any protocol grant, tcp", agentPort, tcp(agentIP, upstream2, 22).bytes(), AllowGrant},
-		{"any protocol grant, icmp", agentPort, icmp.bytes(), AllowGrant},
-		{"icmp without grant", agentPort, icmpDenied.bytes(), DropNoRule},
-		{"expired grant", agentPort, tcp(agentIP, upstream, 8443).bytes(), DropExpired},
-		{"ungranted destination", agentPort, tcp(agentIP, netip.MustParseAddr("203.0.113.5"), 443).bytes(), DropNoRule},
-		{"grant of another identity", otherPort, frame{srcMAC: otherMAC, dstMAC: gwMAC, etherType: 0x0800, src: otherIP, dst: upstream, proto: 6, sport: 1, dport: 443}.bytes(), DropNoRule},
-		{"spoofed source IP", agentPort, tcp(otherIP, upstream, 443).bytes(), DropSpoofedIP},
-		{"spoofed source MAC", agentPort, spoofMAC.bytes(), DropSpoofedMAC},
-		{"unknown port", unknownPort, tcp(agentIP, upstream, 443).bytes(), DropUnknownPort},
-		{"gateway dns udp", agentPort, udp(gatewayIP, 53).bytes(), AllowGateway},
-		{"gateway dns tcp", agentPort, tcp(agentIP, gatewayIP, 53).bytes(), AllowGateway},
-		{"gateway proxy", agentPort, tcp(agentIP, gatewayIP, 8080).bytes(), AllowGateway},
-		{"gateway other port", agentPort, tcp(agentIP, gatewayIP, 22).bytes(), DropGatewayPort},
-		{"gateway udp proxy port", agentPort, udp(gatewayIP, 8080).bytes(), DropGatewayPort},
-		{"dns to granted upstream", agentPort, udp(upstream, 53).bytes(), DropDNSBypass},
-		{"dot to granted upstream", agentPort, tcp(agentIP, upstream2, 853).bytes(), DropDNSBypass},
-		{"ip options parsed", agentPort, withOptions.bytes(), AllowGrant},
-		{"more fragments", agentPort, moreFrags.bytes(), DropFragment},
-		{"later fragment", agentPort, laterFrag.bytes(), DropFragment},
-		{"don't fragment is fine", agentPort, dontFrag.bytes(), AllowGrant},
-		{"truncated ports", agentPort, shortPorts.bytes(), DropMalformed},
-		{"ihl below 5", agentPort, badIHL.bytes(), DropMalformed},
-		{"ihl beyond frame", agentPort, hugeIHL.bytes(), DropMalformed},
-		{"ipv6", agentPort, ipv6.bytes(), DropIPv6},
-		{"non-ip ethertype", agentPort, lldp.bytes(), DropNonIP},
-		{"vlan tagged", agentPort, vlan.bytes(), DropNonIP},
-		{"arp for gateway", agentPort, arpFrame(agentMAC, agentIP, gatewayIP), AllowARP},
-		{"arp for another agent", agentPort, arpFrame(agentMAC, agentIP, otherIP), DropARP},
-		{"arp with foreign sender ip", agentPort, arpFrame(agentMAC, otherIP, gatewayIP), DropARP},
+		{"tcp granted port", agentPort, tcp(agentIP, upstream, 443).Bytes(), AllowGrant},
+		{"tcp other port denied", agentPort, tcp(agentIP, upstream, 444).Bytes(), DropNoRule},
+		{"udp any port of proto", agentPort, udp(upstream, 9999).Bytes(), AllowGrant},
+		{"any protocol grant, tcp", agentPort, tcp(agentIP, upstream2, 22).Bytes(), AllowGrant},
+		{"any protocol grant, icmp", agentPort, icmp.Bytes(), AllowGrant},
+		{"icmp without grant", agentPort, icmpDenied.Bytes(), DropNoRule},
+		{"expired grant", agentPort, tcp(agentIP, upstream, 8443).Bytes(), DropExpired},
+		{"ungranted destination", agentPort, tcp(agentIP, netip.MustParseAddr("203.0.113.5"), 443).Bytes(), DropNoRule},
+		{"grant of another identity", otherPort, packet.TCP(otherMAC, gwMAC, otherIP, upstream, 1, 443).Bytes(), DropNoRule},
+		{"spoofed source IP", agentPort, tcp(otherIP, upstream, 443).Bytes(), DropSpoofedIP},
+		{"spoofed source MAC", agentPort, spoofMAC.Bytes(), DropSpoofedMAC},
+		{"unknown port", unknownPort, tcp(agentIP, upstream, 443).Bytes(), DropUnknownPort},
+		{"gateway dns udp", agentPort, udp(gatewayIP, 53).Bytes(), AllowGateway},
+		{"gateway dns tcp", agentPort, tcp(agentIP, gatewayIP, 53).Bytes(), AllowGateway},
+		{"gateway proxy", agentPort, tcp(agentIP, gatewayIP, 8080).Bytes(), AllowGateway},
+		{"gateway other port", agentPort, tcp(agentIP, gatewayIP, 22).Bytes(), DropGatewayPort},
+		{"gateway udp proxy port", agentPort, udp(gatewayIP, 8080).Bytes(), DropGatewayPort},
+		{"dns to granted upstream", agentPort, udp(upstream, 53).Bytes(), DropDNSBypass},
+		{"dot to granted upstream", agentPort, tcp(agentIP, upstream2, 853).Bytes(), DropDNSBypass},
+		{"ip options parsed", agentPort, withOptions.Bytes(), AllowGrant},
+		{"more fragments", agentPort, moreFrags.Bytes(), DropFragment},
+		{"later fragment", agentPort, laterFrag.Bytes(), DropFragment},
+		{"don't fragment is fine", agentPort, dontFrag.Bytes(), AllowGrant},
+		{"truncated ports", agentPort, shortPorts.Bytes(), DropMalformed},
+		{"ihl below 5", agentPort, badIHL.Bytes(), DropMalformed},
+		{"ihl beyond frame", agentPort, hugeIHL.Bytes(), DropMalformed},
+		{"ipv6", agentPort, ipv6.Bytes(), DropIPv6},
+		{"non-ip ethertype", agentPort, lldp.Bytes(), DropNonIP},
+		{"vlan tagged", agentPort, vlan.Bytes(), DropNonIP},
+		{"arp for gateway", agentPort, packet.ARP(agentMAC, agentIP, gatewayIP), AllowARP},
+		{"arp for another agent", agentPort, packet.ARP(agentMAC, agentIP, otherIP), DropARP},
+		{"arp with foreign sender ip", agentPort, packet.ARP(agentMAC, otherIP, gatewayIP), DropARP},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,7 +203,7 @@ func counterOf(t testing.TB, d *Datapath, r Reason) Counter {
 func TestGrantLifecycle(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	f := tcp(agentIP, netip.MustParseAddr("203.0.113.9"), 8000).bytes()
+	f := tcp(agentIP, netip.MustParseAddr("203.0.113.9"), 8000).Bytes()
 	key := GrantKey{Identity: agentID, Dst: netip.MustParseAddr("203.0.113.9"), Proto: 6, Port: 8000}
 
 	if v, _ := run(t, d, agentPort, f); v != tcActShot {
@@ -228,7 +240,7 @@ func TestGrantLifecycle(t *testing.T) {
 func TestEndpointRemovalBlocks(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	f := tcp(agentIP, upstream, 443).bytes()
+	f := tcp(agentIP, upstream, 443).Bytes()
 	if v, _ := run(t, d, agentPort, f); v != tcActOK {
 		t.Fatalf("verdict %d, want pass", v)
 	}
@@ -242,10 +254,10 @@ func TestServicesReplace(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
 	must(t, d.SetServices([]Service{{17, 53}}))
-	if v, _ := run(t, d, agentPort, tcp(agentIP, gatewayIP, 8080).bytes()); v != tcActShot {
+	if v, _ := run(t, d, agentPort, tcp(agentIP, gatewayIP, 8080).Bytes()); v != tcActShot {
 		t.Fatalf("proxy after services replaced: verdict %d, want drop", v)
 	}
-	if v, _ := run(t, d, agentPort, udp(gatewayIP, 53).bytes()); v != tcActOK {
+	if v, _ := run(t, d, agentPort, udp(gatewayIP, 53).Bytes()); v != tcActOK {
 		t.Fatalf("dns after services replaced: verdict %d, want pass", v)
 	}
 }
@@ -258,7 +270,7 @@ func TestDropEvents(t *testing.T) {
 	events := make(chan DropEvent, 16)
 	go func() { _ = d.ReadDropEvents(ctx, func(e DropEvent) { events <- e }) }()
 
-	run(t, d, agentPort, tcp(agentIP, upstream, 444).bytes())
+	run(t, d, agentPort, tcp(agentIP, upstream, 444).Bytes())
 	select {
 	case e := <-events:
 		want := DropEvent{Ifindex: agentPort, Identity: agentID, Reason: DropNoRule, EtherType: 0x0800, Proto: 6,
@@ -270,7 +282,7 @@ func TestDropEvents(t *testing.T) {
 		t.Fatal("no drop event")
 	}
 	// An allowed packet produces no event.
-	run(t, d, agentPort, tcp(agentIP, upstream, 443).bytes())
+	run(t, d, agentPort, tcp(agentIP, upstream, 443).Bytes())
 	select {
 	case e := <-events:
 		t.Errorf("event for an allowed packet: %+v", e)
@@ -288,11 +300,42 @@ func TestDropEventsAreRateLimited(t *testing.T) {
 	// 300 drops in well under a second on one CPU: at most 100 events
 	// (two windows at worst if the run straddles a second boundary).
 	in := skbContext{IngressIfindex: agentPort}
-	if _, err := d.objs.OutcallPortIngress.Run(&ebpf.RunOptions{Data: tcp(agentIP, upstream, 444).bytes(), Context: in, Repeat: 300}); err != nil {
+	if _, err := d.objs.OutcallPortIngress.Run(&ebpf.RunOptions{Data: tcp(agentIP, upstream, 444).Bytes(), Context: in, Repeat: 300}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
 	if got := n.Load(); got == 0 || got > 200 {
 		t.Errorf("%d events for 300 drops, want 1..200", got)
+	}
+}
+
+// TestStaleCountersReplaced opens over the pins of a version whose counters
+// map had room for fewer reasons: the map is replaced, the load succeeds.
+func TestStaleCountersReplaced(t *testing.T) {
+	dir := testPinDir(t)
+	spec, err := loadPortIngress()
+	must(t, err)
+	old := spec.Maps["counters"].Copy()
+	old.MaxEntries = 16
+	old.Pinning = ebpf.PinNone
+	m, err := ebpf.NewMap(old)
+	if err != nil {
+		privtest.Skip(t, "cannot create BPF map: "+err.Error())
+	}
+	must(t, os.MkdirAll(dir, 0o700))
+	must(t, m.Pin(filepath.Join(dir, "counters")))
+	m.Close()
+
+	d, err := Open(Options{PinDir: dir})
+	if err != nil {
+		t.Fatalf("Open over stale counters: %v", err)
+	}
+	defer d.Close()
+	defer d.Unpin()
+	if got, want := d.objs.Counters.MaxEntries(), spec.Maps["counters"].MaxEntries; got != want {
+		t.Errorf("counters map has %d entries, want %d", got, want)
+	}
+	if _, err := d.Counters(); err != nil {
+		t.Errorf("Counters: %v", err)
 	}
 }

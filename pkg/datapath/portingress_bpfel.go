@@ -83,8 +83,41 @@ const (
 	portIngressReasonREASON_DROP_DNS_BYPASS   portIngressReason = 13
 	portIngressReasonREASON_DROP_GATEWAY_PORT portIngressReason = 14
 	portIngressReasonREASON_DROP_ARP          portIngressReason = 15
-	portIngressReasonREASON_MAX               portIngressReason = 16
+	portIngressReasonREASON_ALLOW_RULE        portIngressReason = 16
+	portIngressReasonREASON_DROP_RULE         portIngressReason = 17
+	portIngressReasonREASON_MAX               portIngressReason = 18
 )
+
+type portIngressRuleAction uint32
+
+const (
+	portIngressRuleActionRULE_NONE  portIngressRuleAction = 0
+	portIngressRuleActionRULE_ALLOW portIngressRuleAction = 1
+	portIngressRuleActionRULE_BLOCK portIngressRuleAction = 2
+)
+
+type portIngressRuleDstKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint8
+}
+
+type portIngressRuleKey struct {
+	_          structs.HostLayout
+	AgentClass uint32
+	DstClass   uint32
+	Dport      uint16
+	Proto      uint8
+	AnyPort    uint8
+}
+
+type portIngressRuleVerdict struct {
+	_      structs.HostLayout
+	Rule   uint32
+	Action uint8
+	Grants uint8
+	Pad    uint16
+}
 
 type portIngressServiceKey struct {
 	_     structs.HostLayout
@@ -102,6 +135,11 @@ const (
 	portIngressMapEndpoints           = "endpoints"
 	portIngressMapEventBudgets        = "event_budgets"
 	portIngressMapGrants              = "grants"
+	portIngressMapRuleActive          = "rule_active"
+	portIngressMapRuleAgents          = "rule_agents"
+	portIngressMapRuleDsts            = "rule_dsts"
+	portIngressMapRuleHits            = "rule_hits"
+	portIngressMapRuleTable           = "rule_table"
 	portIngressMapServices            = "services"
 	portIngressProgOutcallPortIngress = "outcall_port_ingress"
 	portIngressVarAllowMark           = "allow_mark"
@@ -109,6 +147,10 @@ const (
 	portIngressVarEventsPerSecond     = "events_per_second"
 	portIngressVarUnusedDropEvent     = "unused_drop_event"
 	portIngressVarUnusedReason        = "unused_reason"
+	portIngressVarUnusedRuleAction    = "unused_rule_action"
+	portIngressVarUnusedRuleDstKey    = "unused_rule_dst_key"
+	portIngressVarUnusedRuleKey       = "unused_rule_key"
+	portIngressVarUnusedRuleVerdict   = "unused_rule_verdict"
 )
 
 // loadPortIngress returns the embedded CollectionSpec for portIngress.
@@ -165,6 +207,11 @@ type portIngressMapSpecs struct {
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EventBudgets *ebpf.MapSpec `ebpf:"event_budgets"`
 	Grants       *ebpf.MapSpec `ebpf:"grants"`
+	RuleActive   *ebpf.MapSpec `ebpf:"rule_active"`
+	RuleAgents   *ebpf.MapSpec `ebpf:"rule_agents"`
+	RuleDsts     *ebpf.MapSpec `ebpf:"rule_dsts"`
+	RuleHits     *ebpf.MapSpec `ebpf:"rule_hits"`
+	RuleTable    *ebpf.MapSpec `ebpf:"rule_table"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
 }
 
@@ -172,11 +219,15 @@ type portIngressMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type portIngressVariableSpecs struct {
-	AllowMark       *ebpf.VariableSpec `ebpf:"allow_mark"`
-	AllowMarkMask   *ebpf.VariableSpec `ebpf:"allow_mark_mask"`
-	EventsPerSecond *ebpf.VariableSpec `ebpf:"events_per_second"`
-	UnusedDropEvent *ebpf.VariableSpec `ebpf:"unused_drop_event"`
-	UnusedReason    *ebpf.VariableSpec `ebpf:"unused_reason"`
+	AllowMark         *ebpf.VariableSpec `ebpf:"allow_mark"`
+	AllowMarkMask     *ebpf.VariableSpec `ebpf:"allow_mark_mask"`
+	EventsPerSecond   *ebpf.VariableSpec `ebpf:"events_per_second"`
+	UnusedDropEvent   *ebpf.VariableSpec `ebpf:"unused_drop_event"`
+	UnusedReason      *ebpf.VariableSpec `ebpf:"unused_reason"`
+	UnusedRuleAction  *ebpf.VariableSpec `ebpf:"unused_rule_action"`
+	UnusedRuleDstKey  *ebpf.VariableSpec `ebpf:"unused_rule_dst_key"`
+	UnusedRuleKey     *ebpf.VariableSpec `ebpf:"unused_rule_key"`
+	UnusedRuleVerdict *ebpf.VariableSpec `ebpf:"unused_rule_verdict"`
 }
 
 // portIngressObjects contains all objects after they have been loaded into the kernel.
@@ -204,6 +255,11 @@ type portIngressMaps struct {
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EventBudgets *ebpf.Map `ebpf:"event_budgets"`
 	Grants       *ebpf.Map `ebpf:"grants"`
+	RuleActive   *ebpf.Map `ebpf:"rule_active"`
+	RuleAgents   *ebpf.Map `ebpf:"rule_agents"`
+	RuleDsts     *ebpf.Map `ebpf:"rule_dsts"`
+	RuleHits     *ebpf.Map `ebpf:"rule_hits"`
+	RuleTable    *ebpf.Map `ebpf:"rule_table"`
 	Services     *ebpf.Map `ebpf:"services"`
 }
 
@@ -214,6 +270,11 @@ func (m *portIngressMaps) Close() error {
 		m.Endpoints,
 		m.EventBudgets,
 		m.Grants,
+		m.RuleActive,
+		m.RuleAgents,
+		m.RuleDsts,
+		m.RuleHits,
+		m.RuleTable,
 		m.Services,
 	)
 }
@@ -222,11 +283,15 @@ func (m *portIngressMaps) Close() error {
 //
 // It can be passed to loadPortIngressObjects or ebpf.CollectionSpec.LoadAndAssign.
 type portIngressVariables struct {
-	AllowMark       *ebpf.Variable `ebpf:"allow_mark"`
-	AllowMarkMask   *ebpf.Variable `ebpf:"allow_mark_mask"`
-	EventsPerSecond *ebpf.Variable `ebpf:"events_per_second"`
-	UnusedDropEvent *ebpf.Variable `ebpf:"unused_drop_event"`
-	UnusedReason    *ebpf.Variable `ebpf:"unused_reason"`
+	AllowMark         *ebpf.Variable `ebpf:"allow_mark"`
+	AllowMarkMask     *ebpf.Variable `ebpf:"allow_mark_mask"`
+	EventsPerSecond   *ebpf.Variable `ebpf:"events_per_second"`
+	UnusedDropEvent   *ebpf.Variable `ebpf:"unused_drop_event"`
+	UnusedReason      *ebpf.Variable `ebpf:"unused_reason"`
+	UnusedRuleAction  *ebpf.Variable `ebpf:"unused_rule_action"`
+	UnusedRuleDstKey  *ebpf.Variable `ebpf:"unused_rule_dst_key"`
+	UnusedRuleKey     *ebpf.Variable `ebpf:"unused_rule_key"`
+	UnusedRuleVerdict *ebpf.Variable `ebpf:"unused_rule_verdict"`
 }
 
 // portIngressPrograms contains all programs after they have been loaded into the kernel.

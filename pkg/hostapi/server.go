@@ -34,6 +34,20 @@ type Service interface {
 	ActiveRules(ctx context.Context) ([]api.ActiveRule, error)
 	FlushRules(ctx context.Context) (int, error)
 	DatapathCounters(ctx context.Context) ([]api.DatapathCounter, error)
+
+	// The rule engine (S003-IF-001..005, 007..009). Errors choose their
+	// status through StatusError: 400 bad input, 404 unknown rule or
+	// request, 409 request not pending or bridge down, 500 reload failure.
+	Evaluate(ctx context.Context, c api.EvaluationContext) (api.EvaluateResult, error)
+	Rules(ctx context.Context) ([]api.RuleSummary, error)
+	Rule(ctx context.Context, id string) (api.RuleDetail, error)
+	ReloadRules(ctx context.Context) (api.ReloadResult, error)
+	TestExpression(ctx context.Context, req api.TestExpressionRequest) (api.TestExpressionResult, error)
+	RuleRequests(ctx context.Context) ([]api.PendingRuleRequest, error)
+	ApproveRuleRequest(ctx context.Context, id string) (api.ApproveResult, error)
+	// RejectRuleRequest gets a nil reason when the operator gave none; the
+	// Service validates a given one (S003-IF-009).
+	RejectRuleRequest(ctx context.Context, id string, reason *string) (api.RejectResult, error)
 }
 
 // maxBody bounds request bodies; no host API request is anywhere near it.
@@ -90,6 +104,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 		n, err := svc.FlushRules(r.Context())
 		reply(w, log, &api.FlushResult{Removed: n}, err)
 	})
+	ruleRoutes(mux, svc, log)
 	mux.HandleFunc("GET /api/v1/datapath/counters", func(w http.ResponseWriter, r *http.Request) {
 		cs, err := svc.DatapathCounters(r.Context())
 		reply(w, log, &cs, err)
@@ -100,9 +115,85 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	return mux
 }
 
+// ruleRoutes adds the rule engine routes. They share prefixes with the grant
+// routes above (GET /api/v1/rules next to GET /api/v1/rules/active, POST
+// /api/v1/rule/evaluate next to POST /api/v1/rule/allow); the mux keeps them
+// apart because every pattern here is a literal path or differs by method.
+func ruleRoutes(mux *http.ServeMux, svc Service, log *slog.Logger) {
+	mux.HandleFunc("POST /api/v1/rule/evaluate", func(w http.ResponseWriter, r *http.Request) {
+		var req api.EvaluateRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.Evaluate(r.Context(), req.Context)
+		reply(w, log, &res, err)
+	})
+	mux.HandleFunc("GET /api/v1/rules", func(w http.ResponseWriter, r *http.Request) {
+		rules, err := svc.Rules(r.Context())
+		rules = nonNil(rules)
+		reply(w, log, &rules, err)
+	})
+	mux.HandleFunc("GET /api/v1/rule/{id}", func(w http.ResponseWriter, r *http.Request) {
+		rule, err := svc.Rule(r.Context(), r.PathValue("id"))
+		if rule.Egress != nil {
+			// A copy: the Service may hand out its live rule set's Egress.
+			egress := *rule.Egress
+			egress.Ports = nonNil(egress.Ports)
+			rule.Egress = &egress
+		}
+		reply(w, log, &rule, err)
+	})
+	mux.HandleFunc("POST /api/v1/rules/reload", func(w http.ResponseWriter, r *http.Request) {
+		if !decode(w, log, r, &struct{}{}) {
+			return
+		}
+		res, err := svc.ReloadRules(r.Context())
+		res.Warnings = nonNil(res.Warnings)
+		reply(w, log, &res, err)
+	})
+	mux.HandleFunc("POST /api/v1/rule/test", func(w http.ResponseWriter, r *http.Request) {
+		var req api.TestExpressionRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.TestExpression(r.Context(), req)
+		reply(w, log, &res, err)
+	})
+	mux.HandleFunc("GET /api/v1/requests/rules", func(w http.ResponseWriter, r *http.Request) {
+		reqs, err := svc.RuleRequests(r.Context())
+		reqs = nonNil(reqs)
+		reply(w, log, &reqs, err)
+	})
+	mux.HandleFunc("POST /api/v1/requests/rules/{id}/approve", func(w http.ResponseWriter, r *http.Request) {
+		if !decode(w, log, r, &struct{}{}) {
+			return
+		}
+		res, err := svc.ApproveRuleRequest(r.Context(), r.PathValue("id"))
+		reply(w, log, &res, err)
+	})
+	mux.HandleFunc("POST /api/v1/requests/rules/{id}/reject", func(w http.ResponseWriter, r *http.Request) {
+		var req api.RejectRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.RejectRuleRequest(r.Context(), r.PathValue("id"), req.Reason)
+		reply(w, log, &res, err)
+	})
+}
+
+// nonNil turns a nil slice into an empty one, so lists serialise as [] and
+// a client never has to tell "none" from "absent".
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
 // decode reads a JSON body strictly: unknown fields and trailing data are
 // errors, so a typo in a request never silently means something else. An
-// empty body decodes as {}.
+// empty body decodes as {}; decoding into struct{} admits only an empty
+// body, {} or null, which is how bodiless POSTs refuse stray payloads.
 func decode(w http.ResponseWriter, log *slog.Logger, r *http.Request, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err == nil && len(body) > 0 {

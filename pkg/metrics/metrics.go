@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,7 +28,21 @@ type Source interface {
 	BridgeStatus(ctx context.Context) (api.BridgeStatus, error)
 	GrantCount(ctx context.Context) (int, error)
 	EndpointCount() int
+	// DatapathRuleHits returns what each packet-level rule decided in the
+	// datapath since the daemon started.
+	DatapathRuleHits(ctx context.Context) ([]RuleHit, error)
 }
+
+// RuleHit is what one rule decided at the packet layer.
+type RuleHit struct {
+	RuleID   string
+	Decision api.Decision
+	Packets  uint64
+	Bytes    uint64
+}
+
+// LayerDatapath is the layer label of packet-layer rule hits.
+const LayerDatapath = "datapath"
 
 var (
 	packetsDesc = prometheus.NewDesc("outcall_datapath_packets_total",
@@ -44,13 +59,28 @@ var (
 		"Registered endpoints.", nil, nil)
 	scrapeErrDesc = prometheus.NewDesc("outcall_scrape_errors",
 		"Sources that could not be read in this scrape.", nil, nil)
+	ruleHitsDesc = prometheus.NewDesc("outcall_rule_hits_total",
+		"Decisions by rule, enforcement layer and decision; rule_id is default-block when no rule matched. Datapath hits are packets.",
+		[]string{"rule_id", "layer", "decision"}, nil)
+	ruleBytesDesc = prometheus.NewDesc("outcall_rule_datapath_bytes_total",
+		"Bytes decided by each packet-level rule in the datapath.", []string{"rule_id", "decision"}, nil)
 )
+
+type decisionKey struct {
+	layer, rule string
+	decision    api.Decision
+}
 
 // Collector turns a Source into metrics.
 type Collector struct {
 	src Source
 	// DropEvents counts sampled drop events read from the ring buffer.
 	DropEvents *prometheus.CounterVec
+	// Reloads counts rule reloads by result.
+	Reloads *prometheus.CounterVec
+
+	mu        sync.Mutex
+	decisions map[decisionKey]uint64
 }
 
 // NewCollector returns a collector reading src.
@@ -61,15 +91,37 @@ func NewCollector(src Source) *Collector {
 			Name: "outcall_datapath_drop_events_total",
 			Help: "Sampled drop events received from the datapath ring buffer.",
 		}, []string{"reason"}),
+		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outcall_rule_reloads_total",
+			Help: "Rule set reloads by result (success or failure; a failure keeps the previous set).",
+		}, []string{"result"}),
+		decisions: map[decisionKey]uint64{},
 	}
+}
+
+// ObserveDecision counts one rule engine decision (rules.Observer).
+func (c *Collector) ObserveDecision(layer, ruleID string, decision api.Decision) {
+	c.mu.Lock()
+	c.decisions[decisionKey{layer, ruleID, decision}]++
+	c.mu.Unlock()
+}
+
+// ObserveReload counts one reload (rules.Observer).
+func (c *Collector) ObserveReload(err error) {
+	result := "success"
+	if err != nil {
+		result = "failure"
+	}
+	c.Reloads.WithLabelValues(result).Inc()
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, bridgeUpDesc, nftDesc, grantsDesc, endpointsDesc, scrapeErrDesc} {
+	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, bridgeUpDesc, nftDesc, grantsDesc, endpointsDesc, scrapeErrDesc, ruleHitsDesc, ruleBytesDesc} {
 		ch <- d
 	}
 	c.DropEvents.Describe(ch)
+	c.Reloads.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -96,9 +148,23 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		failed++
 	}
+	if hits, err := c.src.DatapathRuleHits(ctx); err == nil {
+		for _, h := range hits {
+			ch <- prometheus.MustNewConstMetric(ruleHitsDesc, prometheus.CounterValue, float64(h.Packets), h.RuleID, LayerDatapath, string(h.Decision))
+			ch <- prometheus.MustNewConstMetric(ruleBytesDesc, prometheus.CounterValue, float64(h.Bytes), h.RuleID, string(h.Decision))
+		}
+	} else {
+		failed++
+	}
+	c.mu.Lock()
+	for k, n := range c.decisions {
+		ch <- prometheus.MustNewConstMetric(ruleHitsDesc, prometheus.CounterValue, float64(n), k.rule, k.layer, string(k.decision))
+	}
+	c.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(endpointsDesc, prometheus.GaugeValue, float64(c.src.EndpointCount()))
 	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, float64(failed))
 	c.DropEvents.Collect(ch)
+	c.Reloads.Collect(ch)
 }
 
 func boolValue(b bool) float64 {

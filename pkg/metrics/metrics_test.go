@@ -1,0 +1,65 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"outcall.dev/outcall/pkg/api"
+)
+
+type fakeSource struct{ hitsErr error }
+
+func (fakeSource) DatapathCounters(context.Context) ([]api.DatapathCounter, error) {
+	return []api.DatapathCounter{{Verdict: "drop", Reason: "rule", Packets: 3, Bytes: 180}}, nil
+}
+func (fakeSource) BridgeStatus(context.Context) (api.BridgeStatus, error) {
+	return api.BridgeStatus{Name: "outcall0", Up: true, NftablesActive: true}, nil
+}
+func (fakeSource) GrantCount(context.Context) (int, error) { return 2, nil }
+func (fakeSource) EndpointCount() int                      { return 1 }
+func (f fakeSource) DatapathRuleHits(context.Context) ([]RuleHit, error) {
+	return []RuleHit{{RuleID: "allow-db", Decision: api.DecisionAllow, Packets: 7, Bytes: 700}}, f.hitsErr
+}
+
+func TestRuleMetrics(t *testing.T) {
+	c := NewCollector(fakeSource{})
+	c.ObserveDecision("dns", "allow-pypi", api.DecisionAllow)
+	c.ObserveDecision("dns", "allow-pypi", api.DecisionAllow)
+	c.ObserveDecision("proxy", "default-block", api.DecisionBlock)
+	c.ObserveReload(nil)
+	c.ObserveReload(errors.New("bad rule"))
+	want := `
+# HELP outcall_rule_hits_total Decisions by rule, enforcement layer and decision; rule_id is default-block when no rule matched. Datapath hits are packets.
+# TYPE outcall_rule_hits_total counter
+outcall_rule_hits_total{decision="allow",layer="datapath",rule_id="allow-db"} 7
+outcall_rule_hits_total{decision="allow",layer="dns",rule_id="allow-pypi"} 2
+outcall_rule_hits_total{decision="block",layer="proxy",rule_id="default-block"} 1
+# HELP outcall_rule_reloads_total Rule set reloads by result (success or failure; a failure keeps the previous set).
+# TYPE outcall_rule_reloads_total counter
+outcall_rule_reloads_total{result="failure"} 1
+outcall_rule_reloads_total{result="success"} 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "outcall_rule_hits_total", "outcall_rule_reloads_total"); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Fatalf("pedantic gather: %v", err)
+	}
+}
+
+func TestScrapeErrorsCountFailedSources(t *testing.T) {
+	c := NewCollector(fakeSource{hitsErr: errors.New("no datapath")})
+	want := "# HELP outcall_scrape_errors Sources that could not be read in this scrape.\n# TYPE outcall_scrape_errors gauge\noutcall_scrape_errors 1\n"
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "outcall_scrape_errors"); err != nil {
+		t.Fatal(err)
+	}
+}

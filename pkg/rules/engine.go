@@ -1,0 +1,257 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/rulefile"
+)
+
+// Layers name the enforcement point that asked for an evaluation; they
+// label the per-rule metrics.
+const (
+	LayerDatapath = "datapath"
+	LayerDNS      = "dns"
+	LayerProxy    = "proxy"
+	LayerAgent    = "agent"
+	LayerHostAPI  = "host_api"
+)
+
+// DefaultRuleLabel is the rule label of decisions no rule made.
+const DefaultRuleLabel = "default-block"
+
+// Budget is the evaluation time above which a warning is logged
+// (S003-FR-031).
+const Budget = api.EvaluationBudgetMS * time.Millisecond
+
+// Observer is told about every decision and reload, for metrics.
+type Observer interface {
+	ObserveDecision(layer, ruleID string, decision api.Decision)
+	ObserveReload(err error)
+}
+
+// PacketLayer takes a new rule set's packet tables before the set goes
+// live. It must apply them atomically or not at all.
+type PacketLayer interface {
+	InstallRules(*PacketTables) error
+}
+
+// Options configure an Engine.
+type Options struct {
+	// Dir is the rules directory.
+	Dir    string
+	Logger *slog.Logger
+	// Observer and Packet may be nil.
+	Observer Observer
+	Packet   PacketLayer
+}
+
+// Engine owns the active rule set: it loads, swaps and evaluates.
+type Engine struct {
+	opts     Options
+	log      *slog.Logger
+	compiler *Compiler
+	active   atomic.Pointer[Set]
+	// reloadMu serialises reloads; evaluations never take it.
+	reloadMu sync.Mutex
+}
+
+// NewEngine returns an engine whose active set is empty (everything
+// blocks) until the first Reload.
+func NewEngine(opts Options) (*Engine, error) {
+	c, err := NewCompiler()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{opts: opts, log: opts.Logger, compiler: c}
+	empty, err := c.Compile(&rulefile.Set{})
+	if err != nil {
+		return nil, err
+	}
+	e.active.Store(empty)
+	return e, nil
+}
+
+// Dir returns the rules directory.
+func (e *Engine) Dir() string { return e.opts.Dir }
+
+// Active returns the rule set in force. Callers keep using the set they got
+// for the whole of one request.
+func (e *Engine) Active() *Set { return e.active.Load() }
+
+// Compiler returns the engine's compiler.
+func (e *Engine) Compiler() *Compiler { return e.compiler }
+
+// Reload reads, validates, compiles and lowers the whole directory off to
+// the side, hands the packet tables to the datapath, and only then swaps
+// the set in. On any error the previous set (and its packet tables) stays
+// active and the error says why (S003-FR-023).
+func (e *Engine) Reload(ctx context.Context) (api.ReloadResult, error) {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	start := time.Now()
+	set, err := e.build()
+	if err == nil && e.opts.Packet != nil {
+		if err = e.opts.Packet.InstallRules(set.packet); err != nil {
+			err = fmt.Errorf("install packet-layer rules: %w", err)
+		}
+	}
+	if e.opts.Observer != nil {
+		e.opts.Observer.ObserveReload(err)
+	}
+	if err != nil {
+		e.log.ErrorContext(ctx, "rule reload failed; previous rules remain active", "dir", e.opts.Dir, "err", err)
+		return api.ReloadResult{}, fmt.Errorf("reload failed: %w; previous rules remain active", err)
+	}
+	e.active.Store(set)
+	res := set.Result()
+	for _, w := range res.Warnings {
+		e.log.WarnContext(ctx, "rule warning", "warning", w)
+	}
+	e.log.InfoContext(ctx, "rules loaded", "dir", e.opts.Dir, "files", res.FilesLoaded,
+		"rules", res.RulesLoaded, "packet_rules", res.PacketRules,
+		"table_entries", len(set.packet.Tables.Entries), "took", time.Since(start))
+	return res, nil
+}
+
+func (e *Engine) build() (*Set, error) {
+	loaded, err := rulefile.LoadDir(e.opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	return e.compiler.Compile(loaded)
+}
+
+// Evaluate decides c against the active set for the enforcement point
+// layer, and logs and counts the decision.
+func (e *Engine) Evaluate(ctx context.Context, layer string, c *api.EvaluationContext) api.EvaluateResult {
+	start := time.Now()
+	out := e.active.Load().Evaluate(c)
+	took := time.Since(start)
+	res := api.EvaluateResult{Decision: out.Decision}
+	label := DefaultRuleLabel
+	if r := out.Rule; r != nil {
+		label = r.ID
+		res.MatchedRule, res.File, res.Logged = &r.ID, &r.File, r.Log
+	}
+	for _, r := range out.NonBool {
+		e.log.WarnContext(ctx, "rule condition did not yield a bool; treated as no match",
+			"rule_id", r.ID, "file", r.File)
+	}
+	// Only the rule, its file and the decision are logged: contexts carry
+	// headers, paths and arguments that may hold secrets (S003-FR-020).
+	attrs := []any{"rule_id", label, "decision", out.Decision, "layer", layer}
+	if out.Rule != nil {
+		attrs = append(attrs, "file", out.Rule.File)
+	}
+	switch {
+	case out.Err != nil:
+		e.log.WarnContext(ctx, "rule condition failed; blocking", append(attrs, "err", out.Err)...)
+	case res.Logged:
+		e.log.InfoContext(ctx, "rule matched", attrs...)
+	default:
+		e.log.DebugContext(ctx, "rule evaluated", attrs...)
+	}
+	if took > Budget {
+		e.log.WarnContext(ctx, "rule evaluation exceeded its budget", "took", took, "budget", Budget, "layer", layer)
+	}
+	if e.opts.Observer != nil {
+		e.opts.Observer.ObserveDecision(layer, label, out.Decision)
+	}
+	return res
+}
+
+// Watch reloads when a rule file in the directory is created, changed,
+// renamed or removed, once the directory has been quiet for debounce. It
+// shares Reload with the host API, so a bad edit keeps the previous set.
+// It also notices the directory itself appearing or disappearing. It
+// returns when ctx is done.
+func (e *Engine) Watch(ctx context.Context, debounce time.Duration) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch rules directory: %w", err)
+	}
+	defer w.Close()
+	dir := filepath.Clean(e.opts.Dir)
+	parent := filepath.Dir(dir)
+	if err := w.Add(parent); err != nil && !errors.Is(err, os.ErrNotExist) {
+		e.log.WarnContext(ctx, "cannot watch the rules directory's parent", "dir", parent, "err", err)
+	}
+	watching := w.Add(dir) == nil
+	var fire <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if !relevant(dir, ev.Name) {
+				continue
+			}
+			fire = time.After(debounce)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			e.log.WarnContext(ctx, "rules directory watch error", "err", err)
+		case <-fire:
+			fire = nil
+			if !watching {
+				watching = w.Add(dir) == nil
+			}
+			if _, err := os.Stat(dir); err != nil {
+				watching = false
+			}
+			// Reload logs its own outcome.
+			_, _ = e.Reload(ctx)
+		}
+	}
+}
+
+// relevant reports whether a change to name can change the rule set.
+func relevant(dir, name string) bool {
+	if filepath.Clean(name) == dir {
+		return true
+	}
+	if filepath.Dir(name) != dir {
+		return false
+	}
+	return rulefile.IsRuleFile(filepath.Base(name))
+}
+
+// Validate loads and compiles a rules directory without any daemon, as
+// `outcall rules validate` does for operators' CI. Unlike the daemon, it
+// refuses a directory that does not exist.
+func Validate(dir string) (*Set, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("rules directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("rules directory %s is not a directory", dir)
+	}
+	c, err := NewCompiler()
+	if err != nil {
+		return nil, err
+	}
+	loaded, err := rulefile.LoadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return c.Compile(loaded)
+}

@@ -1,0 +1,215 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"outcall.dev/outcall/pkg/api"
+)
+
+func writeFile(t testing.TB, dir, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const allowPort443 = `version: "1"
+rules:
+  - {id: web, condition: 'network.port == 443', action: allow}
+`
+
+// recordingPacketLayer stands in for the datapath: it records what it was
+// given and can be told to fail.
+type recordingPacketLayer struct {
+	mu        sync.Mutex
+	installed []*PacketTables
+	fail      error
+}
+
+func (p *recordingPacketLayer) InstallRules(t *PacketTables) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail != nil {
+		return p.fail
+	}
+	p.installed = append(p.installed, t)
+	return nil
+}
+
+func webContext(port uint16) *api.EvaluationContext {
+	return &api.EvaluationContext{Network: &api.NetworkContext{IP: "192.0.2.1", Port: port, Protocol: "tcp"}}
+}
+
+func TestEngineStartsEmptyAndBlocks(t *testing.T) {
+	for _, dir := range []string{filepath.Join(t.TempDir(), "missing"), t.TempDir()} {
+		e, err := NewEngine(Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.Reload(context.Background())
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		if res.RulesLoaded != 0 || res.FilesLoaded != 0 {
+			t.Fatalf("%s: %+v", dir, res)
+		}
+		if got := e.Evaluate(context.Background(), LayerHostAPI, webContext(443)); got.Decision != api.DecisionBlock || got.MatchedRule != nil {
+			t.Fatalf("%s: empty set must block with no rule, got %+v", dir, got)
+		}
+	}
+}
+
+func TestReloadIsAtomic(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "00-base.yaml", allowPort443)
+	writeFile(t, dir, "notes.json", `{"ignored": true}`)
+	packet := &recordingPacketLayer{}
+	e, err := NewEngine(Options{Dir: dir, Packet: packet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := e.Reload(ctx)
+	if err != nil || res.FilesLoaded != 1 || res.RulesLoaded != 1 || res.PacketRules != 1 {
+		t.Fatalf("reload: %+v, %v", res, err)
+	}
+	before := e.Active()
+
+	// EC-015: an invalid file fails the reload, names the problem, and
+	// leaves the old set (and its packet tables) in force.
+	writeFile(t, dir, "50-custom.yaml", "version: \"1\"\nrules:\n  - {id: bad-rule, condition: 'network.port ==', action: allow}\n")
+	_, err = e.Reload(ctx)
+	if err == nil || !strings.Contains(err.Error(), "50-custom.yaml") || !strings.Contains(err.Error(), "bad-rule") ||
+		!strings.Contains(err.Error(), "previous rules remain active") {
+		t.Fatalf("want a reload error naming file and rule, got %v", err)
+	}
+	if e.Active() != before || len(packet.installed) != 1 {
+		t.Fatal("a failed reload must keep the previous set and tables")
+	}
+
+	// A datapath that refuses the tables fails the reload the same way.
+	writeFile(t, dir, "50-custom.yaml", "version: \"1\"\nrules:\n  - {id: ssh, condition: 'network.port == 22', action: allow}\n")
+	packet.fail = errors.New("map full")
+	if _, err := e.Reload(ctx); err == nil || !strings.Contains(err.Error(), "map full") {
+		t.Fatalf("want the datapath error, got %v", err)
+	}
+	if e.Active() != before {
+		t.Fatal("the set must not change when the packet layer refuses it")
+	}
+	packet.fail = nil
+	if res, err := e.Reload(ctx); err != nil || res.RulesLoaded != 2 {
+		t.Fatalf("reload: %+v, %v", res, err)
+	}
+	if got := e.Evaluate(ctx, LayerHostAPI, webContext(22)); got.Decision != api.DecisionAllow || *got.MatchedRule != "ssh" || *got.File != "50-custom.yaml" {
+		t.Fatalf("new rule not in force: %+v", got)
+	}
+}
+
+// TestEvaluateDuringReload runs evaluations while the set is swapped back
+// and forth (run with -race): every evaluation sees one whole set, old or
+// new, never a mix (S003-EC-016).
+func TestEvaluateDuringReload(t *testing.T) {
+	dir := t.TempDir()
+	// Set A allows 443 by rule a-web and blocks 22 by a-ssh; set B the
+	// reverse. A mix would show as a decision with the other set's rule.
+	setA := "version: \"1\"\nrules:\n  - {id: a-web, condition: 'network.port == 443', action: allow}\n  - {id: a-ssh, condition: 'network.port == 22', action: block}\n"
+	setB := "version: \"1\"\nrules:\n  - {id: b-ssh, condition: 'network.port == 22', action: allow}\n  - {id: b-web, condition: 'network.port == 443', action: block}\n"
+	writeFile(t, dir, "00.yaml", setA)
+	e, err := NewEngine(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var evaluations atomic.Int64
+	errc := make(chan error, 8)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				set := e.Active()
+				web, ssh := set.Evaluate(webContext(443)), set.Evaluate(webContext(22))
+				evaluations.Add(2)
+				if web.Rule == nil || ssh.Rule == nil || web.Rule.ID[0] != ssh.Rule.ID[0] {
+					errc <- errors.New("an evaluation saw a mix of two rule sets")
+					return
+				}
+			}
+		}()
+	}
+	for i := range 40 {
+		writeFile(t, dir, "00.yaml", map[bool]string{true: setA, false: setB}[i%2 == 1])
+		if _, err := e.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if evaluations.Load() == 0 {
+		t.Fatal("no evaluation ran during the reloads")
+	}
+}
+
+func TestWatchReloads(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "rules.d")
+	e, err := NewEngine(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Watch(ctx, 50*time.Millisecond) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("watcher did not reload: %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // let the watcher subscribe
+	// The directory appears with a file in it.
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "00-base.yaml", allowPort443)
+	waitFor("directory created", func() bool { return len(e.Active().Rules()) == 1 })
+	// A broken edit keeps the set; the fix is picked up.
+	writeFile(t, dir, "10-more.yml", "version: \"2\"\n")
+	time.Sleep(300 * time.Millisecond)
+	if len(e.Active().Rules()) != 1 {
+		t.Fatal("a broken file must not change the set")
+	}
+	writeFile(t, dir, "10-more.yml", "version: \"1\"\nrules:\n  - {id: ssh, condition: 'network.port == 22', action: allow}\n")
+	waitFor("file fixed", func() bool { return len(e.Active().Rules()) == 2 })
+	if err := os.Remove(filepath.Join(dir, "00-base.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("file removed", func() bool { return len(e.Active().Rules()) == 1 })
+}

@@ -1,0 +1,90 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+
+	"cel.dev/cel-go/common/types"
+
+	"outcall.dev/outcall/pkg/api"
+)
+
+// Outcome is one evaluation of a context against a rule set.
+type Outcome struct {
+	Decision api.Decision
+	// Rule decided; nil for the default block.
+	Rule *Rule
+	// Err is the runtime error of Rule. An erroring rule blocks, whatever its
+	// action (DESIGN §7: fail closed, naming the rule).
+	Err error
+	// NonBool lists rules whose condition yielded something other than a
+	// bool for this context and which therefore did not match (S003-EC-012).
+	NonBool []*Rule
+}
+
+// Evaluate runs the rules in order against c: the first condition that is
+// true decides with its rule's action; no match blocks (S003-FR-008/009).
+func (s *Set) Evaluate(c *api.EvaluationContext) Outcome {
+	act := activation{c}
+	var out Outcome
+	for _, r := range s.rules {
+		val, _, err := r.program.Eval(act)
+		if err != nil {
+			out.Decision, out.Rule, out.Err = api.DecisionBlock, r, err
+			return out
+		}
+		b, ok := val.(types.Bool)
+		if !ok {
+			if !r.warnedType.Swap(true) {
+				out.NonBool = append(out.NonBool, r)
+			}
+			continue
+		}
+		if b {
+			out.Decision, out.Rule = decisionOf(r.Action), r
+			return out
+		}
+	}
+	out.Decision = api.DecisionBlock
+	return out
+}
+
+func decisionOf(a api.RuleAction) api.Decision {
+	if a == api.ActionAllow {
+		return api.DecisionAllow
+	}
+	return api.DecisionBlock
+}
+
+// TestExpression compiles and evaluates one expression against c without
+// touching any rule set (S003-IF-005). Compile and runtime errors are part of
+// the result, not an error of the call.
+func (c *Compiler) TestExpression(expr string, ctx *api.EvaluationContext) api.TestExpressionResult {
+	fail := func(err error) api.TestExpressionResult {
+		msg := err.Error()
+		return api.TestExpressionResult{Error: &msg}
+	}
+	if len(expr) > maxTestExpression {
+		return fail(fmt.Errorf("expression is %d bytes; the limit is %d", len(expr), maxTestExpression))
+	}
+	ast, iss := c.env.Compile(expr)
+	if iss.Err() != nil {
+		return fail(celError(iss))
+	}
+	prg, err := c.env.Program(ast)
+	if err != nil {
+		return fail(err)
+	}
+	val, _, err := prg.Eval(activation{ctx})
+	if err != nil {
+		return fail(fmt.Errorf("CEL evaluation error: %w", err))
+	}
+	b, ok := val.(types.Bool)
+	if !ok {
+		return fail(errors.New("expression yields " + val.Type().TypeName() + ", not bool"))
+	}
+	return api.TestExpressionResult{Result: bool(b)}
+}
+
+// maxTestExpression bounds what an operator can ask the daemon to compile.
+const maxTestExpression = 64 << 10

@@ -1,0 +1,621 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
+	"cel.dev/cel-go/common/types"
+
+	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/datapath"
+)
+
+// Lowering turns the rule list into the datapath's tables (DESIGN §4) so
+// that, for every packet, the kernel's verdict is the one evaluating the
+// whole list in CEL would give for the packet's network context
+// (network.ip, network.port, network.protocol, agent.name; every other
+// field absent, so zero).
+//
+// A condition is a tree of &&, ||, ! over atoms. Packet atoms compare a
+// packet field with constants (==, !=, in, cidr().containsIP()); they are
+// decided per table row. Subtrees that read no packet field (http.*,
+// dns.*, network.hostname, ...) have one value for every packet and are
+// evaluated once. Anything else is unknown. Values are three-valued
+// (Kleene), which is also how CEL's && and || treat errors.
+//
+// Destinations are partitioned into classes: every prefix a rule mentions is
+// a class, and an address belongs to the class of its longest matching
+// prefix (class 0 if none). Prefixes nest or are disjoint, so the class of
+// an address fixes the value of every destination atom. Agents are classes
+// too: each name a rule mentions, and 0 for every other name. Ports a rule
+// mentions get rows of their own, every other port shares an any-port row.
+// For each class and protocol the list is walked in order, so first match
+// and default block carry over exactly.
+//
+// What the packet layer may not do: an allow rule that reads request-level
+// fields never allows a packet (DNS-learned grants do that, per answer); a
+// block rule whose value is unknown for a packet blocks it (fail closed).
+
+// tri is a Kleene truth value.
+type tri uint8
+
+const (
+	tFalse tri = iota
+	tTrue
+	tUnknown
+)
+
+func triOf(b bool) tri {
+	if b {
+		return tTrue
+	}
+	return tFalse
+}
+
+// Packet fields that lowering understands.
+const (
+	fieldIP       = "network.ip"
+	fieldPort     = "network.port"
+	fieldProtocol = "network.protocol"
+	fieldAgent    = "agent.name"
+)
+
+// Protocols the datapath passes to the rule tables, as CEL sees them.
+var packetProtocols = []struct {
+	name   string
+	number uint8
+}{{"tcp", 6}, {"udp", 17}, {"icmp", 1}}
+
+// Bounds on what one rule set may expand to, so that a pathological set is
+// refused with a reason instead of exhausting the daemon.
+const (
+	maxTableEntries = 1 << 22
+	maxLowerWork    = 1 << 28
+)
+
+type predOp uint8
+
+const (
+	opConst predOp = iota
+	opAnd
+	opOr
+	opNot
+	opDst   // destination in any of prefixes
+	opPort  // port in ports
+	opProto // protocol in protos
+	opAgent // agent name in names
+)
+
+// pred is a lowered condition.
+type pred struct {
+	op       predOp
+	val      tri // opConst
+	kids     []*pred
+	prefixes []int // opDst: indices into lowerer.prefixes
+	ports    []int64
+	strs     []string // opProto, opAgent
+}
+
+// tuple is the packet a row stands for. A dimension that is not known
+// (while finding which rules apply where) makes its atoms unknown.
+type tuple struct {
+	ancestors  []int // prefixes containing the class; nil: no prefix
+	dstKnown   bool
+	agent      string // "" stands for every name no candidate mentions
+	agentKnown bool
+	proto      string
+	protoKnown bool
+	port       int64 // -1 stands for every port no candidate mentions
+	portKnown  bool
+}
+
+func (p *pred) eval(t *tuple) tri {
+	switch p.op {
+	case opConst:
+		return p.val
+	case opAnd:
+		res := tTrue
+		for _, k := range p.kids {
+			switch k.eval(t) {
+			case tFalse:
+				return tFalse
+			case tUnknown:
+				res = tUnknown
+			}
+		}
+		return res
+	case opOr:
+		res := tFalse
+		for _, k := range p.kids {
+			switch k.eval(t) {
+			case tTrue:
+				return tTrue
+			case tUnknown:
+				res = tUnknown
+			}
+		}
+		return res
+	case opNot:
+		switch v := p.kids[0].eval(t); v {
+		case tTrue:
+			return tFalse
+		case tFalse:
+			return tTrue
+		default:
+			return v
+		}
+	case opDst:
+		if !t.dstKnown {
+			return tUnknown
+		}
+		for _, a := range t.ancestors {
+			if slices.Contains(p.prefixes, a) {
+				return tTrue
+			}
+		}
+		return tFalse
+	case opPort:
+		if !t.portKnown {
+			return tUnknown
+		}
+		return triOf(t.port >= 0 && slices.Contains(p.ports, t.port))
+	case opProto:
+		if !t.protoKnown {
+			return tUnknown
+		}
+		return triOf(slices.Contains(p.strs, t.proto))
+	default: // opAgent
+		if !t.agentKnown {
+			return tUnknown
+		}
+		return triOf(t.agent != "" && slices.Contains(p.strs, t.agent))
+	}
+}
+
+// walk calls fn for p and every node below it.
+func (p *pred) walk(fn func(*pred)) {
+	fn(p)
+	for _, k := range p.kids {
+		k.walk(fn)
+	}
+}
+
+// lrule is a rule as lowering sees it.
+type lrule struct {
+	index int
+	allow bool
+	pred  *pred
+}
+
+// lowerer holds the state of one lowering.
+type lowerer struct {
+	env      *cel.Env
+	prefixes []netip.Prefix
+	prefixID map[netip.Prefix]int
+	warnings []string
+	// packet reports, while building a condition, whether it reads only
+	// packet fields in ways the datapath expresses.
+	packet bool
+	// vague reports a subtree that reads packet fields in a way the datapath
+	// cannot express.
+	vague bool
+}
+
+// PacketTables is the packet-layer form of a rule set.
+type PacketTables struct {
+	// Tables has every field but Agents, which depends on the endpoints of
+	// the moment: see WithAgents.
+	Tables datapath.RuleTables
+	// AgentClasses maps each agent name a packet rule mentions to its class.
+	AgentClasses map[string]uint32
+}
+
+// WithAgents returns the tables completed with the agent class of each
+// identity, given the agent name of each identity.
+func (p *PacketTables) WithAgents(names map[uint32]string) *datapath.RuleTables {
+	t := p.Tables
+	t.Agents = make(map[uint32]uint32)
+	for id, name := range names {
+		if class, ok := p.AgentClasses[name]; ok {
+			t.Agents[id] = class
+		}
+	}
+	return &t
+}
+
+// lower builds the packet tables of rules and sets each rule's Level.
+func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
+	l := &lowerer{env: env, prefixID: map[netip.Prefix]int{}}
+	out := &PacketTables{AgentClasses: map[string]uint32{}}
+	out.Tables.Rules = make([]datapath.RuleRef, len(rules))
+	var lrules []*lrule
+	// requestAllowBefore[i]: some request-level allow rule precedes rule i,
+	// so a grant it gave (DNS-learned) may still open what rule i blocks.
+	requestAllowBefore := make([]bool, len(rules)+1)
+	for i, r := range rules {
+		action := datapath.RuleBlock
+		if r.Action == api.ActionAllow {
+			action = datapath.RuleAllow
+		}
+		out.Tables.Rules[i] = datapath.RuleRef{ID: r.ID, Action: action}
+		l.packet, l.vague = true, false
+		p := l.build(r.ast.NativeRep(), r.ast.NativeRep().Expr())
+		if l.packet {
+			r.Level = api.LevelPacket
+		}
+		requestAllowBefore[i+1] = requestAllowBefore[i]
+		allow := r.Action == api.ActionAllow
+		switch {
+		case allow && !l.packet:
+			requestAllowBefore[i+1] = true
+			continue // never allows a packet
+		case !allow && l.vague:
+			l.warnings = append(l.warnings, fmt.Sprintf(
+				"rule %q in %s: the datapath cannot express how it reads packet fields; it blocks every packet it might match", r.ID, r.File))
+		}
+		if p.op == opConst && p.val == tFalse {
+			continue // never decides a packet
+		}
+		lrules = append(lrules, &lrule{index: i, allow: allow, pred: p})
+	}
+	if err := l.tables(lrules, requestAllowBefore, out); err != nil {
+		return nil, nil, err
+	}
+	return out, l.warnings, nil
+}
+
+// build lowers the checked expression e of a.
+func (l *lowerer) build(a *celast.AST, e celast.Expr) *pred {
+	if !readsPacket(a, e) {
+		if len(refs(a, e)) > 0 {
+			l.packet = false
+		}
+		return &pred{op: opConst, val: l.constant(a, e)}
+	}
+	if e.Kind() == celast.CallKind {
+		call := e.AsCall()
+		switch call.FunctionName() {
+		case operators.LogicalAnd, operators.LogicalOr:
+			op := opAnd
+			if call.FunctionName() == operators.LogicalOr {
+				op = opOr
+			}
+			p := &pred{op: op}
+			for _, arg := range call.Args() {
+				p.kids = append(p.kids, l.build(a, arg))
+			}
+			return p
+		case operators.LogicalNot:
+			return &pred{op: opNot, kids: []*pred{l.build(a, call.Args()[0])}}
+		}
+		if p := l.atom(a, call); p != nil {
+			return p
+		}
+	}
+	l.packet, l.vague = false, true
+	return &pred{op: opConst, val: tUnknown}
+}
+
+// atom lowers a comparison of one packet field with constants, or returns
+// nil when call is not one.
+func (l *lowerer) atom(a *celast.AST, call celast.CallExpr) *pred {
+	args := call.Args()
+	switch call.FunctionName() {
+	case operators.Equals, operators.NotEquals:
+		field, val := fieldOf(a, args[0]), args[1]
+		if field == "" {
+			field, val = fieldOf(a, args[1]), args[0]
+		}
+		p := l.compare(field, []celast.Expr{val})
+		if p != nil && call.FunctionName() == operators.NotEquals {
+			p = &pred{op: opNot, kids: []*pred{p}}
+		}
+		return p
+	case operators.In:
+		if args[1].Kind() != celast.ListKind {
+			return nil
+		}
+		return l.compare(fieldOf(a, args[0]), args[1].AsList().Elements())
+	case "containsIP":
+		// cidr('<literal>').containsIP(network.ip | ip(network.ip))
+		t := call.Target()
+		if !call.IsMemberFunction() || t.Kind() != celast.CallKind || t.AsCall().FunctionName() != "cidr" {
+			return nil
+		}
+		lit, ok := stringLiteral(t.AsCall().Args()[0])
+		arg := args[0]
+		if arg.Kind() == celast.CallKind && arg.AsCall().FunctionName() == "ip" && len(arg.AsCall().Args()) == 1 {
+			arg = arg.AsCall().Args()[0]
+		}
+		if !ok || fieldOf(a, arg) != fieldIP {
+			return nil
+		}
+		p := &pred{op: opDst}
+		// cel-go's validator already refused malformed literals; an IPv6
+		// prefix never contains an IPv4 address.
+		if pfx, err := netip.ParsePrefix(lit); err == nil && pfx.Addr().Is4() {
+			p.prefixes = []int{l.prefix(pfx.Masked())}
+		}
+		return p
+	}
+	return nil
+}
+
+// compare lowers "field equals one of vals"; vals must be literals.
+func (l *lowerer) compare(field string, vals []celast.Expr) *pred {
+	var p *pred
+	switch field {
+	case fieldIP:
+		p = &pred{op: opDst}
+	case fieldPort:
+		p = &pred{op: opPort}
+	case fieldProtocol:
+		p = &pred{op: opProto}
+	case fieldAgent:
+		p = &pred{op: opAgent}
+	default:
+		return nil
+	}
+	for _, v := range vals {
+		if field == fieldPort {
+			if v.Kind() != celast.LiteralKind || v.AsLiteral().Type() != types.IntType {
+				return nil
+			}
+			p.ports = append(p.ports, int64(v.AsLiteral().(types.Int)))
+			continue
+		}
+		s, ok := stringLiteral(v)
+		if !ok {
+			return nil
+		}
+		if field != fieldIP {
+			p.strs = append(p.strs, s)
+			continue
+		}
+		// network.ip is compared as a string: only the canonical text of an
+		// IPv4 address ever equals what the datapath sees.
+		if addr, err := netip.ParseAddr(s); err == nil && addr.Is4() && addr.String() == s {
+			p.prefixes = append(p.prefixes, l.prefix(netip.PrefixFrom(addr, 32)))
+		}
+	}
+	return p
+}
+
+func (l *lowerer) prefix(p netip.Prefix) int {
+	if id, ok := l.prefixID[p]; ok {
+		return id
+	}
+	l.prefixID[p] = len(l.prefixes)
+	l.prefixes = append(l.prefixes, p)
+	return len(l.prefixes) - 1
+}
+
+// constant evaluates a subtree that reads no packet field, with every
+// namespace absent, as it is for a packet.
+func (l *lowerer) constant(a *celast.AST, e celast.Expr) tri {
+	sub := celast.NewCheckedAST(celast.NewAST(e, a.SourceInfo()), a.TypeMap(), a.ReferenceMap())
+	prg, err := l.env.PlanProgram(sub)
+	if err != nil {
+		return tUnknown
+	}
+	val, _, err := prg.Eval(activation{&api.EvaluationContext{}})
+	if err != nil {
+		return tUnknown
+	}
+	if b, ok := val.(types.Bool); ok {
+		return triOf(bool(b))
+	}
+	return tUnknown
+}
+
+// fieldOf returns the context variable e reads, or "".
+func fieldOf(a *celast.AST, e celast.Expr) string {
+	if ref, ok := a.ReferenceMap()[e.ID()]; ok && ref.Value == nil && (e.Kind() == celast.IdentKind || e.Kind() == celast.SelectKind) {
+		return ref.Name
+	}
+	if e.Kind() == celast.IdentKind {
+		return e.AsIdent()
+	}
+	return ""
+}
+
+func stringLiteral(e celast.Expr) (string, bool) {
+	if e.Kind() != celast.LiteralKind {
+		return "", false
+	}
+	s, ok := e.AsLiteral().(types.String)
+	return string(s), ok
+}
+
+// refs returns the context variables e reads.
+func refs(a *celast.AST, e celast.Expr) []string {
+	var names []string
+	celast.PostOrderVisit(e, celast.NewExprVisitor(func(x celast.Expr) {
+		if f := fieldOf(a, x); f != "" {
+			names = append(names, f)
+		}
+	}))
+	return names
+}
+
+func readsPacket(a *celast.AST, e celast.Expr) bool {
+	return slices.ContainsFunc(refs(a, e), func(f string) bool {
+		return f == fieldIP || f == fieldPort || f == fieldProtocol || f == fieldAgent
+	})
+}
+
+// verdict is what a table row decides.
+type verdict struct {
+	action datapath.RuleAction
+	rule   uint32
+	grants bool
+}
+
+// decide walks the candidate rules in order for one packet tuple.
+func decide(rules []*lrule, cands []int, requestAllowBefore []bool, t *tuple) verdict {
+	for _, ci := range cands {
+		r := rules[ci]
+		v := r.pred.eval(t)
+		switch {
+		case v == tFalse:
+			continue
+		case v == tTrue && r.allow:
+			return verdict{action: datapath.RuleAllow, rule: uint32(r.index)}
+		}
+		// A block rule that holds or might hold, or an allow rule whose
+		// condition errors (CEL blocks on errors, naming the rule).
+		return verdict{action: datapath.RuleBlock, rule: uint32(r.index), grants: requestAllowBefore[r.index]}
+	}
+	return verdict{action: datapath.RuleNone, grants: true}
+}
+
+// rows are the verdicts of one agent class and destination class: per
+// protocol, the any-port verdict and one per mentioned port.
+type rows [][]verdict // [proto][0] any port, [proto][1+i] ports[i]
+
+func (l *lowerer) tables(rules []*lrule, requestAllowBefore []bool, out *PacketTables) error {
+	n := len(l.prefixes)
+	for i, p := range l.prefixes {
+		out.Tables.Prefixes = append(out.Tables.Prefixes, datapath.RulePrefix{Prefix: p, Class: uint32(i + 1)})
+	}
+	// ancestors[i]: the mentioned prefixes that contain prefix i, itself
+	// included.
+	ancestors := make([][]int, n)
+	for i, p := range l.prefixes {
+		for bits := 0; bits <= p.Bits(); bits++ {
+			if id, ok := l.prefixID[netip.PrefixFrom(p.Addr(), bits).Masked()]; ok {
+				ancestors[i] = append(ancestors[i], id)
+			}
+		}
+	}
+	// A rule that cannot hold while all its destination atoms are false
+	// applies only to the classes under the prefixes it mentions; the
+	// others (wildcards) apply everywhere.
+	var wildcards []int
+	byPrefix := make([][]int, n)
+	for ri, r := range rules {
+		if r.pred.eval(&tuple{dstKnown: true}) != tFalse {
+			wildcards = append(wildcards, ri)
+			continue
+		}
+		var ids []int
+		r.pred.walk(func(p *pred) {
+			if p.op == opDst {
+				ids = append(ids, p.prefixes...)
+			}
+		})
+		slices.Sort(ids)
+		for _, id := range slices.Compact(ids) {
+			byPrefix[id] = append(byPrefix[id], ri)
+		}
+	}
+	var names []string
+	for _, r := range rules {
+		r.pred.walk(func(p *pred) {
+			if p.op == opAgent {
+				names = append(names, p.strs...)
+			}
+		})
+	}
+	slices.Sort(names)
+	for _, name := range slices.Compact(names) {
+		out.AgentClasses[name] = uint32(len(out.AgentClasses) + 1)
+	}
+
+	work := 0
+	for d := 0; d <= n; d++ {
+		cands := slices.Clone(wildcards)
+		var anc []int
+		if d > 0 {
+			anc = ancestors[d-1]
+			for _, a := range anc {
+				cands = append(cands, byPrefix[a]...)
+			}
+			slices.Sort(cands)
+			cands = slices.Compact(cands)
+		}
+		if len(cands) == 0 {
+			continue
+		}
+		ports, agents := mentions(rules, cands)
+		work += len(cands) * (len(agents) + 1) * len(packetProtocols) * (len(ports) + 1)
+		if work > maxLowerWork {
+			return fmt.Errorf("packet-level rules are too complex to lower: more than %d rule evaluations; use fewer distinct destinations, ports or agent names per rule", maxLowerWork)
+		}
+		rowsFor := func(agent string) rows {
+			rs := make(rows, len(packetProtocols))
+			for pi, proto := range packetProtocols {
+				t := tuple{ancestors: anc, dstKnown: true, agent: agent, agentKnown: true, proto: proto.name, protoKnown: true, port: -1, portKnown: true}
+				rs[pi] = append(rs[pi], decide(rules, cands, requestAllowBefore, &t))
+				for _, port := range ports {
+					t.port = port
+					rs[pi] = append(rs[pi], decide(rules, cands, requestAllowBefore, &t))
+				}
+			}
+			return rs
+		}
+		base := rowsFor("")
+		out.Tables.Entries = emit(out.Tables.Entries, base, 0, uint32(d), ports)
+		for _, name := range agents {
+			if rs := rowsFor(name); !slices.EqualFunc(rs, base, slices.Equal) {
+				out.Tables.Entries = emit(out.Tables.Entries, rs, out.AgentClasses[name], uint32(d), ports)
+			}
+		}
+		if len(out.Tables.Entries) > maxTableEntries {
+			return fmt.Errorf("packet-level rules need more than %d datapath entries; use fewer distinct destinations, ports or agent names per rule", maxTableEntries)
+		}
+	}
+	return nil
+}
+
+// mentions returns the ports (valid ones, sorted) and agent names the
+// candidate rules compare with.
+func mentions(rules []*lrule, cands []int) (ports []int64, agents []string) {
+	for _, ci := range cands {
+		rules[ci].pred.walk(func(p *pred) {
+			switch p.op {
+			case opPort:
+				for _, port := range p.ports {
+					if port >= 0 && port <= 65535 {
+						ports = append(ports, port)
+					}
+				}
+			case opAgent:
+				agents = append(agents, p.strs...)
+			}
+		})
+	}
+	slices.Sort(ports)
+	slices.Sort(agents)
+	return slices.Compact(ports), slices.Compact(agents)
+}
+
+// emit appends the rows of one agent class and destination class. Rows of
+// agent class 0 leave out what a lookup miss means anyway (no rule); rows of
+// a named agent always carry their any-port row, which stops the lookup from
+// falling back to agent class 0.
+func emit(entries []datapath.RuleEntry, rs rows, agentClass, dstClass uint32, ports []int64) []datapath.RuleEntry {
+	for pi, proto := range packetProtocols {
+		anyPort := rs[pi][0]
+		if agentClass != 0 || anyPort.action != datapath.RuleNone {
+			entries = append(entries, entry(agentClass, dstClass, proto.number, true, 0, anyPort))
+		}
+		for i, port := range ports {
+			if v := rs[pi][1+i]; v != anyPort {
+				entries = append(entries, entry(agentClass, dstClass, proto.number, false, uint16(port), v))
+			}
+		}
+	}
+	return entries
+}
+
+func entry(agentClass, dstClass uint32, proto uint8, anyPort bool, port uint16, v verdict) datapath.RuleEntry {
+	return datapath.RuleEntry{
+		AgentClass: agentClass, DstClass: dstClass, Proto: proto, AnyPort: anyPort, Port: port,
+		Action: v.action, Grants: v.grants, Rule: v.rule,
+	}
+}

@@ -1,0 +1,158 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"cel.dev/cel-go/cel"
+
+	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/rulefile"
+)
+
+// Rule is one compiled rule.
+type Rule struct {
+	rulefile.Rule
+	// Level is api.LevelPacket when the datapath enforces the rule exactly,
+	// api.LevelRequest when only the DNS filter, proxy and agent API can.
+	Level string
+
+	ast     *cel.Ast
+	program cel.Program
+	// warnedType makes the non-bool warning appear once per rule set, not
+	// once per request.
+	warnedType atomic.Bool
+}
+
+// Set is an immutable, compiled rule set: evaluations that started on it
+// finish on it, whatever reloads happen meanwhile (S003-FR-040).
+type Set struct {
+	rules    []*Rule
+	byID     map[string]*Rule
+	files    []string
+	warnings []string
+	packet   *PacketTables
+}
+
+// Rules returns the rules in evaluation order.
+func (s *Set) Rules() []*Rule { return s.rules }
+
+// Rule returns the rule with the given id.
+func (s *Set) Rule(id string) (*Rule, bool) {
+	r, ok := s.byID[id]
+	return r, ok
+}
+
+// Files returns the rule files the set was loaded from, in load order.
+func (s *Set) Files() []string { return s.files }
+
+// Warnings returns what loading found questionable but accepted.
+func (s *Set) Warnings() []string { return s.warnings }
+
+// PacketTables returns the packet-layer lowering of the set.
+func (s *Set) PacketTables() *PacketTables { return s.packet }
+
+// Result summarises the set as a reload reports it.
+func (s *Set) Result() api.ReloadResult {
+	res := api.ReloadResult{FilesLoaded: len(s.files), RulesLoaded: len(s.rules), Warnings: s.warnings}
+	for _, r := range s.rules {
+		if r.Level == api.LevelPacket {
+			res.PacketRules++
+		}
+	}
+	if res.Warnings == nil {
+		res.Warnings = []string{}
+	}
+	return res
+}
+
+// Compiler turns loaded rule files into rule sets. It holds the CEL
+// environment, which is expensive to build and safe to share.
+type Compiler struct {
+	env *cel.Env
+}
+
+// NewCompiler returns a compiler with Outcall's CEL environment.
+func NewCompiler() (*Compiler, error) {
+	env, err := newEnv()
+	if err != nil {
+		return nil, err
+	}
+	return &Compiler{env: env}, nil
+}
+
+// Compile compiles every condition of a loaded rule directory and lowers the
+// packet-level rules. Any error rejects the whole set.
+func (c *Compiler) Compile(loaded *rulefile.Set) (*Set, error) {
+	s := &Set{
+		byID:     make(map[string]*Rule, len(loaded.Rules)),
+		files:    loaded.Files,
+		warnings: append([]string(nil), loaded.Warnings...),
+	}
+	for _, lr := range loaded.Rules {
+		r, warn, err := c.compileRule(lr)
+		if err != nil {
+			return nil, err
+		}
+		if warn != "" {
+			s.warnings = append(s.warnings, warn)
+		}
+		s.rules = append(s.rules, r)
+		s.byID[r.ID] = r
+	}
+	packet, warnings, err := lower(c.env, s.rules)
+	if err != nil {
+		return nil, err
+	}
+	s.packet = packet
+	s.warnings = append(s.warnings, warnings...)
+	return s, nil
+}
+
+// compileRule compiles one condition; the error names file, line, rule and
+// field, as every load error does.
+func (c *Compiler) compileRule(lr rulefile.Rule) (*Rule, string, error) {
+	fail := func(err error) error {
+		return &rulefile.Error{File: lr.File, Line: lr.ConditionLine, Rule: lr.ID, Field: "condition", Err: err}
+	}
+	ast, iss := c.env.Compile(lr.Condition)
+	if iss.Err() != nil {
+		return nil, "", fail(celError(iss))
+	}
+	prg, err := c.env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, "", fail(fmt.Errorf("CEL program: %w", err))
+	}
+	r := &Rule{Rule: lr, ast: ast, program: prg, Level: api.LevelRequest}
+	var warn string
+	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
+		warn = fmt.Sprintf("rule %q in %s: condition yields %s, not bool; it never matches", lr.ID, lr.File, t)
+		r.warnedType.Store(true)
+	}
+	return r, warn, nil
+}
+
+// celError keeps what an operator needs from cel-go's issues: each message
+// with its position in the condition, without the source excerpt and caret.
+func celError(iss *cel.Issues) error {
+	var msgs []string
+	for _, e := range iss.Errors() {
+		msgs = append(msgs, fmt.Sprintf("%s (condition line %d, column %d)",
+			e.Message, e.Location.Line(), e.Location.Column()+1))
+	}
+	msg := strings.Join(msgs, "; ")
+	if strings.Contains(msg, "undeclared reference") {
+		msg += "; the context fields are " + fieldList
+	}
+	return fmt.Errorf("CEL error: %s", msg)
+}
+
+// fieldList names every context field, for errors about unknown ones.
+var fieldList = func() string {
+	names := make([]string, len(variables))
+	for i, v := range variables {
+		names[i] = v.name
+	}
+	return strings.Join(names, ", ")
+}()
