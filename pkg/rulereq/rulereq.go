@@ -372,6 +372,11 @@ func (s *Store) Approve(ctx context.Context, id, rulesDir string, reload Reloade
 	if err != nil {
 		return api.ApproveResult{}, err
 	}
+	// The rules directory may not exist yet: a daemon without rules starts
+	// with an empty set.
+	if err := os.MkdirAll(rulesDir, 0o750); err != nil {
+		return api.ApproveResult{}, fmt.Errorf("approve rule request %q: %w", id, err)
+	}
 	target := filepath.Join(rulesDir, "agent-"+id+".yaml")
 	if err := writeNew(target, r.RuleFile); err != nil {
 		return api.ApproveResult{}, fmt.Errorf("approve rule request %q: %w", id, err)

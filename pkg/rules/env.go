@@ -8,6 +8,7 @@ import (
 	"cel.dev/cel-go/interpreter"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/rulefile"
 )
 
 // Context variables. Each field is declared as its own qualified variable
@@ -47,7 +48,9 @@ var variables = []struct {
 // variables, the standard library, cel-go's string extensions and its
 // network library (ip, cidr, containsIP).
 func newEnv() (*cel.Env, error) {
-	opts := []cel.EnvOption{ext.Strings(), ext.Network()}
+	opts := []cel.EnvOption{ext.Strings(), ext.Network(),
+		// The loader bounds expanded conditions; CEL must accept what it passes.
+		cel.ParserExpressionSizeLimit(rulefile.MaxExpandedSize)}
 	for _, v := range variables {
 		opts = append(opts, cel.Variable(v.name, v.typ))
 	}

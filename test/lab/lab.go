@@ -169,7 +169,10 @@ func (l *Lab) StartDaemon(bin string, extra ...string) *Daemon {
 	args := append([]string{"--net=/run/netns/" + l.Host, bin,
 		"--bridge", l.Bridge, "--socket", d.Socket,
 		"--state-dir", filepath.Join(l.Dir, "state"), "--pin-dir", l.PinDir,
-		"--metrics-addr", "127.0.0.1:9469", "--log-level", "debug"}, extra...)
+		"--metrics-addr", "127.0.0.1:9469", "--log-level", "debug",
+		// Never the host's rules: the lab's own directory (absent unless a
+		// test writes it).
+		"--rules-dir", l.RulesDir()}, extra...)
 	d.Cmd = exec.Command("nsenter", args...)
 	d.Cmd.Stdout, d.Cmd.Stderr = d.Log, d.Log
 	if err := d.Cmd.Start(); err != nil {
@@ -193,6 +196,9 @@ func (l *Lab) StartDaemon(bin string, extra ...string) *Daemon {
 	l.t.Fatalf("outcalld socket did not appear\n%s", d.Log)
 	return nil
 }
+
+// RulesDir is the rules directory the lab's daemons read.
+func (l *Lab) RulesDir() string { return filepath.Join(l.Dir, "rules.d") }
 
 // Signal sends sig and waits up to 10 s for the daemon to exit.
 func (d *Daemon) Signal(sig os.Signal) error {

@@ -1,13 +1,9 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,9 +101,16 @@ type world struct {
 }
 
 // setUp starts a daemon, two registered agents and the responders.
-func setUp(t *testing.T) *world {
+func setUp(t *testing.T) *world { return setUpWithRules(t, nil) }
+
+// setUpWithRules is setUp with rule files (name to content) in the
+// daemon's rules directory.
+func setUpWithRules(t *testing.T, files map[string]string) *world {
 	requireLab(t)
 	l := New(t)
+	for name, content := range files {
+		writeRule(t, l, name, content)
+	}
 	d := l.StartDaemon(filepath.Join(bins, "outcalld"))
 	w := &world{lab: l, d: d}
 	w.a1 = l.AddAgent("a1", "10.200.0.10", "02:00:0a:c8:00:0a")
@@ -266,31 +269,7 @@ func TestLabEnforcement(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		var body string
-		err := Do(w.lab.Host, func() error {
-			// Dial here: an http.Client would dial from another thread,
-			// outside the namespace.
-			c, err := net.DialTimeout("tcp4", "127.0.0.1:9469", 5*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write([]byte("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")); err != nil {
-				return err
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			body = string(b)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		body := scrape(t, w.lab)
 		for _, want := range []string{`outcall_datapath_packets_total{reason="no_rule",verdict="drop"}`, `outcall_bridge_up{bridge="` + w.lab.Bridge + `"} 1`, "outcall_nftables_active 1"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s", want)
