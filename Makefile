@@ -33,8 +33,10 @@ vet:
 test: deps ## the whole suite; needs root
 	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -count=1 -timeout 20m ./...
 
-bench: deps ## print datapath ns/packet and filtered/unfiltered throughput
+bench: deps ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/datapath
+	$(GO) test -run '^$$' -bench 'Reload|PacketVerdict' -benchtime 5x ./pkg/rules
+	$(GO) test -run '^$$' -bench 'Evaluate' -benchtime 5000x ./pkg/rules
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./test/lab
 
 run: deps build ## start outcalld in the foreground with the shipped defaults

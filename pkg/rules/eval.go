@@ -27,7 +27,8 @@ type Outcome struct {
 func (s *Set) Evaluate(c *api.EvaluationContext) Outcome {
 	act := activation{c}
 	var out Outcome
-	for _, r := range s.rules {
+	for _, i := range s.index.candidates(act) {
+		r := s.rules[i]
 		val, _, err := r.program.Eval(act)
 		if err != nil {
 			out.Decision, out.Rule, out.Err = api.DecisionBlock, r, err

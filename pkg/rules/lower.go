@@ -203,6 +203,9 @@ type lowerer struct {
 	// vague reports a subtree that reads packet fields in a way the datapath
 	// cannot express.
 	vague bool
+	// evalRequestParts says whether subtrees that read only request fields
+	// are evaluated (block rules) or left unknown (allow rules).
+	evalRequestParts bool
 }
 
 // PacketTables is the packet-layer form of a rule set.
@@ -243,7 +246,10 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 		}
 		out.Tables.Rules[i] = datapath.RuleRef{ID: r.ID, Action: action}
 		l.packet, l.vague = true, false
-		p := l.build(r.ast.NativeRep(), r.ast.NativeRep().Expr())
+		// Request-level parts of an allow rule never reach a table, so
+		// they need not be evaluated.
+		l.evalRequestParts = r.Action != api.ActionAllow
+		p := l.build(r.ast, r.ast.Expr())
 		if l.packet {
 			r.Level = api.LevelPacket
 		}
@@ -273,6 +279,9 @@ func (l *lowerer) build(a *celast.AST, e celast.Expr) *pred {
 	if !readsPacket(a, e) {
 		if len(refs(a, e)) > 0 {
 			l.packet = false
+			if !l.evalRequestParts {
+				return &pred{op: opConst, val: tUnknown}
+			}
 		}
 		return &pred{op: opConst, val: l.constant(a, e)}
 	}

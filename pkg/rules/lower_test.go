@@ -81,9 +81,18 @@ func TestLoweringAgreesWithCEL(t *testing.T) {
 			}
 		}
 		tables := set.PacketTables().WithAgents(identityNames())
+		// The same set without the index: every rule evaluated.
+		unindexed := &Set{rules: set.rules, index: &ruleIndex{}}
+		for i := range set.rules {
+			unindexed.index.always = append(unindexed.index.always, i)
+		}
 		for range packets {
 			p := g.probe()
 			want := set.Evaluate(p.context())
+			if all := unindexed.Evaluate(p.context()); all.Decision != want.Decision || all.Rule != want.Rule {
+				t.Fatalf("seed %d set %d: packet %+v: the index changed the decision: %s by %v, without it %s by %v\n%s",
+					seed, i, p, want.Decision, want.Rule, all.Decision, all.Rule, strings.Join(files, "\n"))
+			}
 			got := simulate(tables, agentIdentities[p.agent], p)
 			if (want.Decision == api.DecisionAllow) != (got.Action == datapath.RuleAllow) {
 				t.Fatalf("seed %d set %d: packet %+v (dst %s): CEL says %s (rule %v), tables say %v\n%s",

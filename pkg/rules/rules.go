@@ -2,10 +2,13 @@ package rules
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/rulefile"
@@ -18,7 +21,7 @@ type Rule struct {
 	// api.LevelRequest when only the DNS filter, proxy and agent API can.
 	Level string
 
-	ast     *cel.Ast
+	ast     *celast.AST // checked
 	program cel.Program
 	// warnedType makes the non-bool warning appear once per rule set, not
 	// once per request.
@@ -33,6 +36,7 @@ type Set struct {
 	files    []string
 	warnings []string
 	packet   *PacketTables
+	index    *ruleIndex
 }
 
 // Rules returns the rules in evaluation order.
@@ -68,9 +72,21 @@ func (s *Set) Result() api.ReloadResult {
 }
 
 // Compiler turns loaded rule files into rule sets. It holds the CEL
-// environment, which is expensive to build and safe to share.
+// environment, which is expensive to build and safe to share, and the
+// programs of the last set it compiled: a reload that changed one file
+// compiles only that file's conditions again.
 type Compiler struct {
 	env *cel.Env
+
+	mu    sync.Mutex
+	cache map[string]*compiled // by expanded condition
+}
+
+// compiled is a condition's checked AST and program; both are immutable
+// and shared by every rule set that has the condition.
+type compiled struct {
+	ast     *celast.AST // checked
+	program cel.Program
 }
 
 // NewCompiler returns a compiler with Outcall's CEL environment.
@@ -82,51 +98,84 @@ func NewCompiler() (*Compiler, error) {
 	return &Compiler{env: env}, nil
 }
 
-// Compile compiles every condition of a loaded rule directory and lowers the
-// packet-level rules. Any error rejects the whole set.
+// Compile compiles every condition of a loaded rule directory, on all CPUs,
+// and lowers the packet-level rules. Any error rejects the whole set; the
+// error reported is the first in evaluation order.
 func (c *Compiler) Compile(loaded *rulefile.Set) (*Set, error) {
-	s := &Set{
-		byID:     make(map[string]*Rule, len(loaded.Rules)),
-		files:    loaded.Files,
-		warnings: append([]string(nil), loaded.Warnings...),
+	c.mu.Lock()
+	cache := c.cache
+	c.mu.Unlock()
+	n := len(loaded.Rules)
+	rules, warns, errs := make([]*Rule, n), make([]string, n), make([]error, n)
+	tmpls := newTemplates(c.env)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				rules[i], warns[i], errs[i] = c.compileRule(loaded.Rules[i], cache, tmpls)
+			}
+		})
 	}
-	for _, lr := range loaded.Rules {
-		r, warn, err := c.compileRule(lr)
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
-		if warn != "" {
-			s.warnings = append(s.warnings, warn)
-		}
-		s.rules = append(s.rules, r)
-		s.byID[r.ID] = r
 	}
+	s := &Set{
+		rules:    rules,
+		byID:     make(map[string]*Rule, n),
+		files:    loaded.Files,
+		warnings: append([]string(nil), loaded.Warnings...),
+	}
+	used := make(map[string]*compiled, n)
+	for i, r := range rules {
+		s.byID[r.ID] = r
+		if warns[i] != "" {
+			s.warnings = append(s.warnings, warns[i])
+		}
+		used[r.Condition] = &compiled{ast: r.ast, program: r.program}
+	}
+	s.index = newRuleIndex(rules)
 	packet, warnings, err := lower(c.env, s.rules)
 	if err != nil {
 		return nil, err
 	}
 	s.packet = packet
 	s.warnings = append(s.warnings, warnings...)
+	c.mu.Lock()
+	c.cache = used
+	c.mu.Unlock()
 	return s, nil
 }
 
-// compileRule compiles one condition; the error names file, line, rule and
-// field, as every load error does.
-func (c *Compiler) compileRule(lr rulefile.Rule) (*Rule, string, error) {
-	fail := func(err error) error {
-		return &rulefile.Error{File: lr.File, Line: lr.ConditionLine, Rule: lr.ID, Field: "condition", Err: err}
+// compileRule compiles one condition — through its template when it has
+// one — or takes it from cache; the error
+// names file, line, rule and field, as every load error does.
+func (c *Compiler) compileRule(lr rulefile.Rule, cache map[string]*compiled, tmpls *templates) (*Rule, string, error) {
+	cc, ok := cache[lr.Condition]
+	if !ok {
+		fail := func(err error) error {
+			return &rulefile.Error{File: lr.File, Line: lr.ConditionLine, Rule: lr.ID, Field: "condition", Err: err}
+		}
+		ast, ok := tmpls.parse(lr.Condition)
+		if !ok {
+			checked, iss := c.env.Compile(lr.Condition)
+			if iss.Err() != nil {
+				return nil, "", fail(celError(iss))
+			}
+			ast = checked.NativeRep()
+		}
+		prg, err := c.env.PlanProgram(ast, cel.EvalOptions(cel.OptOptimize))
+		if err != nil {
+			return nil, "", fail(fmt.Errorf("CEL program: %w", err))
+		}
+		cc = &compiled{ast: ast, program: prg}
 	}
-	ast, iss := c.env.Compile(lr.Condition)
-	if iss.Err() != nil {
-		return nil, "", fail(celError(iss))
-	}
-	prg, err := c.env.Program(ast, cel.EvalOptions(cel.OptOptimize))
-	if err != nil {
-		return nil, "", fail(fmt.Errorf("CEL program: %w", err))
-	}
-	r := &Rule{Rule: lr, ast: ast, program: prg, Level: api.LevelRequest}
+	r := &Rule{Rule: lr, ast: cc.ast, program: cc.program, Level: api.LevelRequest}
 	var warn string
-	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
+	if t := cc.ast.GetType(cc.ast.Expr().ID()); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
 		warn = fmt.Sprintf("rule %q in %s: condition yields %s, not bool; it never matches", lr.ID, lr.File, t)
 		r.warnedType.Store(true)
 	}
