@@ -3,6 +3,7 @@ package rules
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -212,4 +213,48 @@ func TestWatchReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("file removed", func() bool { return len(e.Active().Rules()) == 1 })
+}
+
+// TestDecisionLogging: a log: true rule writes one info entry with rule,
+// file and decision (S003-AS-017); secrets in the context never reach the
+// log; other decisions are debug entries.
+func TestDecisionLogging(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "00-audit.yaml", `version: "1"
+rules:
+  - {id: audited, condition: 'http.host == "api.example.com"', action: block, log: true}
+  - {id: quiet, condition: 'http.host == "ok.example.com"', action: allow}
+`)
+	var buf strings.Builder
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e, err := NewEngine(Options{Dir: dir, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	secret := "Bearer s3cr3t-token"
+	res := e.Evaluate(ctx, LayerProxy, &api.EvaluationContext{HTTP: &api.HTTPContext{
+		Method: "POST", Host: "api.example.com", Path: "/v1/charge?key=s3cr3t-token",
+		Headers: map[string]string{"authorization": secret}}})
+	if res.Decision != api.DecisionBlock || !res.Logged {
+		t.Fatalf("got %+v", res)
+	}
+	entry := buf.String()
+	for _, want := range []string{`"level":"INFO"`, `"rule_id":"audited"`, `"file":"00-audit.yaml"`, `"decision":"block"`, `"layer":"proxy"`} {
+		if !strings.Contains(entry, want) {
+			t.Errorf("log entry lacks %s: %s", want, entry)
+		}
+	}
+	if strings.Contains(entry, "s3cr3t") {
+		t.Fatalf("the log holds a secret from the context: %s", entry)
+	}
+	buf.Reset()
+	e.Evaluate(ctx, LayerProxy, &api.EvaluationContext{HTTP: &api.HTTPContext{Host: "ok.example.com"}})
+	if !strings.Contains(buf.String(), `"level":"DEBUG"`) || !strings.Contains(buf.String(), `"rule_id":"quiet"`) {
+		t.Errorf("a rule without log: true should log at debug: %s", buf.String())
+	}
 }

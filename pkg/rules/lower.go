@@ -266,6 +266,10 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 		if p.op == opConst && p.val == tFalse {
 			continue // never decides a packet
 		}
+		if allow && mentionsDNSPort(p) {
+			l.warnings = append(l.warnings, fmt.Sprintf(
+				"rule %q in %s: allows DNS ports (53, 853), but the datapath drops DNS to anything but the gateway's filter", r.ID, r.File))
+		}
 		lrules = append(lrules, &lrule{index: i, allow: allow, pred: p})
 	}
 	if err := l.tables(lrules, requestAllowBefore, out); err != nil {
@@ -627,4 +631,13 @@ func entry(agentClass, dstClass uint32, proto uint8, anyPort bool, port uint16, 
 		AgentClass: agentClass, DstClass: dstClass, Proto: proto, AnyPort: anyPort, Port: port,
 		Action: v.action, Grants: v.grants, Rule: v.rule,
 	}
+}
+
+// mentionsDNSPort reports whether p compares the port with 53 or 853.
+func mentionsDNSPort(p *pred) bool {
+	found := false
+	p.walk(func(q *pred) {
+		found = found || q.op == opPort && (slices.Contains(q.ports, 53) || slices.Contains(q.ports, 853))
+	})
+	return found
 }

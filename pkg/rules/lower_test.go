@@ -116,17 +116,23 @@ rules:
   - {id: mixed, condition: 'network.ip == "192.0.2.2" || http.host == "a"', action: allow}
   - {id: vague, condition: 'network.ip.startsWith("10.")', action: block, priority: 150}
   - {id: admin, condition: 'http.path.startsWith("/admin")', action: block}
+  - {id: dot, condition: 'network.ip == "192.0.2.53" && network.port == 853', action: allow}
 `)
 	want := map[string]string{"ip": api.LevelPacket, "cidr-agent": api.LevelPacket, "constant": api.LevelPacket,
 
-		"hostname": api.LevelRequest, "mixed": api.LevelRequest, "vague": api.LevelRequest, "admin": api.LevelRequest}
+		"hostname": api.LevelRequest, "mixed": api.LevelRequest, "vague": api.LevelRequest, "admin": api.LevelRequest,
+		"dot": api.LevelPacket}
 	for _, r := range set.Rules() {
 		if r.Level != want[r.ID] {
 			t.Errorf("rule %s: level %s, want %s", r.ID, r.Level, want[r.ID])
 		}
 	}
-	if w := strings.Join(set.Warnings(), "\n"); !strings.Contains(w, `rule "vague"`) {
+	w := strings.Join(set.Warnings(), "\n")
+	if !strings.Contains(w, `rule "vague"`) {
 		t.Errorf("want a warning about the vague block rule, got %q", w)
+	}
+	if !strings.Contains(w, `rule "dot"`) || !strings.Contains(w, "DNS ports") {
+		t.Errorf("want a warning about the rule allowing DNS over TLS, got %q", w)
 	}
 	tables := set.PacketTables().WithAgents(nil)
 	verdict := func(ip string, port uint16) (datapath.RuleAction, string, bool) {

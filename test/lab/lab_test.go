@@ -419,12 +419,22 @@ func TestLabBadInput(t *testing.T) {
 		{"existing non-bridge link", []string{"--bridge", l.Prefix + "v0"}, "not a bridge"},
 		{"pin dir not on bpffs", []string{"--pin-dir", l.Dir + "/pins"}, "not on a bpf filesystem"},
 		{"bad subnet block", []string{"--subnet-block", "8.8.0.0/16"}, "RFC 1918"},
+		// S003-AS-007: a rule that does not compile stops startup, naming
+		// file, line, rule and field, before anything on the host changes.
+		{"bad rule", []string{"--rules-dir", filepath.Join(l.Dir, "bad-rules")}, `50-custom.yaml:4: rule "bad-rule": condition: CEL error`},
+	}
+	if err := os.MkdirAll(filepath.Join(l.Dir, "bad-rules"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(l.Dir, "bad-rules", "50-custom.yaml"),
+		[]byte("version: \"1\"\nrules:\n  - id: bad-rule\n    condition: network.hostname ==\n    action: allow\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"--net=/run/netns/" + l.Host, filepath.Join(bins, "outcalld"),
 				"--socket", filepath.Join(l.Dir, "bad.sock"), "--state-dir", filepath.Join(l.Dir, "state"),
-				"--pin-dir", l.PinDir, "--bridge", l.Bridge, "--metrics-addr", ""}, tt.args...)
+				"--pin-dir", l.PinDir, "--bridge", l.Bridge, "--metrics-addr", "", "--rules-dir", l.RulesDir()}, tt.args...)
 			out, err := exec.Command("nsenter", args...).CombinedOutput()
 			if err == nil || !strings.Contains(string(out), tt.want) {
 				t.Errorf("outcalld %v: err %v, output %q, want it to mention %q", tt.args, err, out, tt.want)
@@ -435,11 +445,14 @@ func TestLabBadInput(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(l.Dir, "bad.sock")); err == nil {
 				t.Error("a failed start left a socket behind")
 			}
+			if _, err := exec.Command("nsenter", "--net=/run/netns/"+l.Host, "ip", "link", "show", l.Bridge).CombinedOutput(); err == nil {
+				t.Error("a failed start created the bridge")
+			}
 		})
 	}
 
 	t.Run("not root", func(t *testing.T) {
-		cmd := exec.Command(filepath.Join(bins, "outcalld"), "--socket", filepath.Join(l.Dir, "nr.sock"), "--state-dir", filepath.Join(l.Dir, "nr"), "--bridge", l.Bridge)
+		cmd := exec.Command(filepath.Join(bins, "outcalld"), "--socket", filepath.Join(l.Dir, "nr.sock"), "--state-dir", filepath.Join(l.Dir, "nr"), "--bridge", l.Bridge, "--rules-dir", l.RulesDir())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "CAP_NET_ADMIN") {
