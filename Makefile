@@ -30,8 +30,8 @@ check-generate: generate ## fail if the committed BPF objects differ from a fres
 vet:
 	$(GO) vet ./...
 
-test: deps ## the whole suite; needs root
-	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -count=1 -timeout 20m ./...
+test: deps ## the whole suite, with the race detector; needs root
+	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -race -count=1 -timeout 20m ./...
 
 bench: deps ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/datapath

@@ -249,7 +249,7 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 		// Request-level parts of an allow rule never reach a table, so
 		// they need not be evaluated.
 		l.evalRequestParts = r.Action != api.ActionAllow
-		p := l.build(r.ast, r.ast.Expr())
+		p := l.build(r.ast, r.ast.Expr(), true)
 		if l.packet {
 			r.Level = api.LevelPacket
 		}
@@ -278,8 +278,9 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 	return out, l.warnings, nil
 }
 
-// build lowers the checked expression e of a.
-func (l *lowerer) build(a *celast.AST, e celast.Expr) *pred {
+// build lowers the checked expression e of a; root says whether e is the
+// whole condition.
+func (l *lowerer) build(a *celast.AST, e celast.Expr, root bool) *pred {
 	if !readsPacket(a, e) {
 		if len(refs(a, e)) > 0 {
 			l.packet = false
@@ -287,7 +288,7 @@ func (l *lowerer) build(a *celast.AST, e celast.Expr) *pred {
 				return &pred{op: opConst, val: tUnknown}
 			}
 		}
-		return &pred{op: opConst, val: l.constant(a, e)}
+		return &pred{op: opConst, val: l.constant(a, e, root)}
 	}
 	if e.Kind() == celast.CallKind {
 		call := e.AsCall()
@@ -299,11 +300,11 @@ func (l *lowerer) build(a *celast.AST, e celast.Expr) *pred {
 			}
 			p := &pred{op: op}
 			for _, arg := range call.Args() {
-				p.kids = append(p.kids, l.build(a, arg))
+				p.kids = append(p.kids, l.build(a, arg, false))
 			}
 			return p
 		case operators.LogicalNot:
-			return &pred{op: opNot, kids: []*pred{l.build(a, call.Args()[0])}}
+			return &pred{op: opNot, kids: []*pred{l.build(a, call.Args()[0], false)}}
 		}
 		if p := l.atom(a, call); p != nil {
 			return p
@@ -408,8 +409,10 @@ func (l *lowerer) prefix(p netip.Prefix) int {
 }
 
 // constant evaluates a subtree that reads no packet field, with every
-// namespace absent, as it is for a packet.
-func (l *lowerer) constant(a *celast.AST, e celast.Expr) tri {
+// namespace absent, as it is for a packet. A value that is not a bool does
+// not match when it is the whole condition (S003-EC-012) and is an error
+// anywhere else, as in CEL.
+func (l *lowerer) constant(a *celast.AST, e celast.Expr, root bool) tri {
 	sub := celast.NewCheckedAST(celast.NewAST(e, a.SourceInfo()), a.TypeMap(), a.ReferenceMap())
 	prg, err := l.env.PlanProgram(sub)
 	if err != nil {
@@ -421,6 +424,9 @@ func (l *lowerer) constant(a *celast.AST, e celast.Expr) tri {
 	}
 	if b, ok := val.(types.Bool); ok {
 		return triOf(bool(b))
+	}
+	if root {
+		return tFalse
 	}
 	return tUnknown
 }
