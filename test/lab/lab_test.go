@@ -398,7 +398,19 @@ func TestLabBridgeCLI(t *testing.T) {
 	if _, errOut, code := cli(t, d, "endpoint", "add", "--name", "x", "--interface", "veth0", "--ip", "10.200.0.5", "--mac", "02:00:00:00:00:05"); code != 1 || !strings.Contains(errOut, "bridge is not up") {
 		t.Errorf("endpoint add with bridge down: exit %d, %q", code, errOut)
 	}
+	// S003-FR-033: no rule evaluation while the base policy is not in place.
+	for _, args := range [][]string{
+		{"rules", "evaluate", "--context", `{"network":{"ip":"192.0.2.1","port":443,"protocol":"tcp"}}`},
+		{"rules", "test", "--expr", "true"},
+	} {
+		if _, errOut, code := cli(t, d, args...); code != 1 || !strings.Contains(errOut, "rule evaluation unavailable: bridge is not up") {
+			t.Errorf("%v with bridge down: exit %d, %q", args, code, errOut)
+		}
+	}
 	mustCLI(t, d, "bridge", "up")
+	if out := mustCLI(t, d, "rules", "test", "--expr", "true"); out != "Result: true\n" {
+		t.Errorf("rules test after bridge up printed %q", out)
+	}
 	if out := mustCLI(t, d, "bridge", "status"); !strings.Contains(out, "Status:    up") {
 		t.Errorf("bridge status after up =\n%s", out)
 	}
