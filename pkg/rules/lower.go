@@ -206,6 +206,8 @@ type lowerer struct {
 	// evalRequestParts says whether subtrees that read only request fields
 	// are evaluated (block rules) or left unknown (allow rules).
 	evalRequestParts bool
+	// readsMemo caches reads for the rule being lowered.
+	readsMemo map[int64]uint8
 }
 
 // PacketTables is the packet-layer form of a rule set.
@@ -249,6 +251,7 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 		// Request-level parts of an allow rule never reach a table, so
 		// they need not be evaluated.
 		l.evalRequestParts = r.Action != api.ActionAllow
+		l.readsMemo = map[int64]uint8{}
 		p := l.build(r.ast, r.ast.Expr(), true)
 		if l.packet {
 			r.Level = api.LevelPacket
@@ -281,8 +284,8 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 // build lowers the checked expression e of a; root says whether e is the
 // whole condition.
 func (l *lowerer) build(a *celast.AST, e celast.Expr, root bool) *pred {
-	if !readsPacket(a, e) {
-		if len(refs(a, e)) > 0 {
+	if reads := l.reads(a, e); reads&readsPacket == 0 {
+		if reads&readsField != 0 {
 			l.packet = false
 			if !l.evalRequestParts {
 				return &pred{op: opConst, val: tUnknown}
@@ -431,16 +434,28 @@ func (l *lowerer) constant(a *celast.AST, e celast.Expr, root bool) tri {
 	return tUnknown
 }
 
-// fieldOf returns the context variable e reads, or "".
+// fieldOf returns the context variable e is, or "".
 func fieldOf(a *celast.AST, e celast.Expr) string {
+	var name string
 	if ref, ok := a.ReferenceMap()[e.ID()]; ok && ref.Value == nil && (e.Kind() == celast.IdentKind || e.Kind() == celast.SelectKind) {
-		return ref.Name
+		name = ref.Name
+	} else if e.Kind() == celast.IdentKind {
+		name = e.AsIdent()
 	}
-	if e.Kind() == celast.IdentKind {
-		return e.AsIdent()
+	if !contextFields[name] {
+		return "" // a comprehension variable, or nothing
 	}
-	return ""
+	return name
 }
+
+// contextFields are the names of the context variables.
+var contextFields = func() map[string]bool {
+	m := map[string]bool{}
+	for _, v := range variables {
+		m[v.name] = true
+	}
+	return m
+}()
 
 func stringLiteral(e celast.Expr) (string, bool) {
 	if e.Kind() != celast.LiteralKind {
@@ -450,21 +465,31 @@ func stringLiteral(e celast.Expr) (string, bool) {
 	return string(s), ok
 }
 
-// refs returns the context variables e reads.
-func refs(a *celast.AST, e celast.Expr) []string {
-	var names []string
-	celast.PostOrderVisit(e, celast.NewExprVisitor(func(x celast.Expr) {
-		if f := fieldOf(a, x); f != "" {
-			names = append(names, f)
-		}
-	}))
-	return names
-}
+// Which context fields a subtree reads, as bits.
+const (
+	readsField  = 1 << iota // any context field
+	readsPacket             // network.ip, network.port, network.protocol or agent.name
+)
 
-func readsPacket(a *celast.AST, e celast.Expr) bool {
-	return slices.ContainsFunc(refs(a, e), func(f string) bool {
-		return f == fieldIP || f == fieldPort || f == fieldProtocol || f == fieldAgent
-	})
+// reads returns what e reads. It is memoised per node, so lowering a
+// condition stays linear in its size however deep it nests.
+func (l *lowerer) reads(a *celast.AST, e celast.Expr) uint8 {
+	if r, ok := l.readsMemo[e.ID()]; ok {
+		return r
+	}
+	var r uint8
+	switch f := fieldOf(a, e); f {
+	case "":
+	case fieldIP, fieldPort, fieldProtocol, fieldAgent:
+		r = readsField | readsPacket
+	default:
+		r = readsField
+	}
+	for _, c := range celast.NavigateExpr(a, e).Children() {
+		r |= l.reads(a, c)
+	}
+	l.readsMemo[e.ID()] = r
+	return r
 }
 
 // verdict is what a table row decides.
