@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"strings"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/ext"
@@ -42,6 +43,29 @@ var variables = []struct {
 	{"run.cwd", cel.StringType},
 	{"run.context", cel.MapType(cel.StringType, cel.DynType)},
 	{"agent.name", cel.StringType},
+}
+
+// fieldTypes maps each context variable to its type.
+var fieldTypes = func() map[string]*cel.Type {
+	m := make(map[string]*cel.Type, len(variables))
+	for _, v := range variables {
+		m[v.name] = v.typ
+	}
+	return m
+}()
+
+// fieldList names every context field, for errors about unknown ones.
+var fieldList = func() string {
+	names := make([]string, len(variables))
+	for i, v := range variables {
+		names[i] = v.name
+	}
+	return strings.Join(names, ", ")
+}()
+
+func isStringField(name string) bool {
+	t, ok := fieldTypes[name]
+	return ok && t.IsExactType(cel.StringType)
 }
 
 // newEnv is the one CEL environment every rule compiles in: the context

@@ -3,7 +3,6 @@ package rules
 import (
 	"slices"
 
-	"cel.dev/cel-go/cel"
 	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/operators"
 )
@@ -26,17 +25,6 @@ type keyedRules struct {
 	field   string
 	byValue map[string][]int // rule positions, ascending
 }
-
-// stringFields are the context variables of type string.
-var stringFields = func() map[string]bool {
-	m := map[string]bool{}
-	for _, v := range variables {
-		if v.typ.IsExactType(cel.StringType) {
-			m[v.name] = true
-		}
-	}
-	return m
-}()
 
 func newRuleIndex(rules []*Rule) *ruleIndex {
 	ix := &ruleIndex{}
@@ -91,12 +79,12 @@ func requiredValues(a *celast.AST, e celast.Expr) (field string, values []string
 		if f == "" {
 			f, lit = fieldOf(a, args[1]), args[0]
 		}
-		if s, isLit := stringLiteral(lit); isLit && stringFields[f] {
+		if s, isLit := stringLiteral(lit); isLit && isStringField(f) {
 			return f, []string{s}, true
 		}
 	case operators.In:
 		f := fieldOf(a, args[0])
-		if !stringFields[f] || args[1].Kind() != celast.ListKind {
+		if !isStringField(f) || args[1].Kind() != celast.ListKind {
 			return "", nil, false
 		}
 		for _, el := range args[1].AsList().Elements() {

@@ -442,20 +442,11 @@ func fieldOf(a *celast.AST, e celast.Expr) string {
 	} else if e.Kind() == celast.IdentKind {
 		name = e.AsIdent()
 	}
-	if !contextFields[name] {
+	if _, ok := fieldTypes[name]; !ok {
 		return "" // a comprehension variable, or nothing
 	}
 	return name
 }
-
-// contextFields are the names of the context variables.
-var contextFields = func() map[string]bool {
-	m := map[string]bool{}
-	for _, v := range variables {
-		m[v.name] = true
-	}
-	return m
-}()
 
 func stringLiteral(e celast.Expr) (string, bool) {
 	if e.Kind() != celast.LiteralKind {

@@ -196,12 +196,3 @@ func celError(iss *cel.Issues) error {
 	}
 	return fmt.Errorf("CEL error: %s", msg)
 }
-
-// fieldList names every context field, for errors about unknown ones.
-var fieldList = func() string {
-	names := make([]string, len(variables))
-	for i, v := range variables {
-		names[i] = v.name
-	}
-	return strings.Join(names, ", ")
-}()
