@@ -37,7 +37,8 @@ type Service interface {
 
 	// The rule engine (S003-IF-001..005, 007..009). Errors choose their
 	// status through StatusError: 400 bad input, 404 unknown rule or
-	// request, 409 request not pending or bridge down, 500 reload failure.
+	// request, 409 request not pending or bridge down, 422 invalid rules on
+	// reload, 500 otherwise.
 	Evaluate(ctx context.Context, c api.EvaluationContext) (api.EvaluateResult, error)
 	Rules(ctx context.Context) ([]api.RuleSummary, error)
 	Rule(ctx context.Context, id string) (api.RuleDetail, error)
