@@ -54,6 +54,9 @@ type Options struct {
 	// Observer and Packet may be nil.
 	Observer Observer
 	Packet   PacketLayer
+	// Budget is the evaluation time above which a warning is logged;
+	// 0 means Budget (50 ms, S003-FR-031).
+	Budget time.Duration
 }
 
 // Engine owns the active rule set: it loads, swaps and evaluates.
@@ -75,6 +78,9 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Budget <= 0 {
+		opts.Budget = Budget
 	}
 	e := &Engine{opts: opts, log: opts.Logger, compiler: c}
 	empty, err := c.Compile(&rulefile.Set{})
@@ -165,8 +171,8 @@ func (e *Engine) Evaluate(ctx context.Context, layer string, c *api.EvaluationCo
 	default:
 		e.log.DebugContext(ctx, "rule evaluated", attrs...)
 	}
-	if took > Budget {
-		e.log.WarnContext(ctx, "rule evaluation exceeded its budget", "took", took, "budget", Budget, "layer", layer)
+	if took > e.opts.Budget {
+		e.log.WarnContext(ctx, "rule evaluation exceeded its budget", "took", took, "budget", e.opts.Budget, "layer", layer)
 	}
 	if e.opts.Observer != nil {
 		e.opts.Observer.ObserveDecision(layer, label, out.Decision)

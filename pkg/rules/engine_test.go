@@ -258,3 +258,30 @@ rules:
 		t.Errorf("a rule without log: true should log at debug: %s", buf.String())
 	}
 }
+
+// TestBudgetWarning: an evaluation slower than the budget is logged as a
+// warning and still decides (S003-FR-031: the budget is not a cut-off).
+func TestBudgetWarning(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "00.yaml", allowPort443)
+	var buf strings.Builder
+	for _, tt := range []struct {
+		budget time.Duration
+		warned bool
+	}{{time.Nanosecond, true}, {time.Minute, false}} {
+		buf.Reset()
+		e, err := NewEngine(Options{Dir: dir, Budget: tt.budget, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if res := e.Evaluate(context.Background(), LayerHostAPI, webContext(443)); res.Decision != api.DecisionAllow {
+			t.Fatalf("budget %v: decision %s", tt.budget, res.Decision)
+		}
+		if got := strings.Contains(buf.String(), "rule evaluation exceeded its budget"); got != tt.warned {
+			t.Errorf("budget %v: warned %v, want %v\n%s", tt.budget, got, tt.warned, buf.String())
+		}
+	}
+}
