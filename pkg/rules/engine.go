@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,4 +262,27 @@ func Validate(dir string) (*Set, error) {
 		return nil, err
 	}
 	return c.Compile(loaded)
+}
+
+// RequestFileName is the name a submitted rule file has in errors about it,
+// until approval gives it its own (agent-<id>.yaml).
+const RequestFileName = "agent-request.yaml"
+
+// CheckRequest validates a rule file an agent submits (S003-FR-024): its
+// schema, definitions and CEL, and that its rule ids do not clash with the
+// rules directory as it is now. Approval validates again, with the whole
+// directory, when it reloads.
+func (e *Engine) CheckRequest(ruleFile []byte) error {
+	srcs, _, err := rulefile.ReadDir(e.opts.Dir)
+	if err != nil {
+		return err
+	}
+	srcs = append(srcs, rulefile.Source{Name: RequestFileName, Data: ruleFile})
+	slices.SortFunc(srcs, func(a, b rulefile.Source) int { return strings.Compare(a.Name, b.Name) })
+	loaded, err := rulefile.Build(srcs)
+	if err != nil {
+		return err
+	}
+	_, err = e.compiler.Compile(loaded)
+	return err
 }

@@ -285,3 +285,33 @@ func TestBudgetWarning(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckRequest(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "00-base.yaml", allowPort443)
+	e, err := NewEngine(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		file, err string
+	}{
+		{"version: \"1\"\nrules:\n  - {id: allow-pypi, condition: 'dns.query == \"pypi.org\"', action: allow}\n", ""},
+		{"version: \"1\"\nrules:\n  - {id: web, condition: 'true', action: allow}\n", `"web"`}, // clashes with 00-base.yaml
+		{"version: \"1\"\nrules:\n  - {id: bad, condition: 'dns.query ==', action: allow}\n", RequestFileName + `:3: rule "bad": condition: CEL error`},
+		{"version: \"1\"\nrules:\n  - {id: x, condition: 'true', action: enrich}\n", "enrich"},
+		{"version: \"2\"\n", "version"},
+	}
+	for _, tt := range tests {
+		err := e.CheckRequest([]byte(tt.file))
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("%q: %v", tt.file, err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%q: error %v, want one containing %s", tt.file, err, tt.err)
+		}
+	}
+	if len(e.Active().Rules()) != 0 {
+		t.Fatal("checking a request must not change the active set")
+	}
+}
