@@ -15,6 +15,8 @@ import (
 	"regexp"
 	"sort"
 	"sync"
+
+	"outcall.dev/outcall/internal/atomicfile"
 )
 
 // Endpoint is one registered port.
@@ -184,8 +186,8 @@ func (r *Registry) List() []Endpoint {
 	return out
 }
 
-// saveLocked writes the registry atomically (temp file, fsync, rename), so a
-// crash leaves either the old or the new file, never a torn one.
+// saveLocked writes the registry atomically, so a crash leaves either the
+// old or the new file, never a torn one.
 func (r *Registry) saveLocked() error {
 	s := state{NextIdentity: r.nextIdentity, Endpoints: make([]Endpoint, 0, len(r.endpoints))}
 	for _, e := range r.endpoints {
@@ -199,22 +201,7 @@ func (r *Registry) saveLocked() error {
 	if err := os.MkdirAll(filepath.Dir(r.path), 0o700); err != nil {
 		return fmt.Errorf("save endpoint registry: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(r.path), ".endpoints-*")
-	if err != nil {
-		return fmt.Errorf("save endpoint registry: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), r.path)
-	}
-	if err != nil {
+	if err := atomicfile.WriteFile(r.path, b); err != nil {
 		return fmt.Errorf("save endpoint registry: %w", err)
 	}
 	return nil

@@ -24,6 +24,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"outcall.dev/outcall/internal/atomicfile"
 	"outcall.dev/outcall/pkg/api"
 )
 
@@ -378,18 +379,18 @@ func (s *Store) Approve(ctx context.Context, id, rulesDir string, reload Reloade
 		return api.ApproveResult{}, fmt.Errorf("approve rule request %q: %w", id, err)
 	}
 	target := filepath.Join(rulesDir, "agent-"+id+".yaml")
-	if err := writeNew(target, r.RuleFile); err != nil {
+	if err := writeRuleFile(target, r.RuleFile); err != nil {
 		return api.ApproveResult{}, fmt.Errorf("approve rule request %q: %w", id, err)
 	}
 	loaded, err := reload(ctx)
 	if err != nil {
 		// The reloader kept the old set (its contract); only the file goes.
 		err = fmt.Errorf("approve rule request %q: reload rules: %w", id, err)
-		return api.ApproveResult{}, errors.Join(err, removeFile(target))
+		return api.ApproveResult{}, errors.Join(err, atomicfile.Remove(target))
 	}
 	if err := s.decideLocked(r, api.RequestApproved, nil); err != nil {
 		err = fmt.Errorf("approve rule request %q: %w", id, err)
-		if rmErr := removeFile(target); rmErr != nil {
+		if rmErr := atomicfile.Remove(target); rmErr != nil {
 			// The file stays, so reloading would change nothing: say so.
 			return api.ApproveResult{}, errors.Join(err, rmErr)
 		}
@@ -485,110 +486,33 @@ func (s *Store) restoreLocked(dropped []*Request) {
 	}
 }
 
-// saveLocked rewrites the state file atomically (temp file, fsync, rename,
-// fsync of the dir), so a kill at any moment leaves the old or the new
-// state, never a torn file, and a returned nil means the change survives a
-// power loss.
+// saveLocked rewrites the state file atomically, so a kill at any moment
+// leaves the old or the new state, never a torn file, and a returned nil
+// means the change survives a power loss.
 func (s *Store) saveLocked() error {
 	b, err := json.MarshalIndent(state{Version: stateVersion, Requests: s.reqs}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save rule request store: %w", err)
 	}
-	dir := filepath.Dir(s.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return fmt.Errorf("save rule request store: %w", err)
 	}
-	tmp, err := writeTemp(dir, "."+filepath.Base(s.path)+".tmp-*", b)
-	if err == nil {
-		err = os.Rename(tmp, s.path)
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
+	if err := atomicfile.WriteFile(s.path, b); err != nil {
 		return fmt.Errorf("save rule request store %s: %w", s.path, err)
 	}
 	return nil
 }
 
-// writeNew creates path with content, atomically and without replacing an
-// existing file. The temp file is linked into place rather than renamed
-// because link(2) fails on an existing target where rename(2) would silently
-// replace it. The temp name starts with a dot and does not end in .yaml, so
-// a reload running meanwhile never reads a half-written file.
-func writeNew(path, content string) error {
-	dir := filepath.Dir(path)
-	tmp, err := writeTemp(dir, "."+filepath.Base(path)+".tmp-*", []byte(content))
+// writeRuleFile creates an approved rule file, never replacing one: its temp
+// file is a dotfile, so a reload running meanwhile never reads it half
+// written.
+func writeRuleFile(path, content string) error {
+	err := atomicfile.Create(path, []byte(content))
+	if errors.Is(err, os.ErrExist) {
+		err = fmt.Errorf("rule file %s already exists, refusing to overwrite it", path)
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
-	}
-	linkErr := os.Link(tmp, path)
-	if errors.Is(linkErr, os.ErrExist) {
-		linkErr = fmt.Errorf("rule file %s already exists, refusing to overwrite it", path)
-	}
-	rmErr := os.Remove(tmp)
-	if linkErr != nil {
-		return fmt.Errorf("write %s: %w", path, linkErr)
-	}
-	if rmErr != nil {
-		// The rule file is in place; a stray hidden temp file is harmless,
-		// but removing the rule file again would be the safer outcome.
-		return errors.Join(fmt.Errorf("write %s: %w", path, rmErr), removeFile(path))
-	}
-	if err := syncDir(dir); err != nil {
-		return errors.Join(fmt.Errorf("write %s: %w", path, err), removeFile(path))
-	}
-	return nil
-}
-
-// writeTemp writes b to a new file of mode 0600 in dir and syncs it; the
-// caller moves it into place. On error nothing is left behind.
-func writeTemp(dir, pattern string, b []byte) (string, error) {
-	f, err := os.CreateTemp(dir, pattern) // mode 0600
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
-}
-
-// removeFile removes path and makes the removal durable.
-func removeFile(path string) error {
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("remove %s: %w", path, err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("remove %s: %w", path, err)
-	}
-	return nil
-}
-
-// syncDir fsyncs a directory so that a rename, link or unlink in it is on
-// disk, not just the file's data.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"outcall.dev/outcall/internal/atomicfile"
 	"outcall.dev/outcall/pkg/rulereq"
 )
 
@@ -23,13 +24,9 @@ func writeRule(t *testing.T, l *Lab, name, content string) {
 	if err := os.MkdirAll(l.RulesDir(), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	// Write and rename, as a deployment tool would, so the watcher never
+	// Written atomically, as a deployment tool would, so the watcher never
 	// reads half a file.
-	tmp := filepath.Join(l.RulesDir(), "."+name+".tmp")
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(l.RulesDir(), name)); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(l.RulesDir(), name), []byte(content)); err != nil {
 		t.Fatal(err)
 	}
 }
