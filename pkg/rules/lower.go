@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -117,23 +118,16 @@ func (p *pred) eval(t *tuple) tri {
 	switch p.op {
 	case opConst:
 		return p.val
-	case opAnd:
-		res := tTrue
-		for _, k := range p.kids {
-			switch k.eval(t) {
-			case tFalse:
-				return tFalse
-			case tUnknown:
-				res = tUnknown
-			}
+	case opAnd, opOr:
+		// An operand equal to decisive decides; unknown otherwise wins.
+		decisive, res := tFalse, tTrue
+		if p.op == opOr {
+			decisive, res = tTrue, tFalse
 		}
-		return res
-	case opOr:
-		res := tFalse
 		for _, k := range p.kids {
 			switch k.eval(t) {
-			case tTrue:
-				return tTrue
+			case decisive:
+				return decisive
 			case tUnknown:
 				res = tUnknown
 			}
@@ -189,6 +183,36 @@ type lrule struct {
 	index int
 	allow bool
 	pred  *pred
+	// What its atoms compare with, each sorted and without repeats:
+	// destination prefixes, ports (valid ones), agent names.
+	prefixes []int
+	ports    []int64
+	agents   []string
+}
+
+func newLrule(index int, allow bool, p *pred) *lrule {
+	r := &lrule{index: index, allow: allow, pred: p}
+	p.walk(func(q *pred) {
+		switch q.op {
+		case opDst:
+			r.prefixes = append(r.prefixes, q.prefixes...)
+		case opPort:
+			for _, port := range q.ports {
+				if port >= 0 && port <= 65535 {
+					r.ports = append(r.ports, port)
+				}
+			}
+		case opAgent:
+			r.agents = append(r.agents, q.strs...)
+		}
+	})
+	r.prefixes, r.ports, r.agents = sortedSet(r.prefixes), sortedSet(r.ports), sortedSet(r.agents)
+	return r
+}
+
+func sortedSet[T cmp.Ordered](s []T) []T {
+	slices.Sort(s)
+	return slices.Compact(s)
 }
 
 // lowerer holds the state of one lowering.
@@ -269,11 +293,12 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 		if p.op == opConst && p.val == tFalse {
 			continue // never decides a packet
 		}
-		if allow && mentionsDNSPort(p) {
+		lr := newLrule(i, allow, p)
+		if allow && (slices.Contains(lr.ports, 53) || slices.Contains(lr.ports, 853)) {
 			l.warnings = append(l.warnings, fmt.Sprintf(
 				"rule %q in %s: allows DNS ports (53, 853), but the datapath drops DNS to anything but the gateway's filter", r.ID, r.File))
 		}
-		lrules = append(lrules, &lrule{index: i, allow: allow, pred: p})
+		lrules = append(lrules, lr)
 	}
 	if err := l.tables(lrules, requestAllowBefore, out); err != nil {
 		return nil, nil, err
@@ -537,27 +562,15 @@ func (l *lowerer) tables(rules []*lrule, requestAllowBefore []bool, out *PacketT
 			wildcards = append(wildcards, ri)
 			continue
 		}
-		var ids []int
-		r.pred.walk(func(p *pred) {
-			if p.op == opDst {
-				ids = append(ids, p.prefixes...)
-			}
-		})
-		slices.Sort(ids)
-		for _, id := range slices.Compact(ids) {
+		for _, id := range r.prefixes {
 			byPrefix[id] = append(byPrefix[id], ri)
 		}
 	}
 	var names []string
 	for _, r := range rules {
-		r.pred.walk(func(p *pred) {
-			if p.op == opAgent {
-				names = append(names, p.strs...)
-			}
-		})
+		names = append(names, r.agents...)
 	}
-	slices.Sort(names)
-	for _, name := range slices.Compact(names) {
+	for _, name := range sortedSet(names) {
 		out.AgentClasses[name] = uint32(len(out.AgentClasses) + 1)
 	}
 
@@ -607,26 +620,14 @@ func (l *lowerer) tables(rules []*lrule, requestAllowBefore []bool, out *PacketT
 	return nil
 }
 
-// mentions returns the ports (valid ones, sorted) and agent names the
-// candidate rules compare with.
+// mentions returns the ports and agent names the candidate rules compare
+// with.
 func mentions(rules []*lrule, cands []int) (ports []int64, agents []string) {
 	for _, ci := range cands {
-		rules[ci].pred.walk(func(p *pred) {
-			switch p.op {
-			case opPort:
-				for _, port := range p.ports {
-					if port >= 0 && port <= 65535 {
-						ports = append(ports, port)
-					}
-				}
-			case opAgent:
-				agents = append(agents, p.strs...)
-			}
-		})
+		ports = append(ports, rules[ci].ports...)
+		agents = append(agents, rules[ci].agents...)
 	}
-	slices.Sort(ports)
-	slices.Sort(agents)
-	return slices.Compact(ports), slices.Compact(agents)
+	return sortedSet(ports), sortedSet(agents)
 }
 
 // emit appends the rows of one agent class and destination class. Rows of
@@ -653,13 +654,4 @@ func entry(agentClass, dstClass uint32, proto uint8, anyPort bool, port uint16, 
 		AgentClass: agentClass, DstClass: dstClass, Proto: proto, AnyPort: anyPort, Port: port,
 		Action: v.action, Grants: v.grants, Rule: v.rule,
 	}
-}
-
-// mentionsDNSPort reports whether p compares the port with 53 or 853.
-func mentionsDNSPort(p *pred) bool {
-	found := false
-	p.walk(func(q *pred) {
-		found = found || q.op == opPort && (slices.Contains(q.ports, 53) || slices.Contains(q.ports, 853))
-	})
-	return found
 }
