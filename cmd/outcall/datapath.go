@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -22,7 +21,7 @@ func newDatapathCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			w := table(cmd)
 			fmt.Fprintln(w, "VERDICT\tREASON\tPACKETS\tBYTES")
 			for _, c := range counters {
 				fmt.Fprintf(w, "%s\t%s\t%d\t%d\n", c.Verdict, c.Reason, c.Packets, c.Bytes)

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -67,7 +66,7 @@ func newEndpointListCmd() *cobra.Command {
 			if len(eps) == 0 {
 				return printLine(cmd, "No endpoints.")
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			w := table(cmd)
 			fmt.Fprintln(w, "NAME\tIDENTITY\tINTERFACE\tIP\tMAC\tATTACHED")
 			for _, ep := range eps {
 				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", ep.Name, ep.Identity, ep.Interface, ep.IP, ep.MAC, yesNo(ep.Attached))

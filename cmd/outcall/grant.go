@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strconv"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -144,7 +143,7 @@ func newGrantListCmd() *cobra.Command {
 			if len(rules) == 0 {
 				return printLine(cmd, "No grants.")
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			w := table(cmd)
 			fmt.Fprintln(w, "ENDPOINT\tSRC\tDESTINATION\tPROTO\tPORT\tEXPIRES")
 			for _, r := range rules {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", orDash(r.Container), orDash(r.SrcIP), orDash(r.Destination),

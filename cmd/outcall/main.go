@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"unicode"
 	"unicode/utf8"
 
@@ -190,6 +191,12 @@ func client(cmd *cobra.Command) *hostclient.Client {
 }
 
 // printLine writes one line to the command's standard output.
+// table returns the writer every listing uses: tab-separated cells,
+// aligned with two spaces between columns; the caller flushes it.
+func table(cmd *cobra.Command) *tabwriter.Writer {
+	return tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+}
+
 func printLine(cmd *cobra.Command, line string) error {
 	_, err := fmt.Fprintln(cmd.OutOrStdout(), line)
 	return err

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"unicode"
 	"unicode/utf8"
 
@@ -42,7 +41,7 @@ func newRequestsListCmd() *cobra.Command {
 			if len(reqs) == 0 {
 				return printLine(cmd, "No pending rule requests.")
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			w := table(cmd)
 			fmt.Fprintln(w, "ID\tCONTAINER\tSTATUS")
 			for _, r := range reqs {
 				fmt.Fprintf(w, "%s\t%s\t%s\n", cell(r.ID), cell(r.ContainerID), cell(string(r.Status)))

@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"unicode"
 	"unicode/utf8"
 
@@ -72,7 +71,7 @@ func newRulesListCmd() *cobra.Command {
 			if len(rules) == 0 {
 				return printLine(cmd, "No rules loaded.\nEverything is blocked by default.")
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			w := table(cmd)
 			fmt.Fprintln(w, "ID\tFILE\tACTION\tLEVEL\tCONDITION")
 			for _, r := range rules {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", cell(r.ID), cell(r.File), cell(string(r.Action)), cell(r.Level), preview(r.ConditionPreview))

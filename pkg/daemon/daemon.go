@@ -220,8 +220,8 @@ func (d *Daemon) up() error {
 		} else if n > 0 {
 			d.log.Info("revoked grants left by an earlier daemon", "count", n)
 		}
-		if err := d.installRulesLocked(); err != nil {
-			return err
+		if err := d.installRulesLocked(d.packetRules); err != nil {
+			return fmt.Errorf("install packet-layer rules: %w", err)
 		}
 	}
 	// Loading the program changes nothing a packet sees; the floor is the

@@ -25,7 +25,7 @@ func (d *Daemon) InstallRules(t *rules.PacketTables) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.dp != nil {
-		if err := d.dp.InstallRules(t.WithAgents(d.agentNamesLocked())); err != nil {
+		if err := d.installRulesLocked(t); err != nil {
 			return err
 		}
 	}
@@ -33,16 +33,13 @@ func (d *Daemon) InstallRules(t *rules.PacketTables) error {
 	return nil
 }
 
-// installRulesLocked puts the current packet tables into a freshly opened
-// datapath.
-func (d *Daemon) installRulesLocked() error {
-	if d.packetRules == nil {
+// installRulesLocked puts t into the datapath with the agent class of every
+// registered endpoint; nil empties the tables.
+func (d *Daemon) installRulesLocked(t *rules.PacketTables) error {
+	if t == nil {
 		return d.dp.ClearRules()
 	}
-	if err := d.dp.InstallRules(d.packetRules.WithAgents(d.agentNamesLocked())); err != nil {
-		return fmt.Errorf("install packet-layer rules: %w", err)
-	}
-	return nil
+	return d.dp.InstallRules(t.WithAgents(d.agentNamesLocked()))
 }
 
 // syncRuleAgentsLocked follows endpoints coming and going: their agent
