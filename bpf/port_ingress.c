@@ -5,9 +5,13 @@
  * verdict, samples drops to a ring buffer and marks what it allows so the
  * nftables floor lets it through. Anything it does not understand is dropped.
  *
- * For IPv4 the order is: gateway services, DNS bypass, the packet-layer rule
- * tables (an allow entry decides; a block entry decides after conntrack and,
- * if it lets them, grants), grants, conntrack, and finally no_rule. */
+ * For IPv4 the order is: the frame goes to the gateway's MAC, no options, no
+ * fragments; gateway services (and replies of connections opened towards
+ * the container); DNS bypass; a flow this program allowed under the active
+ * rule generation passes at once; restricted destinations; the packet-layer
+ * rule tables (an allow entry decides; a block entry decides after grants, if
+ * it lets them); grants; replies; and finally no_rule. A new connection (a
+ * TCP SYN, a UDP tuple with no flow) always needs a live rule or grant. */
 
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -44,6 +48,8 @@ extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 
 #define CT_CURRENT_NETNS (-1)
+#define IP_CT_DIR_REPLY 1
+#define TCP_FLAG_SYN 0x02
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
@@ -61,6 +67,7 @@ struct arp_eth_ipv4 {
 
 /* What the parser learned about a packet, for counting and drop events. */
 struct flow {
+	__u32 ifindex;
 	__u32 identity;
 	__u8 saddr[4];
 	__u8 daddr[4];
@@ -68,6 +75,7 @@ struct flow {
 	__u16 dport;
 	__u16 ethertype;
 	__u8 proto;
+	__u8 syn; /* TCP SYN: a new connection, never a known flow */
 };
 
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
@@ -113,7 +121,7 @@ static __always_inline void report_drop(struct __sk_buff *skb, struct flow *f, _
 		return;
 	b->sent++;
 	e->time_ns = now;
-	e->ifindex = skb->ingress_ifindex;
+	e->ifindex = f->ifindex;
 	e->identity = f->identity;
 	__builtin_memcpy(e->saddr, f->saddr, 4);
 	__builtin_memcpy(e->daddr, f->daddr, 4);
@@ -139,12 +147,13 @@ static __always_inline int allow(struct __sk_buff *skb, __u32 reason)
 	return TC_ACT_OK;
 }
 
-/* grant_state is 1 for a live entry, -1 for an expired one, 0 for none. */
-static __always_inline int grant_state(struct grant_key *key, __u64 now)
+/* grant_state is 1 for a live entry, -1 for an expired one, 0 for none or
+ * for one that may not open a restricted destination. */
+static __always_inline int grant_state(struct grant_key *key, __u64 now, int restricted)
 {
 	struct grant_value *g = bpf_map_lookup_elem(&grants, key);
 
-	if (!g)
+	if (!g || (restricted && !(g->flags & GRANT_F_PRIVATE)))
 		return 0;
 	return !g->expires_ns || now < g->expires_ns ? 1 : -1;
 }
@@ -152,22 +161,22 @@ static __always_inline int grant_state(struct grant_key *key, __u64 now)
 /* grant_verdict tries the most specific allow entry first, then any port of
  * the protocol, then any protocol. It returns 1 for a live entry, -1 when only
  * expired entries matched, 0 for none. */
-static __always_inline int grant_verdict(struct flow *f)
+static __always_inline int grant_verdict(struct flow *f, int restricted)
 {
 	struct grant_key key = { .identity = f->identity, .proto = f->proto, .dport = f->dport };
 	__u64 now = bpf_ktime_get_boot_ns();
 	int s, expired = 0;
 
 	__builtin_memcpy(key.daddr, f->daddr, 4);
-	if ((s = grant_state(&key, now)) > 0)
+	if ((s = grant_state(&key, now, restricted)) > 0)
 		return 1;
 	expired |= s < 0;
 	key.dport = 0;
-	if ((s = grant_state(&key, now)) > 0)
+	if ((s = grant_state(&key, now, restricted)) > 0)
 		return 1;
 	expired |= s < 0;
 	key.proto = 0;
-	if ((s = grant_state(&key, now)) > 0)
+	if ((s = grant_state(&key, now, restricted)) > 0)
 		return 1;
 	expired |= s < 0;
 	return expired ? -1 : 0;
@@ -178,32 +187,44 @@ static __always_inline int grant_verdict(struct flow *f)
 struct rule_match {
 	__u8 action;
 	__u8 grants;
+	__u8 license_plen;
+	__u32 rule;
 	struct counter *hit;
 };
 
-/* rule_lookup looks the packet up in the active rule generation: the
- * destination's class by longest prefix, the sender's agent class by
- * identity, then the most specific cell, first for the agent class, then for
- * every agent. No generation or no cell is RULE_NONE, which leaves the
- * decision to grants and conntrack as if there were no rule tables. */
-static __always_inline struct rule_match rule_lookup(struct flow *f)
+/* rule_generation reads the active generation once; every lookup of the
+ * packet uses this copy, so a packet sees one generation even while
+ * userspace publishes the next. */
+static __always_inline __u32 rule_generation(void)
+{
+	__u32 zero = 0, *gen = bpf_map_lookup_elem(&rule_active, &zero);
+
+	return gen ? *gen : 0;
+}
+
+/* rule_lookup looks the packet up in generation gen: the destination's class
+ * by longest prefix, the sender's agent class by identity, then the most
+ * specific cell, first for the agent class, then for every agent. Protocols
+ * other than TCP, UDP and ICMP share the rows of protocol 0. No generation
+ * or no cell is RULE_NONE, which leaves the decision to grants as if there
+ * were no rule tables. */
+static __always_inline struct rule_match rule_lookup(struct flow *f, __u32 gen)
 {
 	struct rule_match m = { .action = RULE_NONE, .grants = 1 };
 	struct rule_dst_key dk = { .prefixlen = 32 };
 	struct rule_key k = { .proto = f->proto, .dport = f->dport };
 	struct rule_verdict *v = NULL;
 	void *dsts, *table, *agents, *hits;
-	__u32 zero = 0, *slot, *class;
+	__u32 slot = gen % OUTCALL_RULE_SLOTS, *class;
 
-	slot = bpf_map_lookup_elem(&rule_active, &zero);
-	if (!slot)
-		return m;
-	/* The four lookups are of one slot value, so a packet sees one
-	 * generation even while userspace writes the other. */
-	dsts = bpf_map_lookup_elem(&rule_dsts, slot);
-	table = bpf_map_lookup_elem(&rule_table, slot);
-	agents = bpf_map_lookup_elem(&rule_agents, slot);
-	hits = bpf_map_lookup_elem(&rule_hits, slot);
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP && f->proto != IPPROTO_ICMP) {
+		k.proto = 0;
+		k.dport = 0;
+	}
+	dsts = bpf_map_lookup_elem(&rule_dsts, &slot);
+	table = bpf_map_lookup_elem(&rule_table, &slot);
+	agents = bpf_map_lookup_elem(&rule_agents, &slot);
+	hits = bpf_map_lookup_elem(&rule_hits, &slot);
 	if (!dsts || !table || !agents || !hits)
 		return m;
 
@@ -216,10 +237,12 @@ static __always_inline struct rule_match rule_lookup(struct flow *f)
 		k.agent_class = *class;
 		v = bpf_map_lookup_elem(table, &k);
 		if (!v) {
+			__u16 dport = k.dport;
+
 			k.dport = 0;
 			k.any_port = 1;
 			v = bpf_map_lookup_elem(table, &k);
-			k.dport = f->dport;
+			k.dport = dport;
 			k.any_port = 0;
 		}
 		k.agent_class = 0;
@@ -235,6 +258,8 @@ static __always_inline struct rule_match rule_lookup(struct flow *f)
 		return m;
 	m.action = v->action;
 	m.grants = v->grants;
+	m.license_plen = v->license_plen;
+	m.rule = v->rule;
 	m.hit = bpf_map_lookup_elem(hits, &v->rule);
 	return m;
 }
@@ -247,10 +272,11 @@ static __always_inline void count_hit(struct __sk_buff *skb, struct counter *c)
 	}
 }
 
-/* established reports whether conntrack already tracks this TCP or UDP flow,
- * in either direction: a flow that started while allowed outlives its allow
- * entry, and replies to connections the host opened pass. */
-static __always_inline int established(struct __sk_buff *skb, struct flow *f)
+/* reply_of_inbound reports whether conntrack knows this TCP or UDP packet as
+ * the reply direction of a connection opened towards the container. A flow
+ * the container opened is never judged by conntrack: conntrack remembers
+ * tuples in every state, which would let a revoked tuple live on. */
+static __always_inline int reply_of_inbound(struct __sk_buff *skb, struct flow *f)
 {
 	struct bpf_sock_tuple tuple = {};
 	struct bpf_ct_opts opts = { .netns_id = CT_CURRENT_NETNS, .l4proto = f->proto };
@@ -266,13 +292,28 @@ static __always_inline int established(struct __sk_buff *skb, struct flow *f)
 	if (!ct)
 		return 0;
 	bpf_ct_release(ct);
-	return 1;
+	return opts.dir == IP_CT_DIR_REPLY;
 }
 
-static __always_inline int handle_arp(struct __sk_buff *skb, struct flow *f,
-				      const struct endpoint *ep, void *data, void *data_end)
+static __always_inline void remember_flow(struct flow_key *fk, __u32 gen, __u32 rule, __u8 owner)
 {
-	struct arp_eth_ipv4 *arp = data + sizeof(struct ethhdr);
+	struct flow_state st = { .generation = gen, .rule = rule, .owner = owner };
+
+	bpf_map_update_elem(&flows, fk, &st, BPF_ANY);
+}
+
+static __always_inline int broadcast_mac(const __u8 *m)
+{
+	return (m[0] & m[1] & m[2] & m[3] & m[4] & m[5]) == 0xff;
+}
+
+/* handle_arp allows requests for the gateway (broadcast or to the gateway's
+ * MAC) and replies to the gateway, each with the endpoint's own addresses:
+ * ARP is how a container finds its gateway, never another port. */
+static __always_inline int handle_arp(struct __sk_buff *skb, struct flow *f,
+				      const struct endpoint *ep, struct ethhdr *eth, void *data_end)
+{
+	struct arp_eth_ipv4 *arp = (void *)(eth + 1);
 
 	if ((void *)(arp + 1) > data_end)
 		return drop(skb, f, REASON_DROP_MALFORMED);
@@ -284,6 +325,18 @@ static __always_inline int handle_arp(struct __sk_buff *skb, struct flow *f,
 	if (!mac_eq(arp->sha, ep->mac) || !addr_eq(arp->spa, ep->ip) ||
 	    !addr_eq(arp->tpa, ep->gateway))
 		return drop(skb, f, REASON_DROP_ARP);
+	switch (arp->op) {
+	case bpf_htons(1): /* request */
+		if (!broadcast_mac(eth->h_dest) && !mac_eq(eth->h_dest, ep->gateway_mac))
+			return drop(skb, f, REASON_DROP_ARP);
+		break;
+	case bpf_htons(2): /* reply */
+		if (!mac_eq(eth->h_dest, ep->gateway_mac) || !mac_eq(arp->tha, ep->gateway_mac))
+			return drop(skb, f, REASON_DROP_ARP);
+		break;
+	default:
+		return drop(skb, f, REASON_DROP_ARP);
+	}
 	return allow(skb, REASON_ALLOW_ARP);
 }
 
@@ -294,13 +347,18 @@ int outcall_port_ingress(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct flow f = {};
+	struct flow_key fk = {};
+	struct flow_state *known = NULL;
 	struct endpoint *ep;
 	struct iphdr *ip;
+	struct fence *fence;
+	struct rule_dst_key dk = { .prefixlen = 32 };
 	__u32 ifindex = skb->ingress_ifindex;
 	struct rule_match rule;
-	__u32 ihl_len;
-	int g = 0;
+	int g = 0, restricted = 0, grants_ok;
+	__u32 gen;
 
+	f.ifindex = ifindex;
 	ep = bpf_map_lookup_elem(&endpoints, &ifindex);
 	if (!ep)
 		return drop(skb, &f, REASON_DROP_UNKNOWN_PORT);
@@ -316,7 +374,7 @@ int outcall_port_ingress(struct __sk_buff *skb)
 	case bpf_htons(ETH_P_IP):
 		break;
 	case bpf_htons(ETH_P_ARP):
-		return handle_arp(skb, &f, ep, data, data_end);
+		return handle_arp(skb, &f, ep, eth, data_end);
 	case bpf_htons(ETH_P_IPV6):
 		return drop(skb, &f, REASON_DROP_IPV6);
 	default:
@@ -333,15 +391,30 @@ int outcall_port_ingress(struct __sk_buff *skb)
 		return drop(skb, &f, REASON_DROP_MALFORMED);
 	if (!addr_eq(f.saddr, ep->ip))
 		return drop(skb, &f, REASON_DROP_SPOOFED_IP);
+	/* Every IPv4 frame goes to the gateway, whatever its address: the
+	 * bridge must never switch it to another port. */
+	if (!mac_eq(eth->h_dest, ep->gateway_mac))
+		return drop(skb, &f, REASON_DROP_EAST_WEST);
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return drop(skb, &f, REASON_DROP_FRAGMENT);
+	/* Options serve no container; source routing would steer a packet
+	 * past the decision below. */
+	if (ip->ihl != 5)
+		return drop(skb, &f, REASON_DROP_IP_OPTIONS);
 
-	ihl_len = ip->ihl * 4;
-	if (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) {
-		/* sport and dport are the first four bytes of both headers. */
-		__be16 *ports = (void *)ip + ihl_len;
+	if (f.proto == IPPROTO_TCP) {
+		/* The flags are byte 13 of the TCP header. */
+		__u8 *tcp = (void *)(ip + 1);
 
-		if ((void *)(ports + 2) > data_end)
+		if ((void *)(tcp + 20) > data_end)
+			return drop(skb, &f, REASON_DROP_MALFORMED);
+		f.sport = ((__u16)tcp[0] << 8) | tcp[1];
+		f.dport = ((__u16)tcp[2] << 8) | tcp[3];
+		f.syn = !!(tcp[13] & TCP_FLAG_SYN);
+	} else if (f.proto == IPPROTO_UDP) {
+		__be16 *ports = (void *)(ip + 1);
+
+		if ((void *)(ports + 4) > data_end)
 			return drop(skb, &f, REASON_DROP_MALFORMED);
 		f.sport = bpf_ntohs(ports[0]);
 		f.dport = bpf_ntohs(ports[1]);
@@ -352,31 +425,78 @@ int outcall_port_ingress(struct __sk_buff *skb)
 
 		if (f.dport && bpf_map_lookup_elem(&services, &svc))
 			return allow(skb, REASON_ALLOW_GATEWAY);
-		if (established(skb, &f))
-			return allow(skb, REASON_ALLOW_ESTABLISHED);
+		if (reply_of_inbound(skb, &f))
+			return allow(skb, REASON_ALLOW_REPLY);
 		return drop(skb, &f, REASON_DROP_GATEWAY_PORT);
 	}
 	if ((f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) &&
 	    (f.dport == 53 || f.dport == 853))
 		return drop(skb, &f, REASON_DROP_DNS_BYPASS);
 
-	rule = rule_lookup(&f);
+	gen = rule_generation();
+	if (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) {
+		fk.identity = f.identity;
+		__builtin_memcpy(fk.daddr, f.daddr, 4);
+		fk.sport = f.sport;
+		fk.dport = f.dport;
+		fk.proto = f.proto;
+		if (!f.syn) {
+			known = bpf_map_lookup_elem(&flows, &fk);
+			/* The fast path: one lookup for an established packet. */
+			if (known && known->generation == gen)
+				return allow(skb, REASON_ALLOW_ESTABLISHED);
+		}
+	}
+
+	__builtin_memcpy(dk.addr, f.daddr, 4);
+	fence = bpf_map_lookup_elem(&fences, &dk);
+	if (fence) {
+		if (fence->kind == FENCE_NEVER)
+			return drop(skb, &f, REASON_DROP_EAST_WEST);
+		restricted = 1;
+	}
+
+	rule = rule_lookup(&f, gen);
+	/* A rule allows a restricted destination only if it names a prefix
+	 * inside the fence and sets egress.allow_private_ips. */
+	if (rule.action == RULE_ALLOW && restricted &&
+	    (!rule.license_plen || rule.license_plen < fence->prefixlen))
+		rule.action = RULE_NONE;
+	/* A block that grants may not override skips them; any other
+	 * outcome lets a grant allow, as without rule tables. */
+	grants_ok = rule.action != RULE_BLOCK || rule.grants;
+
+	/* A flow of an older generation is decided again: the new rules keep
+	 * it or stop it here. A grant's flow outlives the grant's expiry, so
+	 * only a block that beats grants stops it; a revoked grant's flows
+	 * are removed by userspace. */
+	if (known && known->owner == FLOW_GRANT && grants_ok) {
+		known->generation = gen;
+		return allow(skb, REASON_ALLOW_ESTABLISHED);
+	}
 	if (rule.action == RULE_ALLOW) {
+		if (fk.proto)
+			remember_flow(&fk, gen, rule.rule, FLOW_RULE);
 		count_hit(skb, rule.hit);
 		return allow(skb, REASON_ALLOW_RULE);
 	}
-	/* A block that grants may not override skips them; any other
-	 * outcome lets a grant allow, as without rule tables. */
-	if (rule.action != RULE_BLOCK || rule.grants) {
-		g = grant_verdict(&f);
-		if (g > 0)
+	if (grants_ok) {
+		g = grant_verdict(&f, restricted);
+		if (g > 0) {
+			if (fk.proto)
+				remember_flow(&fk, gen, 0, FLOW_GRANT);
 			return allow(skb, REASON_ALLOW_GRANT);
+		}
 	}
-	if (established(skb, &f))
-		return allow(skb, REASON_ALLOW_ESTABLISHED);
+	if (known)
+		bpf_map_delete_elem(&flows, &fk);
+	if (reply_of_inbound(skb, &f))
+		return allow(skb, REASON_ALLOW_REPLY);
 	if (rule.action == RULE_BLOCK) {
 		count_hit(skb, rule.hit);
 		return drop(skb, &f, REASON_DROP_RULE);
 	}
+	if (restricted && g == 0)
+		return drop(skb, &f, REASON_DROP_RESTRICTED);
 	return drop(skb, &f, g < 0 ? REASON_DROP_EXPIRED : REASON_DROP_NO_RULE);
 }

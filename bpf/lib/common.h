@@ -16,6 +16,8 @@
 /* Rule tables come in two generations: the active one and the one being
  * built. */
 #define OUTCALL_RULE_SLOTS 2
+#define OUTCALL_MAX_FENCES 4096
+#define OUTCALL_MAX_FLOWS (1 << 18)
 
 /* Why a packet was allowed or dropped. The value indexes the counters map;
  * the datapath package turns the names into metric labels. */
@@ -38,17 +40,22 @@ enum reason {
 	REASON_DROP_ARP,            /* ARP not for the gateway or with foreign addresses */
 	REASON_ALLOW_RULE,          /* a packet-layer rule allowed it */
 	REASON_DROP_RULE,           /* a packet-layer rule blocked it */
+	REASON_DROP_EAST_WEST,      /* not addressed to the gateway, or to another Outcall address */
+	REASON_DROP_RESTRICTED,     /* a restricted destination no licensed rule or grant opens */
+	REASON_DROP_IP_OPTIONS,     /* IPv4 options (source routing and the like) */
+	REASON_ALLOW_REPLY,         /* reply of a connection opened towards the container */
 	REASON_MAX,
 };
 _Static_assert(REASON_MAX <= OUTCALL_MAX_REASONS, "counters map too small");
 
-/* An endpoint is a container-facing port with an identity. */
+/* An endpoint is a container-facing port with an identity. Every frame it
+ * may send goes to gateway_mac, the bridge's own address. */
 struct endpoint {
 	__u32 identity;
 	__u8 ip[4];
 	__u8 gateway[4];
 	__u8 mac[6];
-	__u8 pad[2];
+	__u8 gateway_mac[6];
 };
 
 /* An allow entry. port 0 matches every port of proto; proto 0 matches every
@@ -61,10 +68,14 @@ struct grant_key {
 	__u8 pad;
 };
 
+/* grant_value.flags */
+#define GRANT_F_PRIVATE 1 /* may open a restricted destination */
+
 struct grant_value {
 	__u64 expires_ns; /* CLOCK_BOOTTIME; 0 never expires */
 	__u32 rule;       /* who opened it (0 = operator) */
-	__u32 pad;
+	__u8 flags;       /* GRANT_F_* */
+	__u8 pad[3];
 };
 
 /* A service on the gateway that every endpoint may reach. */
@@ -101,7 +112,48 @@ struct rule_verdict {
 	__u32 rule;  /* index into the generation's hit counters */
 	__u8 action; /* enum rule_action */
 	__u8 grants; /* RULE_BLOCK: 1 lets a grant still allow */
+	/* RULE_ALLOW: the length of the longest prefix the allowing rule
+	 * names around this destination, when it sets
+	 * egress.allow_private_ips; 0 otherwise. A fenced destination is
+	 * opened only when it is at least the fence's prefix length. */
+	__u8 license_plen;
+	__u8 pad;
+};
+
+enum fence_kind {
+	FENCE_RESTRICTED = 1, /* opened only by a licensed rule or grant */
+	FENCE_NEVER = 2,      /* an Outcall subnet: never opened */
+};
+
+/* A fenced destination prefix (DESIGN.md section 4, restricted
+ * destinations). */
+struct fence {
+	__u8 kind;      /* enum fence_kind */
+	__u8 prefixlen; /* of the fenced prefix */
 	__u16 pad;
+};
+
+/* A flow the datapath allowed when it began: TCP or UDP from one identity.
+ * The source address is the identity's own. */
+struct flow_key {
+	__u32 identity;
+	__u8 daddr[4];
+	__u16 sport; /* host byte order */
+	__u16 dport; /* host byte order */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+enum flow_owner {
+	FLOW_RULE = 1,  /* opened by a packet-layer allow rule */
+	FLOW_GRANT = 2, /* opened by a grant; outlives its expiry, not its revocation */
+};
+
+struct flow_state {
+	__u32 generation; /* rule generation that last allowed it */
+	__u32 rule;       /* FLOW_RULE: the rule's index in that generation */
+	__u8 owner;       /* enum flow_owner */
+	__u8 pad[7];
 };
 
 struct counter {
@@ -241,13 +293,52 @@ struct {
 	});
 } rule_hits SEC(".maps");
 
+/* The active rule generation. Its low bit is the slot packets use; every
+ * install counts it up by one, so flows remember which generation allowed
+ * them in the same 32-bit word a packet reads once. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32); /* slot of the active generation */
+	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } rule_active SEC(".maps");
+
+/* Restricted destinations: the static ranges, the host's own addresses and
+ * every Outcall subnet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, OUTCALL_MAX_FENCES);
+	__type(key, struct rule_dst_key);
+	__type(value, struct fence);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fences SEC(".maps");
+
+/* Flows the datapath allowed. An evicted flow is decided afresh at its next
+ * packet, like a new one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, OUTCALL_MAX_FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct flow_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flows SEC(".maps");
+
+/* Never read by a program. Userspace rewrites its one entry to wait until
+ * every program run that started before has finished: the kernel waits for
+ * an RCU grace period on every update of a map of maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__uint(max_entries, 1);
+		__type(key, __u32);
+		__type(value, __u32);
+	});
+} barrier SEC(".maps");
 
 /* Referenced only so that BTF, and so bpf2go, knows these types. The rule
  * key and value types are otherwise reached only through the inner map
@@ -259,3 +350,5 @@ const struct rule_key *unused_rule_key __attribute__((unused));
 const struct rule_verdict *unused_rule_verdict __attribute__((unused));
 const enum reason *unused_reason __attribute__((unused));
 const enum rule_action *unused_rule_action __attribute__((unused));
+const enum fence_kind *unused_fence_kind __attribute__((unused));
+const enum flow_owner *unused_flow_owner __attribute__((unused));

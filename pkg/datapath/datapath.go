@@ -48,14 +48,21 @@ type Datapath struct {
 	links map[int]link.Link // by port ifindex
 
 	rules ruleState
+
+	barrierMu    sync.Mutex
+	barrierInner *ebpf.Map // the one entry of the barrier map
 }
 
-// Endpoint is what the program knows about a port: who sends on it.
+// Endpoint is what the program knows about a port: who sends on it, and
+// where every frame it sends must go.
 type Endpoint struct {
 	Identity uint32
 	IP       netip.Addr
 	Gateway  netip.Addr
 	MAC      net.HardwareAddr
+	// GatewayMAC is the bridge's own address: an IPv4 frame or ARP reply
+	// the port sends to any other MAC is dropped (east_west).
+	GatewayMAC net.HardwareAddr
 }
 
 // Service is a gateway port every endpoint may reach (DNS, proxy).
@@ -98,7 +105,7 @@ func Open(opts Options) (*Datapath, error) {
 		if err := ensureBPFFS(opts.PinDir); err != nil {
 			return nil, err
 		}
-		if err := replaceStaleCounters(spec, opts.PinDir, opts.Logger); err != nil {
+		if err := replaceStaleMaps(spec, opts.PinDir, opts.Logger); err != nil {
 			return nil, err
 		}
 		collOpts.Maps.PinPath = opts.PinDir
@@ -113,6 +120,10 @@ func Open(opts Options) (*Datapath, error) {
 		}
 		return nil, fmt.Errorf("load datapath: %w", err)
 	}
+	if err := d.SetFences(nil); err != nil {
+		d.Close()
+		return nil, err
+	}
 	if err := d.adoptPinnedLinks(); err != nil {
 		d.Close()
 		return nil, err
@@ -120,28 +131,35 @@ func Open(opts Options) (*Datapath, error) {
 	return d, nil
 }
 
-// replaceStaleCounters unpins a verdict counters map this program cannot use,
-// so that the load creates a new one: an older version sized it for fewer
-// reasons. It holds statistics only, so replacing it loses counts (Prometheus
-// sees a counter reset) but nothing a verdict depends on. Every other
-// incompatible pinned map still fails the load.
-func replaceStaleCounters(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
-	path := filepath.Join(dir, "counters")
-	m, err := ebpf.LoadPinnedMap(path, nil)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("load pinned map %s: %w", path, err)
-	}
-	incompatible := spec.Maps["counters"].Compatible(m)
-	m.Close()
-	if incompatible == nil {
-		return nil
-	}
-	log.Warn("replacing the pinned verdict counters of an older version; counts restart at zero", "map", path, "change", incompatible)
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("remove stale pinned map %s: %w", path, err)
+// replaceStaleMaps unpins every pinned map this program cannot use, so that
+// the load creates a new one: an older version made it with another size or
+// layout. Each is state the daemon writes afresh at startup (endpoints,
+// services, rule tables, fences) or may lose (counters restart at zero,
+// grants do not survive a restart, flows are decided again), and the old
+// program keeps its own reference until its links are updated, so nothing is
+// open in between.
+func replaceStaleMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("load pinned map %s: %w", path, err)
+		}
+		incompatible := ms.Compatible(m)
+		m.Close()
+		if incompatible == nil {
+			continue
+		}
+		log.Warn("replacing a pinned map of an older version", "map", path, "change", incompatible)
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("remove stale pinned map %s: %w", path, err)
+		}
 	}
 	return nil
 }
@@ -281,11 +299,12 @@ func (d *Datapath) AttachedPorts() []int {
 
 // SetEndpoint gives the port an identity and the addresses it may send from.
 func (d *Datapath) SetEndpoint(ifindex int, ep Endpoint) error {
-	if !ep.IP.Is4() || !ep.Gateway.Is4() || len(ep.MAC) != 6 {
-		return fmt.Errorf("set endpoint of ifindex %d: need IPv4 address, IPv4 gateway and 6-byte MAC", ifindex)
+	if !ep.IP.Is4() || !ep.Gateway.Is4() || len(ep.MAC) != 6 || len(ep.GatewayMAC) != 6 {
+		return fmt.Errorf("set endpoint of ifindex %d: need IPv4 address, IPv4 gateway, 6-byte MAC and 6-byte gateway MAC", ifindex)
 	}
 	v := portIngressEndpoint{Identity: ep.Identity, Ip: ep.IP.As4(), Gateway: ep.Gateway.As4()}
 	copy(v.Mac[:], ep.MAC)
+	copy(v.GatewayMac[:], ep.GatewayMAC)
 	if err := d.objs.Endpoints.Put(uint32(ifindex), &v); err != nil {
 		return fmt.Errorf("set endpoint of ifindex %d: %w", ifindex, err)
 	}
@@ -337,6 +356,9 @@ func (d *Datapath) SetServices(services []Service) error {
 // the active generation, so enforcement continues without the daemon.
 func (d *Datapath) Close() error {
 	d.rules.close()
+	if d.barrierInner != nil {
+		d.barrierInner.Close()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i, l := range d.links {
@@ -363,6 +385,7 @@ func (d *Datapath) Unpin() error {
 	for _, m := range []*ebpf.Map{
 		d.objs.Endpoints, d.objs.Grants, d.objs.Services, d.objs.Counters, d.objs.DropEvents,
 		d.objs.RuleActive, d.objs.RuleDsts, d.objs.RuleTable, d.objs.RuleAgents, d.objs.RuleHits,
+		d.objs.Fences, d.objs.Flows,
 	} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)

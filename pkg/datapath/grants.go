@@ -23,6 +23,9 @@ type Grant struct {
 	GrantKey
 	Expires time.Time
 	Rule    uint32
+	// AllowPrivate lets the grant open a restricted destination (see
+	// SetFences); without it such a grant opens nothing.
+	AllowPrivate bool
 }
 
 func (k GrantKey) raw() (portIngressGrantKey, error) {
@@ -44,6 +47,9 @@ func (d *Datapath) PutGrant(g Grant) error {
 		return err
 	}
 	val := portIngressGrantValue{Rule: g.Rule}
+	if g.AllowPrivate {
+		val.Flags = grantFlagPrivate
+	}
 	if !g.Expires.IsZero() {
 		left := time.Until(g.Expires)
 		if left <= 0 {
@@ -57,7 +63,11 @@ func (d *Datapath) PutGrant(g Grant) error {
 	return nil
 }
 
-// DeleteGrant removes an allow entry; it reports whether it existed.
+// grantFlagPrivate is GRANT_F_PRIVATE of bpf/lib/common.h.
+const grantFlagPrivate = 1
+
+// DeleteGrant removes an allow entry; it reports whether it existed. The
+// flows it opened live on: use RevokeGrant to end them too.
 func (d *Datapath) DeleteGrant(k GrantKey) (bool, error) {
 	key, err := k.raw()
 	if err != nil {
@@ -83,7 +93,8 @@ func (d *Datapath) Grants() ([]Grant, error) {
 	)
 	it := d.objs.Grants.Iterate()
 	for it.Next(&k, &v) {
-		g := Grant{GrantKey: GrantKey{Identity: k.Identity, Dst: netip.AddrFrom4(k.Daddr), Proto: k.Proto, Port: k.Dport}, Rule: v.Rule}
+		g := Grant{GrantKey: GrantKey{Identity: k.Identity, Dst: netip.AddrFrom4(k.Daddr), Proto: k.Proto, Port: k.Dport},
+			Rule: v.Rule, AllowPrivate: v.Flags&grantFlagPrivate != 0}
 		if v.ExpiresNs != 0 {
 			g.Expires = wall.Add(time.Duration(v.ExpiresNs) - now)
 		}
@@ -114,4 +125,18 @@ func (d *Datapath) SweepExpired() (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// RevokeGrant removes an allow entry and ends the flows it opened: an
+// operator's revoke closes the tuple, where an expiry does not. It reports
+// whether the entry existed.
+func (d *Datapath) RevokeGrant(k GrantKey) (bool, error) {
+	ok, err := d.DeleteGrant(k)
+	if err != nil {
+		return false, err
+	}
+	if _, err := d.EndFlows(FlowMatch{Identity: k.Identity, Dst: k.Dst, Proto: k.Proto, Port: k.Port, GrantsOnly: true}); err != nil {
+		return ok, err
+	}
+	return ok, nil
 }

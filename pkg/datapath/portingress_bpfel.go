@@ -34,18 +34,57 @@ type portIngressDropEvent struct {
 }
 
 type portIngressEndpoint struct {
-	_        structs.HostLayout
-	Identity uint32
-	Ip       [4]uint8
-	Gateway  [4]uint8
-	Mac      [6]uint8
-	Pad      [2]uint8
+	_          structs.HostLayout
+	Identity   uint32
+	Ip         [4]uint8
+	Gateway    [4]uint8
+	Mac        [6]uint8
+	GatewayMac [6]uint8
 }
 
 type portIngressEventBudget struct {
 	_             structs.HostLayout
 	WindowStartNs uint64
 	Sent          uint64
+}
+
+type portIngressFence struct {
+	_         structs.HostLayout
+	Kind      uint8
+	Prefixlen uint8
+	Pad       uint16
+}
+
+type portIngressFenceKind uint32
+
+const (
+	portIngressFenceKindFENCE_RESTRICTED portIngressFenceKind = 1
+	portIngressFenceKindFENCE_NEVER      portIngressFenceKind = 2
+)
+
+type portIngressFlowKey struct {
+	_        structs.HostLayout
+	Identity uint32
+	Daddr    [4]uint8
+	Sport    uint16
+	Dport    uint16
+	Proto    uint8
+	Pad      [3]uint8
+}
+
+type portIngressFlowOwner uint32
+
+const (
+	portIngressFlowOwnerFLOW_RULE  portIngressFlowOwner = 1
+	portIngressFlowOwnerFLOW_GRANT portIngressFlowOwner = 2
+)
+
+type portIngressFlowState struct {
+	_          structs.HostLayout
+	Generation uint32
+	Rule       uint32
+	Owner      uint8
+	Pad        [7]uint8
 }
 
 type portIngressGrantKey struct {
@@ -61,7 +100,8 @@ type portIngressGrantValue struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
 	Rule      uint32
-	Pad       uint32
+	Flags     uint8
+	Pad       [3]uint8
 }
 
 type portIngressReason uint32
@@ -85,7 +125,11 @@ const (
 	portIngressReasonREASON_DROP_ARP          portIngressReason = 15
 	portIngressReasonREASON_ALLOW_RULE        portIngressReason = 16
 	portIngressReasonREASON_DROP_RULE         portIngressReason = 17
-	portIngressReasonREASON_MAX               portIngressReason = 18
+	portIngressReasonREASON_DROP_EAST_WEST    portIngressReason = 18
+	portIngressReasonREASON_DROP_RESTRICTED   portIngressReason = 19
+	portIngressReasonREASON_DROP_IP_OPTIONS   portIngressReason = 20
+	portIngressReasonREASON_ALLOW_REPLY       portIngressReason = 21
+	portIngressReasonREASON_MAX               portIngressReason = 22
 )
 
 type portIngressRuleAction uint32
@@ -112,11 +156,12 @@ type portIngressRuleKey struct {
 }
 
 type portIngressRuleVerdict struct {
-	_      structs.HostLayout
-	Rule   uint32
-	Action uint8
-	Grants uint8
-	Pad    uint16
+	_           structs.HostLayout
+	Rule        uint32
+	Action      uint8
+	Grants      uint8
+	LicensePlen uint8
+	Pad         uint8
 }
 
 type portIngressServiceKey struct {
@@ -130,10 +175,13 @@ type portIngressServiceKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	portIngressMapBarrier             = "barrier"
 	portIngressMapCounters            = "counters"
 	portIngressMapDropEvents          = "drop_events"
 	portIngressMapEndpoints           = "endpoints"
 	portIngressMapEventBudgets        = "event_budgets"
+	portIngressMapFences              = "fences"
+	portIngressMapFlows               = "flows"
 	portIngressMapGrants              = "grants"
 	portIngressMapRuleActive          = "rule_active"
 	portIngressMapRuleAgents          = "rule_agents"
@@ -146,6 +194,8 @@ const (
 	portIngressVarAllowMarkMask       = "allow_mark_mask"
 	portIngressVarEventsPerSecond     = "events_per_second"
 	portIngressVarUnusedDropEvent     = "unused_drop_event"
+	portIngressVarUnusedFenceKind     = "unused_fence_kind"
+	portIngressVarUnusedFlowOwner     = "unused_flow_owner"
 	portIngressVarUnusedReason        = "unused_reason"
 	portIngressVarUnusedRuleAction    = "unused_rule_action"
 	portIngressVarUnusedRuleDstKey    = "unused_rule_dst_key"
@@ -202,10 +252,13 @@ type portIngressProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type portIngressMapSpecs struct {
+	Barrier      *ebpf.MapSpec `ebpf:"barrier"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	DropEvents   *ebpf.MapSpec `ebpf:"drop_events"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EventBudgets *ebpf.MapSpec `ebpf:"event_budgets"`
+	Fences       *ebpf.MapSpec `ebpf:"fences"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	Grants       *ebpf.MapSpec `ebpf:"grants"`
 	RuleActive   *ebpf.MapSpec `ebpf:"rule_active"`
 	RuleAgents   *ebpf.MapSpec `ebpf:"rule_agents"`
@@ -223,6 +276,8 @@ type portIngressVariableSpecs struct {
 	AllowMarkMask     *ebpf.VariableSpec `ebpf:"allow_mark_mask"`
 	EventsPerSecond   *ebpf.VariableSpec `ebpf:"events_per_second"`
 	UnusedDropEvent   *ebpf.VariableSpec `ebpf:"unused_drop_event"`
+	UnusedFenceKind   *ebpf.VariableSpec `ebpf:"unused_fence_kind"`
+	UnusedFlowOwner   *ebpf.VariableSpec `ebpf:"unused_flow_owner"`
 	UnusedReason      *ebpf.VariableSpec `ebpf:"unused_reason"`
 	UnusedRuleAction  *ebpf.VariableSpec `ebpf:"unused_rule_action"`
 	UnusedRuleDstKey  *ebpf.VariableSpec `ebpf:"unused_rule_dst_key"`
@@ -250,10 +305,13 @@ func (o *portIngressObjects) Close() error {
 //
 // It can be passed to loadPortIngressObjects or ebpf.CollectionSpec.LoadAndAssign.
 type portIngressMaps struct {
+	Barrier      *ebpf.Map `ebpf:"barrier"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	DropEvents   *ebpf.Map `ebpf:"drop_events"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EventBudgets *ebpf.Map `ebpf:"event_budgets"`
+	Fences       *ebpf.Map `ebpf:"fences"`
+	Flows        *ebpf.Map `ebpf:"flows"`
 	Grants       *ebpf.Map `ebpf:"grants"`
 	RuleActive   *ebpf.Map `ebpf:"rule_active"`
 	RuleAgents   *ebpf.Map `ebpf:"rule_agents"`
@@ -265,10 +323,13 @@ type portIngressMaps struct {
 
 func (m *portIngressMaps) Close() error {
 	return _PortIngressClose(
+		m.Barrier,
 		m.Counters,
 		m.DropEvents,
 		m.Endpoints,
 		m.EventBudgets,
+		m.Fences,
+		m.Flows,
 		m.Grants,
 		m.RuleActive,
 		m.RuleAgents,
@@ -287,6 +348,8 @@ type portIngressVariables struct {
 	AllowMarkMask     *ebpf.Variable `ebpf:"allow_mark_mask"`
 	EventsPerSecond   *ebpf.Variable `ebpf:"events_per_second"`
 	UnusedDropEvent   *ebpf.Variable `ebpf:"unused_drop_event"`
+	UnusedFenceKind   *ebpf.Variable `ebpf:"unused_fence_kind"`
+	UnusedFlowOwner   *ebpf.Variable `ebpf:"unused_flow_owner"`
 	UnusedReason      *ebpf.Variable `ebpf:"unused_reason"`
 	UnusedRuleAction  *ebpf.Variable `ebpf:"unused_rule_action"`
 	UnusedRuleDstKey  *ebpf.Variable `ebpf:"unused_rule_dst_key"`

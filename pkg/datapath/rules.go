@@ -47,7 +47,9 @@ func (a RuleAction) String() string {
 type RuleEntry struct {
 	AgentClass uint32 // 0: any agent
 	DstClass   uint32 // 0: destinations no prefix matches
-	Proto      uint8  // 6, 17, 1
+	// Proto is 6, 17 or 1, or 0 for every other IP protocol (GRE, SCTP,
+	// ...), whose packets have no ports: a proto 0 entry is AnyPort.
+	Proto uint8
 	// AnyPort covers every port not listed for the same agent class, dst
 	// class and proto; Port must then be 0. ICMP packets have port 0, so
 	// an ICMP entry with another port never matches.
@@ -63,6 +65,12 @@ type RuleEntry struct {
 	// stand for an allow rule whose condition cannot be decided). RuleNone
 	// entries count nothing and may leave it 0.
 	Rule uint32
+	// License is, for a RuleAllow entry, the length of the longest prefix
+	// the allowing rule names around DstClass when the rule sets
+	// egress.allow_private_ips, else 0. The program opens a fenced
+	// destination (SetFences) only when License is at least the fence's
+	// prefix length, so a broad rule never opens one.
+	License uint8
 }
 
 // String names the entry's key, for error messages.
@@ -230,7 +238,7 @@ func (t *RuleTables) raw() (*rawTables, error) {
 			return nil, fmt.Errorf("entry %d %s: duplicates entry %d", i, e, j)
 		}
 		seenKey[k] = i
-		v := portIngressRuleVerdict{Rule: e.Rule, Action: uint8(e.Action)}
+		v := portIngressRuleVerdict{Rule: e.Rule, Action: uint8(e.Action), LicensePlen: e.License}
 		if e.Grants {
 			v.Grants = 1
 		}
@@ -243,8 +251,15 @@ func (t *RuleTables) raw() (*rawTables, error) {
 func (e RuleEntry) check(rules int, dstClasses map[uint32]bool) error {
 	switch e.Proto {
 	case unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_ICMP:
+	case 0:
+		if !e.AnyPort {
+			return errors.New("protocol 0 (every other protocol) without AnyPort")
+		}
 	default:
-		return fmt.Errorf("protocol %d, want 1 (icmp), 6 (tcp) or 17 (udp)", e.Proto)
+		return fmt.Errorf("protocol %d, want 0 (other), 1 (icmp), 6 (tcp) or 17 (udp)", e.Proto)
+	}
+	if e.License > 32 {
+		return fmt.Errorf("license prefix length %d, want 0-32", e.License)
 	}
 	if e.AnyPort && e.Port != 0 {
 		return fmt.Errorf("port %d with AnyPort", e.Port)
@@ -301,11 +316,12 @@ func (d *Datapath) ClearRules() error {
 
 func (d *Datapath) installLocked(raw *rawTables) error {
 	s := &d.rules
-	active, err := d.activeSlot()
+	gen, err := d.Generation()
 	if err != nil {
 		return err
 	}
-	target := (active + 1) % ruleSlots
+	next := gen + 1
+	target := next % ruleSlots
 	g, err := s.build(raw)
 	if err != nil {
 		return err
@@ -322,9 +338,11 @@ func (d *Datapath) installLocked(raw *rawTables) error {
 		g.close()
 		return err
 	}
-	if err := d.objs.RuleActive.Put(uint32(0), target); err != nil {
+	// One 32-bit write: a packet reads the generation, and so its slot,
+	// once, and flows of older generations are decided again.
+	if err := d.objs.RuleActive.Put(uint32(0), next); err != nil {
 		g.close()
-		return fmt.Errorf("publish rule generation in slot %d: %w", target, err)
+		return fmt.Errorf("publish rule generation %d in slot %d: %w", next, target, err)
 	}
 	old := s.live
 	s.live, s.liveSlot = g, target
@@ -344,18 +362,21 @@ func (d *Datapath) installLocked(raw *rawTables) error {
 	return nil
 }
 
-// activeSlot is the slot packets use now. An out-of-range value, which only
-// a foreign writer could leave, makes packets find no generation; it counts
-// as the last slot, so the next install fills slot 0.
+// Generation is the active rule generation; its slot is Generation %
+// ruleSlots. Every install counts it up by one, so a flow that an older
+// generation allowed is decided again at its next packet.
+func (d *Datapath) Generation() (uint32, error) {
+	var gen uint32
+	if err := d.objs.RuleActive.Lookup(uint32(0), &gen); err != nil {
+		return 0, fmt.Errorf("read active rule generation: %w", err)
+	}
+	return gen, nil
+}
+
+// activeSlot is the slot packets use now.
 func (d *Datapath) activeSlot() (uint32, error) {
-	var slot uint32
-	if err := d.objs.RuleActive.Lookup(uint32(0), &slot); err != nil {
-		return 0, fmt.Errorf("read active rule slot: %w", err)
-	}
-	if slot >= ruleSlots {
-		slot = ruleSlots - 1
-	}
-	return slot, nil
+	gen, err := d.Generation()
+	return gen % ruleSlots, err
 }
 
 func putInner(name string, outer *ebpf.Map, slot uint32, inner *ebpf.Map) error {
