@@ -40,7 +40,17 @@ type Frame struct {
 	IHL uint8
 	// TruncateTo, when positive, cuts the frame to that many bytes.
 	TruncateTo int
+	// TCPFlags, when non-zero, replaces the TCP SYN flag (0x10 is ACK).
+	TCPFlags uint8
 }
+
+// TCP flags for Frame.TCPFlags.
+const (
+	TCPFlagFIN = 0x01
+	TCPFlagSYN = 0x02
+	TCPFlagRST = 0x04
+	TCPFlagACK = 0x10
+)
 
 // TCP is a TCP SYN from src:sport to dst:dport.
 func TCP(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) Frame {
@@ -80,7 +90,10 @@ func (f Frame) Bytes() []byte {
 		binary.BigEndian.PutUint16(l4[0:], f.SrcPort)
 		binary.BigEndian.PutUint16(l4[2:], f.DstPort)
 		l4[12] = 5 << 4 // data offset
-		l4[13] = 0x02   // SYN
+		l4[13] = TCPFlagSYN
+		if f.TCPFlags != 0 {
+			l4[13] = f.TCPFlags
+		}
 	case ProtoUDP:
 		l4 = make([]byte, 8)
 		binary.BigEndian.PutUint16(l4[0:], f.SrcPort)
@@ -135,18 +148,30 @@ func Checksum(b []byte) uint16 {
 // ARP is a broadcast ARP request from sha/spa asking for tpa, padded to the
 // Ethernet minimum.
 func ARP(sha net.HardwareAddr, spa, tpa netip.Addr) []byte {
+	return ARPMessage(ARPRequest, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, sha, spa, make(net.HardwareAddr, 6), tpa)
+}
+
+// ARP operations.
+const (
+	ARPRequest = 1
+	ARPReply   = 2
+)
+
+// ARPMessage is an ARP message of any operation, sent to dstMAC, padded to
+// the Ethernet minimum.
+func ARPMessage(op uint16, dstMAC, sha net.HardwareAddr, spa netip.Addr, tha net.HardwareAddr, tpa netip.Addr) []byte {
 	b := make([]byte, 0, 60)
-	b = append(b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	b = append(b, dstMAC...)
 	b = append(b, sha...)
 	b = binary.BigEndian.AppendUint16(b, EtherTypeARP)
 	b = binary.BigEndian.AppendUint16(b, 1) // hardware: Ethernet
 	b = binary.BigEndian.AppendUint16(b, EtherTypeIPv4)
 	b = append(b, 6, 4)
-	b = binary.BigEndian.AppendUint16(b, 1) // request
+	b = binary.BigEndian.AppendUint16(b, op)
 	b = append(b, sha...)
 	s, t := spa.As4(), tpa.As4()
 	b = append(b, s[:]...)
-	b = append(b, make([]byte, 6)...)
+	b = append(b, tha...)
 	b = append(b, t[:]...)
 	return append(b, make([]byte, 18)...)
 }

@@ -29,7 +29,7 @@ func BenchmarkVerdict(b *testing.B) {
 		frame  []byte
 		reason Reason
 	}{
-		{"allow", tcp(agentIP, netip.AddrFrom4([4]byte{100, 64, 0x13, 0x88}), 443).Bytes(), AllowRule},
+		{"allow", tcp(agentIP, netip.AddrFrom4([4]byte{198, 18, 0x13, 0x88}), 443).Bytes(), AllowRule},
 		{"grant", tcp(agentIP, upstream, 443).Bytes(), AllowGrant},
 	} {
 		b.Run("rules=10k/"+tc.name, func(b *testing.B) {

@@ -26,6 +26,10 @@ var reasonNames = [...]string{
 	portIngressReasonREASON_DROP_ARP:          "arp",
 	portIngressReasonREASON_ALLOW_RULE:        "rule",
 	portIngressReasonREASON_DROP_RULE:         "rule",
+	portIngressReasonREASON_DROP_EAST_WEST:    "east_west",
+	portIngressReasonREASON_DROP_RESTRICTED:   "restricted",
+	portIngressReasonREASON_DROP_IP_OPTIONS:   "ip_options",
+	portIngressReasonREASON_ALLOW_REPLY:       "reply",
 }
 
 // Reasons, as the program numbers them.
@@ -48,6 +52,10 @@ const (
 	DropARP          = Reason(portIngressReasonREASON_DROP_ARP)
 	AllowRule        = Reason(portIngressReasonREASON_ALLOW_RULE)
 	DropRule         = Reason(portIngressReasonREASON_DROP_RULE)
+	DropEastWest     = Reason(portIngressReasonREASON_DROP_EAST_WEST)
+	DropRestricted   = Reason(portIngressReasonREASON_DROP_RESTRICTED)
+	DropIPOptions    = Reason(portIngressReasonREASON_DROP_IP_OPTIONS)
+	AllowReply       = Reason(portIngressReasonREASON_ALLOW_REPLY)
 	reasonCount      = int(portIngressReasonREASON_MAX)
 )
 
@@ -64,7 +72,7 @@ func (r Reason) String() string {
 // a list.
 func (r Reason) Allowed() bool {
 	switch r {
-	case AllowGrant, AllowGateway, AllowARP, AllowEstablished, AllowRule:
+	case AllowGrant, AllowGateway, AllowARP, AllowEstablished, AllowRule, AllowReply:
 		return true
 	}
 	return false

@@ -33,6 +33,10 @@ var (
 	gatewayIP = netip.MustParseAddr("10.200.0.1")
 	upstream  = netip.MustParseAddr("198.51.100.10")
 	upstream2 = netip.MustParseAddr("198.51.100.20")
+	metadata  = netip.MustParseAddr("169.254.169.254")
+	broadcast = netip.MustParseAddr("255.255.255.255")
+	privateDB = netip.MustParseAddr("10.20.0.5")
+	hostAddr  = netip.MustParseAddr("192.0.2.1") // one of the host's own addresses
 )
 
 const (
@@ -66,12 +70,21 @@ func testPinDir(t *testing.T) string {
 
 func seed(t testing.TB, d *Datapath) {
 	t.Helper()
-	must(t, d.SetEndpoint(agentPort, Endpoint{Identity: agentID, IP: agentIP, Gateway: gatewayIP, MAC: agentMAC}))
-	must(t, d.SetEndpoint(otherPort, Endpoint{Identity: otherID, IP: otherIP, Gateway: gatewayIP, MAC: otherMAC}))
+	must(t, d.SetEndpoint(agentPort, Endpoint{Identity: agentID, IP: agentIP, Gateway: gatewayIP, MAC: agentMAC, GatewayMAC: gwMAC}))
+	must(t, d.SetEndpoint(otherPort, Endpoint{Identity: otherID, IP: otherIP, Gateway: gatewayIP, MAC: otherMAC, GatewayMAC: gwMAC}))
 	must(t, d.SetServices([]Service{{17, api.DefaultDNSPort}, {6, api.DefaultDNSPort}, {6, api.DefaultProxyPort}}))
 	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream, Proto: 6, Port: 443}}))
 	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream, Proto: 17}}))
 	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream2}}))
+	// Restricted destinations: an Outcall subnet no grant opens, a host
+	// address, and grants to restricted addresses with and without the
+	// operator's license.
+	must(t, d.SetFences([]Fence{{Prefix: netip.MustParsePrefix("10.200.0.0/16"), Never: true}, {Prefix: netip.PrefixFrom(hostAddr, 32)}}))
+	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: metadata}}))
+	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: broadcast}}))
+	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: hostAddr}}))
+	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: privateDB, Proto: 6, Port: 5432}, AllowPrivate: true}))
+	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: otherIP}, AllowPrivate: true}))
 	// An entry that expired long ago, written raw: PutGrant refuses it.
 	key := portIngressGrantKey{Identity: agentID, Daddr: upstream.As4(), Dport: 8443, Proto: 6}
 	must(t, d.objs.Grants.Put(&key, &portIngressGrantValue{ExpiresNs: 1}))
@@ -129,6 +142,16 @@ func TestVerdicts(t *testing.T) {
 	badIHL.IHL = 4
 	hugeIHL := tcp(agentIP, upstream, 443) // header claims 60 bytes, frame has 40
 	hugeIHL.IHL = 15
+	// Loose and strict source route options, padded to 8 bytes: the
+	// packets the gateway would forward with the mark.
+	lsrr := udp(gatewayIP, 53)
+	lsrr.IPOptions = []byte{0x83, 7, 4, 198, 51, 100, 10, 0}
+	ssrr := udp(gatewayIP, 53)
+	ssrr.IPOptions = []byte{0x89, 7, 4, 198, 51, 100, 10, 0}
+	toOtherMAC := tcp(agentIP, upstream, 443)
+	toOtherMAC.DstMAC = otherMAC
+	toBroadcast := udp(upstream, 9999)
+	toBroadcast.DstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	ipv6 := packet.Frame{SrcMAC: agentMAC, DstMAC: gwMAC, EtherType: packet.EtherTypeIPv6}
 	lldp := packet.Frame{SrcMAC: agentMAC, DstMAC: gwMAC, EtherType: 0x88cc}
 	vlan := packet.Frame{SrcMAC: agentMAC, DstMAC: gwMAC, EtherType: 0x8100}
@@ -158,13 +181,29 @@ func TestVerdicts(t *testing.T) {
 		{"gateway udp proxy port", agentPort, udp(gatewayIP, 8080).Bytes(), DropGatewayPort},
 		{"dns to granted upstream", agentPort, udp(upstream, 53).Bytes(), DropDNSBypass},
 		{"dot to granted upstream", agentPort, tcp(agentIP, upstream2, 853).Bytes(), DropDNSBypass},
-		{"ip options parsed", agentPort, withOptions.Bytes(), AllowGrant},
+		{"ip options", agentPort, withOptions.Bytes(), DropIPOptions},
+		{"loose source route", agentPort, lsrr.Bytes(), DropIPOptions},
+		{"strict source route to the gateway's dns", agentPort, ssrr.Bytes(), DropIPOptions},
 		{"more fragments", agentPort, moreFrags.Bytes(), DropFragment},
 		{"later fragment", agentPort, laterFrag.Bytes(), DropFragment},
 		{"don't fragment is fine", agentPort, dontFrag.Bytes(), AllowGrant},
 		{"truncated ports", agentPort, shortPorts.Bytes(), DropMalformed},
 		{"ihl below 5", agentPort, badIHL.Bytes(), DropMalformed},
-		{"ihl beyond frame", agentPort, hugeIHL.Bytes(), DropMalformed},
+		{"ihl beyond frame", agentPort, hugeIHL.Bytes(), DropIPOptions},
+		{"to another agent's mac", agentPort, toOtherMAC.Bytes(), DropEastWest},
+		{"to the broadcast mac", agentPort, toBroadcast.Bytes(), DropEastWest},
+		{"to another agent's address via the gateway", agentPort, tcp(agentIP, otherIP, 7000).Bytes(), DropEastWest},
+		{"to another bridge's subnet", agentPort, tcp(agentIP, netip.MustParseAddr("10.200.1.5"), 80).Bytes(), DropEastWest},
+		{"to the metadata address, unlicensed grant", agentPort, tcp(agentIP, metadata, 80).Bytes(), DropRestricted},
+		{"to a private address, licensed grant", agentPort, tcp(agentIP, privateDB, 5432).Bytes(), AllowGrant},
+		{"to the broadcast address, any-protocol grant", agentPort, udp(broadcast, 9).Bytes(), DropRestricted},
+		{"to a host address, unlicensed grant", agentPort, tcp(agentIP, hostAddr, 22).Bytes(), DropRestricted},
+		{"arp reply to the gateway", agentPort, packet.ARPMessage(packet.ARPReply, gwMAC, agentMAC, agentIP, gwMAC, gatewayIP), AllowARP},
+		{"arp request unicast to the gateway", agentPort, packet.ARPMessage(packet.ARPRequest, gwMAC, agentMAC, agentIP, make(net.HardwareAddr, 6), gatewayIP), AllowARP},
+		{"arp request unicast to another agent", agentPort, packet.ARPMessage(packet.ARPRequest, otherMAC, agentMAC, agentIP, make(net.HardwareAddr, 6), gatewayIP), DropARP},
+		{"arp reply claiming the gateway, to another agent", agentPort, packet.ARPMessage(packet.ARPReply, otherMAC, agentMAC, agentIP, otherMAC, gatewayIP), DropARP},
+		{"arp reply broadcast", agentPort, packet.ARPMessage(packet.ARPReply, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, agentMAC, agentIP, gwMAC, gatewayIP), DropARP},
+		{"rarp opcode", agentPort, packet.ARPMessage(3, gwMAC, agentMAC, agentIP, gwMAC, gatewayIP), DropARP},
 		{"ipv6", agentPort, ipv6.Bytes(), DropIPv6},
 		{"non-ip ethertype", agentPort, lldp.Bytes(), DropNonIP},
 		{"vlan tagged", agentPort, vlan.Bytes(), DropNonIP},

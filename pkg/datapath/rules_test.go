@@ -23,6 +23,11 @@ const (
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
 
+// otherProto is a packet of IP protocol proto with no layer-4 header.
+func otherProto(dst netip.Addr, proto uint8) packet.Frame {
+	return packet.Frame{SrcMAC: agentMAC, DstMAC: gwMAC, EtherType: packet.EtherTypeIPv4, Src: agentIP, Dst: dst, Proto: proto}
+}
+
 // otherTCP is a TCP SYN from the other endpoint, which has no agent class.
 func otherTCP(dst netip.Addr, dport uint16) packet.Frame {
 	return packet.TCP(otherMAC, gwMAC, otherIP, dst, 40000, dport)
@@ -62,20 +67,24 @@ func testTables() *RuleTables {
 		},
 		Agents: map[uint32]uint32{agentID: agentA},
 		Entries: []RuleEntry{
-			{DstClass: dst10, Proto: tcp6, Port: 443, Action: RuleAllow, Rule: 0},
+			{DstClass: dst10, Proto: tcp6, Port: 443, Action: RuleAllow, Rule: 0, License: 8},
 			{DstClass: dst10_1, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: 1},
-			{DstClass: dstHost, Proto: tcp6, AnyPort: true, Action: RuleAllow, Rule: 2},
-			{AgentClass: agentA, DstClass: dst10, Proto: tcp6, Port: 22, Action: RuleAllow, Rule: 3},
+			{DstClass: dstHost, Proto: tcp6, AnyPort: true, Action: RuleAllow, Rule: 2, License: 32},
+			{AgentClass: agentA, DstClass: dst10, Proto: tcp6, Port: 22, Action: RuleAllow, Rule: 3, License: 8},
 			{Proto: udp17, AnyPort: true, Action: RuleBlock, Rule: 4},
 			{DstClass: dstNet, Proto: icmp1, Action: RuleAllow, Rule: 5},
 			{Proto: tcp6, AnyPort: true, Action: RuleBlock, Grants: true, Rule: 6},
 			{DstClass: dstBridge, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: 7},
 			{DstClass: dstBridge, Proto: udp17, AnyPort: true, Action: RuleBlock, Rule: 7},
-			{DstClass: dst10, Proto: udp17, AnyPort: true, Action: RuleAllow, Rule: 8},
+			{DstClass: dst10, Proto: udp17, AnyPort: true, Action: RuleAllow, Rule: 8, License: 8},
 			{DstClass: dstNet, Proto: tcp6, AnyPort: true, Action: RuleAllow, Rule: 9},
 			{DstClass: dstNet, Proto: tcp6, Port: 80, Action: RuleNone},
 			{AgentClass: agentA, DstClass: dstNet, Proto: tcp6, Port: 8000, Action: RuleNone},
-			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, AnyPort: true, Action: RuleAllow, Rule: 10},
+			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, AnyPort: true, Action: RuleAllow, Rule: 10, License: 16},
+			{DstClass: dst10_1, Proto: tcp6, Port: 7, Action: RuleAllow, Rule: 0, License: 0},
+			{DstClass: dst10_1, Proto: tcp6, Port: 9, Action: RuleAllow, Rule: 0, License: 0},
+			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, Port: 9, Action: RuleAllow, Rule: 10, License: 0},
+			{Proto: 0, AnyPort: true, Action: RuleBlock, Rule: 4},
 			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, Port: 25, Action: RuleNone},
 		},
 	}
@@ -85,8 +94,6 @@ func TestRuleVerdicts(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
 	must(t, d.InstallRules(testTables()))
-	withOptions := tcp(agentIP, addr("10.9.9.9"), 443)
-	withOptions.IPOptions = []byte{1, 1, 1, 0}
 
 	tests := []struct {
 		name   string
@@ -96,17 +103,19 @@ func TestRuleVerdicts(t *testing.T) {
 		rule   string // the rule that counts a hit, if any
 	}{
 		{"/8 exact port", agentPort, tcp(agentIP, addr("10.9.9.9"), 443), AllowRule, "allow-10-https"},
-		{"/8 exact port, ip options", agentPort, withOptions, AllowRule, "allow-10-https"},
 		{"/16 wildcard beats /8 exact port", otherPort, otherTCP(addr("10.1.9.9"), 443), DropRule, "block-10-1-tcp"},
 		{"/32 beats /16", otherPort, otherTCP(addr("10.1.2.3"), 8080), AllowRule, "allow-host"},
 		{"agent exact port", agentPort, tcp(agentIP, addr("10.9.9.9"), 22), AllowRule, "allow-agent-ssh"},
-		{"agent entry is not another agent's", otherPort, otherTCP(addr("10.9.9.9"), 22), DropNoRule, ""},
+		{"agent entry is not another agent's", otherPort, otherTCP(addr("10.9.9.9"), 22), DropRestricted, ""},
+		{"unlicensed allow of a restricted destination", otherPort, otherTCP(addr("10.1.9.9"), 7), DropRestricted, ""},
+		{"other protocol, block of every protocol", agentPort, otherProto(addr("198.51.100.99"), 47), DropRule, "block-udp"},
+		{"other protocol, block beats an any-protocol grant", agentPort, otherProto(upstream2, 132), DropRule, "block-udp"},
 		{"agent wildcard beats any-agent wildcard", agentPort, tcp(agentIP, addr("10.1.9.9"), 443), AllowRule, "allow-agent-10-1-tcp"},
-		{"agent none shadows agent wildcard and any-agent entries", agentPort, tcp(agentIP, addr("10.1.9.9"), 25), DropNoRule, ""},
+		{"agent none shadows agent wildcard and any-agent entries", agentPort, tcp(agentIP, addr("10.1.9.9"), 25), DropRestricted, ""},
 		{"unmatched destination, udp wildcard", agentPort, udp(addr("192.0.2.1"), 5000), DropRule, "block-udp"},
 		{"udp /8 wildcard", agentPort, udp(addr("10.9.9.9"), 5000), AllowRule, "allow-10-udp"},
 		{"icmp exact", agentPort, packet.ICMP(agentMAC, gwMAC, agentIP, addr("203.0.113.7")), AllowRule, "allow-icmp"},
-		{"icmp without entry", agentPort, packet.ICMP(agentMAC, gwMAC, agentIP, addr("10.9.9.9")), DropNoRule, ""},
+		{"icmp without entry", agentPort, packet.ICMP(agentMAC, gwMAC, agentIP, addr("10.9.9.9")), DropRestricted, ""},
 		{"tcp unmatched destination, block with grants, no grant", agentPort, tcp(agentIP, addr("192.0.2.1"), 80), DropRule, "block-tcp-granted"},
 		{"none shadows wildcard", otherPort, otherTCP(addr("203.0.113.7"), 80), DropNoRule, ""},
 		{"wildcard next to none", otherPort, otherTCP(addr("203.0.113.7"), 81), AllowRule, "allow-web"},
@@ -347,7 +356,8 @@ func TestRuleValidation(t *testing.T) {
 		{"duplicate prefix after masking", func(t *RuleTables) { t.Prefixes = append(t.Prefixes, RulePrefix{pfx("203.0.113.9/24"), 2}) }, "prefix 1 (203.0.113.9/24): duplicates prefix 0"},
 		{"agent class 0", func(t *RuleTables) { t.Agents[otherID] = 0 }, "agent identity 8: class 0"},
 		{"protocol", func(t *RuleTables) { t.Entries[1].Proto = 47 }, "entry 1 {agent class 0, dst class 1, 47/any}: protocol 47"},
-		{"protocol 0", func(t *RuleTables) { t.Entries[1].Proto = 0 }, "entry 1 {agent class 0, dst class 1, 0/any}: protocol 0"},
+		{"protocol 0 with a port", func(t *RuleTables) { t.Entries[0].Proto = 0 }, "entry 0 {agent class 0, dst class 1, 0/443}: protocol 0 (every other protocol) without AnyPort"},
+		{"license beyond 32", func(t *RuleTables) { t.Entries[0].License = 33 }, "entry 0 {agent class 0, dst class 1, tcp/443}: license prefix length 33"},
 		{"port with any port", func(t *RuleTables) { t.Entries[1].Port = 80 }, "entry 1 {agent class 0, dst class 1, tcp/any}: port 80 with AnyPort"},
 		{"unknown dst class", func(t *RuleTables) { t.Entries[0].DstClass = 9 }, "entry 0 {agent class 0, dst class 9, tcp/443}: dst class 9 has no prefix"},
 		{"rule out of range", func(t *RuleTables) { t.Entries[1].Rule = 2 }, "entry 1 {agent class 0, dst class 1, tcp/any}: rule 2 out of range (2 rules)"},
@@ -437,13 +447,13 @@ func TestRulesAcrossRestart(t *testing.T) {
 	}
 }
 
-// bigTables lowers nPrefixes /32 destinations in 100.64.0.0/10, each with six
+// bigTables lowers nPrefixes /32 destinations in 198.18.0.0/15, each with six
 // entries of two rules (allow and block), and gives agentID class 1.
 func bigTables(nPrefixes int) *RuleTables {
 	t := &RuleTables{Agents: map[uint32]uint32{agentID: 1, otherID: 2}}
 	for i := range nPrefixes {
 		class := uint32(i + 1)
-		a := netip.AddrFrom4([4]byte{100, 64 | byte(i>>16), byte(i >> 8), byte(i)})
+		a := netip.AddrFrom4([4]byte{198, 18 | byte(i>>16), byte(i >> 8), byte(i)})
 		allow, block := uint32(len(t.Rules)), uint32(len(t.Rules)+1)
 		t.Rules = append(t.Rules, RuleRef{fmt.Sprintf("allow-%d", i), RuleAllow}, RuleRef{fmt.Sprintf("block-%d", i), RuleBlock})
 		t.Prefixes = append(t.Prefixes, RulePrefix{netip.PrefixFrom(a, 32), class})
@@ -466,12 +476,12 @@ func TestInstallManyRules(t *testing.T) {
 	start := time.Now()
 	must(t, d.InstallRules(big))
 	t.Logf("installed %d prefixes, %d entries, %d rules in %v", len(big.Prefixes), len(big.Entries), len(big.Rules), time.Since(start))
-	last := netip.AddrFrom4([4]byte{100, 64, 0x27, 0x0f}) // prefix 9999
+	last := netip.AddrFrom4([4]byte{198, 18, 0x27, 0x0f}) // prefix 9999
 	expectVerdict(t, d, agentPort, tcp(agentIP, last, 443).Bytes(), AllowRule, "allow-9999")
 	expectVerdict(t, d, agentPort, tcp(agentIP, last, 22).Bytes(), AllowRule, "allow-9999")
 	expectVerdict(t, d, otherPort, otherTCP(last, 22).Bytes(), DropRule, "block-9999")
 	expectVerdict(t, d, agentPort, packet.ICMP(agentMAC, gwMAC, agentIP, last).Bytes(), AllowRule, "allow-9999")
-	expectVerdict(t, d, agentPort, tcp(agentIP, addr("100.127.0.1"), 443).Bytes(), DropNoRule, "")
+	expectVerdict(t, d, agentPort, tcp(agentIP, addr("198.19.255.1"), 443).Bytes(), DropNoRule, "")
 }
 
 // TestRuleSwapIsAtomic sends packets while generations alternate. The two
