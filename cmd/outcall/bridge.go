@@ -26,13 +26,35 @@ func newBridgeCmd() *cobra.Command {
 			}),
 		},
 		bridgeAction("up", "Create or attach the bridge and apply the base ruleset", "Bridge is up."),
-		bridgeAction("down", "Remove the nftables table and delete the bridge", "Bridge is down."),
+		newBridgeDownCmd(),
 	)
 	return cmd
 }
 
-// bridgeAction is `bridge up` or `bridge down`: a bodiless POST and a fixed
-// success message.
+// newBridgeDownCmd is `bridge down [--remove-ports]`. The daemon refuses
+// while the bridge has ports, since a port left without its bridge is open;
+// --remove-ports deletes them (and a veth's peer) first.
+func newBridgeDownCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "down [--remove-ports]",
+		Short: "Remove the nftables table and delete the bridge (refused while it has ports)",
+		Args:  cobra.NoArgs,
+	}
+	removePorts := cmd.Flags().Bool("remove-ports", false, "delete every port of the bridge (host-side links; a veth's peer goes with it) before the teardown")
+	cmd.RunE = action(func(cmd *cobra.Command, _ []string) error {
+		path := "/api/v1/bridge/down"
+		if *removePorts {
+			path += "?remove_ports=true"
+		}
+		if err := client(cmd).Exec("POST", path, nil); err != nil {
+			return err
+		}
+		return printLine(cmd, "Bridge is down.")
+	})
+	return cmd
+}
+
+// bridgeAction is `bridge up`: a bodiless POST and a fixed success message.
 func bridgeAction(verb, short, done string) *cobra.Command {
 	return &cobra.Command{
 		Use:   verb,

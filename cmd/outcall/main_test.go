@@ -159,6 +159,21 @@ func TestCLI(t *testing.T) {
 			wantReqs: []string{"POST /api/v1/bridge/down"},
 		},
 		{
+			name:     "bridge down --remove-ports",
+			args:     []string{"bridge", "down", "--remove-ports"},
+			routes:   map[string]string{"POST /api/v1/bridge/down?remove_ports=true": ok},
+			wantOut:  "Bridge is down.\n",
+			wantReqs: []string{"POST /api/v1/bridge/down?remove_ports=true"},
+		},
+		{
+			name:     "bridge down refused while ports exist",
+			args:     []string{"bridge", "down"},
+			routes:   map[string]string{"POST /api/v1/bridge/down": `{"success":false,"error":"bridge outcall0 has ports: veth1, veth2 — remove them first or use --remove-ports"}`},
+			wantErr:  "Error: bridge outcall0 has ports: veth1, veth2 — remove them first or use --remove-ports\n",
+			wantCode: 1,
+			wantReqs: []string{"POST /api/v1/bridge/down"},
+		},
+		{
 			name:     "API error",
 			args:     []string{"bridge", "up"},
 			routes:   map[string]string{"POST /api/v1/bridge/up": permErr},

@@ -82,6 +82,17 @@ type BridgeStatus struct {
 	NftablesActive bool    `json:"nftables_active"`
 }
 
+// BridgeDownRequest is the optional body of POST /api/v1/bridge/down; the
+// query parameter remove_ports=true means the same, so the spec's bodiless
+// request keeps working.
+type BridgeDownRequest struct {
+	// RemovePorts deletes every port of the bridge (the host-side links, and
+	// with a veth its peer) before the teardown. Without it the teardown is
+	// refused while the bridge has ports: a former port outside the bridge
+	// is matched by no floor rule and would be open.
+	RemovePorts bool `json:"remove_ports"`
+}
+
 // Endpoint is a port on an Outcall bridge with an identity: a namespace's veth,
 // a microVM's tap, later a Docker container's veth.
 type Endpoint struct {

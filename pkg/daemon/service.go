@@ -1,13 +1,17 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/datapath"
@@ -51,9 +55,17 @@ func (d *Daemon) BridgeUp(ctx context.Context) error { return d.up() }
 
 // BridgeDown implements hostapi.Service: the only teardown. Programs are
 // detached and unpinned, the tables deleted, the bridge removed (S001-FR-009).
-func (d *Daemon) BridgeDown(ctx context.Context) error {
+//
+// A port that outlives its bridge is a plain routed interface that no floor
+// rule matches, so the teardown is refused (409, naming the ports) while the
+// bridge has any, unless req.RemovePorts asks for them to be deleted first.
+// Both happen before anything is torn down.
+func (d *Daemon) BridgeDown(ctx context.Context, req api.BridgeDownRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.clearPortsLocked(req.RemovePorts); err != nil {
+		return err
+	}
 	if d.dp != nil {
 		if err := d.dp.Unpin(); err != nil {
 			d.log.Warn("unpin datapath", "err", err)
@@ -71,6 +83,46 @@ func (d *Daemon) BridgeDown(ctx context.Context) error {
 	d.log.Info("bridge torn down", "bridge", d.cfg.Bridge)
 	return nil
 }
+
+// clearPortsLocked refuses a teardown while the bridge has ports, or with
+// remove deletes them (a veth's peer goes with it) and checks that none is
+// left, so that no port can leave the bridge and stay alive.
+func (d *Daemon) clearPortsLocked(remove bool) error {
+	st, err := d.bridges.Status(d.cfg.Bridge)
+	if err != nil || !st.Exists {
+		return err
+	}
+	// A port can join while the others are deleted; a few rounds catch it.
+	for range 3 {
+		ports, err := d.bridges.Ports(st.Index)
+		if err != nil || len(ports) == 0 {
+			return err
+		}
+		names := make([]string, 0, len(ports))
+		for _, p := range ports {
+			names = append(names, p.Name)
+		}
+		sort.Strings(names)
+		if !remove {
+			return &hostapi.StatusError{Status: http.StatusConflict, Err: fmt.Errorf(
+				"bridge %s has ports: %s — remove them first or use --remove-ports", d.cfg.Bridge, strings.Join(names, ", "))}
+		}
+		if err := d.bridges.DeletePorts(st.Index, ports); err != nil {
+			return err
+		}
+		d.log.Info("bridge teardown: ports removed", "bridge", d.cfg.Bridge, "ports", names)
+	}
+	ports, err := d.bridges.Ports(st.Index)
+	if err != nil {
+		return err
+	}
+	if len(ports) > 0 {
+		return &hostapi.StatusError{Status: http.StatusConflict, Err: fmt.Errorf(
+			"bridge %s still has ports after removing them (%d joined meanwhile); nothing was torn down, try again", d.cfg.Bridge, len(ports))}
+	}
+	return nil
+}
+
 
 // Endpoints implements hostapi.Service.
 func (d *Daemon) Endpoints(ctx context.Context) ([]api.Endpoint, error) {
@@ -120,6 +172,23 @@ func (d *Daemon) AddEndpoint(ctx context.Context, req api.EndpointAddRequest) (a
 	}
 	if !d.cfg.Gateway.Contains(e.IP) || e.IP == d.cfg.Gateway.Addr() {
 		return api.Endpoint{}, badRequest("ip %s is not a host address in the bridge subnet %s", e.IP, d.cfg.Gateway.Masked())
+	}
+	// The bridge delivers frames for its own MAC, and for its ports'
+	// host-side MACs, to the host: an endpoint claiming one would be judged
+	// by the wrong address, or answered as the gateway.
+	if br, err := netlink.LinkByName(d.cfg.Bridge); err != nil {
+		return api.Endpoint{}, fmt.Errorf("read the MAC of bridge %s: %w", d.cfg.Bridge, err)
+	} else if bytes.Equal(br.Attrs().HardwareAddr, e.MAC) {
+		return api.Endpoint{}, badRequest("invalid mac %q: it is the address of bridge %s itself", e.MACText, d.cfg.Bridge)
+	}
+	ports, err := d.bridges.Ports(d.bridgeIndex)
+	if err != nil {
+		return api.Endpoint{}, err
+	}
+	for _, p := range ports {
+		if bytes.Equal(p.HardwareAddr, e.MAC) {
+			return api.Endpoint{}, badRequest("invalid mac %q: it is the host-side address of bridge port %s; use the MAC inside the endpoint", e.MACText, p.Name)
+		}
 	}
 	e, err = d.endpoints.Add(e)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"outcall.dev/outcall/pkg/api"
@@ -25,7 +26,9 @@ import (
 type Service interface {
 	BridgeStatus(ctx context.Context) (api.BridgeStatus, error)
 	BridgeUp(ctx context.Context) error
-	BridgeDown(ctx context.Context) error
+	// BridgeDown tears the bridge down; it refuses (409) while the bridge
+	// has ports unless req.RemovePorts.
+	BridgeDown(ctx context.Context, req api.BridgeDownRequest) error
 	Endpoints(ctx context.Context) ([]api.Endpoint, error)
 	AddEndpoint(ctx context.Context, req api.EndpointAddRequest) (api.Endpoint, error)
 	RemoveEndpoint(ctx context.Context, name string) error
@@ -51,8 +54,22 @@ type Service interface {
 	RejectRuleRequest(ctx context.Context, id string, reason *string) (api.RejectResult, error)
 }
 
-// maxBody bounds request bodies; no host API request is anywhere near it.
+// maxBody bounds request bodies; no host API request is anywhere near it
+// (rule files are read from the rules directory, never sent in a body).
 const maxBody = 1 << 20
+
+// Timeouts bound how long a client may take to send a request, so a stalled
+// client cannot hold a connection and its goroutine forever.
+type Timeouts struct {
+	// Header bounds reading the request line and headers.
+	Header time.Duration
+	// Body bounds reading the body, from the end of the headers.
+	Body time.Duration
+}
+
+// DefaultTimeouts are generous for a CLI on the same host and short enough
+// that stalled connections do not pile up.
+var DefaultTimeouts = Timeouts{Header: 10 * time.Second, Body: 10 * time.Second}
 
 // Handler returns the host API routes.
 func Handler(svc Service, log *slog.Logger) http.Handler {
@@ -65,7 +82,21 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 		reply[struct{}](w, log, nil, svc.BridgeUp(r.Context()))
 	})
 	mux.HandleFunc("POST /api/v1/bridge/down", func(w http.ResponseWriter, r *http.Request) {
-		reply[struct{}](w, log, nil, svc.BridgeDown(r.Context()))
+		// The spec's request has no body; remove_ports comes as a query
+		// parameter or, equally, as a body field.
+		var req api.BridgeDownRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		if v := r.URL.Query().Get("remove_ports"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				write[struct{}](w, log, http.StatusBadRequest, api.Response[struct{}]{Error: fmt.Sprintf("invalid query parameter remove_ports=%q: want true or false", v)})
+				return
+			}
+			req.RemovePorts = req.RemovePorts || b
+		}
+		reply[struct{}](w, log, nil, svc.BridgeDown(r.Context(), req))
 	})
 	mux.HandleFunc("GET /api/v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
 		eps, err := svc.Endpoints(r.Context())
@@ -204,11 +235,53 @@ func decode(w http.ResponseWriter, log *slog.Logger, r *http.Request, v any) boo
 			err = errors.New("trailing data after JSON object")
 		}
 	}
-	if err != nil {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &tooLarge):
+		write[struct{}](w, log, http.StatusRequestEntityTooLarge, api.Response[struct{}]{Error: fmt.Sprintf("invalid request body: larger than %d bytes", tooLarge.Limit)})
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		write[struct{}](w, log, http.StatusRequestTimeout, api.Response[struct{}]{Error: "invalid request body: not received in time: " + err.Error()})
+	default:
 		write[struct{}](w, log, http.StatusBadRequest, api.Response[struct{}]{Error: "invalid request body: " + err.Error()})
-		return false
 	}
-	return true
+	return false
+}
+
+// boundBodies limits every request body to maxBody and to the body timeout.
+// The deadline is set only when a body is expected and is lifted the moment
+// the body has been read: the server's background read of an idle
+// connection would otherwise hit it and cancel a slow handler's context
+// (which is why the server has no ReadTimeout).
+func boundBodies(h http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(w)
+			if err := rc.SetReadDeadline(time.Now().Add(timeout)); err == nil {
+				r.Body = &deadlineBody{ReadCloser: http.MaxBytesReader(w, r.Body, maxBody), rc: rc}
+			} else {
+				r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody clears the connection's read deadline once the body ends.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 func reply[T any](w http.ResponseWriter, log *slog.Logger, data *T, err error) {
@@ -272,8 +345,18 @@ func Listen(path string) (net.Listener, error) {
 
 // Serve serves h on l until ctx is done, then stops accepting, drains
 // in-flight requests for up to 5 seconds and removes the socket file.
+// Requests are bounded by DefaultTimeouts and maxBody.
 func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return ServeWithTimeouts(ctx, l, h, DefaultTimeouts)
+}
+
+// ServeWithTimeouts is Serve with explicit request timeouts (tests use short
+// ones).
+func ServeWithTimeouts(ctx context.Context, l net.Listener, h http.Handler, t Timeouts) error {
+	srv := &http.Server{Handler: boundBodies(h, t.Body), ReadHeaderTimeout: t.Header,
+		// A client that never reads its answer must not hold the
+		// connection either.
+		WriteTimeout: t.Header + t.Body + time.Minute}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {

@@ -39,6 +39,11 @@ func (f *fakeService) AddEndpoint(_ context.Context, req api.EndpointAddRequest)
 	return api.Endpoint{Name: req.Name, Identity: 3}, f.err
 }
 
+func (f *fakeService) BridgeDown(_ context.Context, req api.BridgeDownRequest) error {
+	f.record("BridgeDown", req)
+	return f.err
+}
+
 func (f *fakeService) RemoveEndpoint(_ context.Context, name string) error {
 	if name != "a b" {
 		return errors.New("wrong name " + name)
