@@ -5,6 +5,7 @@
 package endpoint
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,14 +47,32 @@ func Validate(name, iface, ip, mac string) (Endpoint, error) {
 	if err != nil || !addr.Is4() {
 		return Endpoint{}, fmt.Errorf("invalid ip %q: need an IPv4 address", ip)
 	}
-	hw, err := net.ParseMAC(mac)
-	if err != nil || len(hw) != 6 {
-		return Endpoint{}, fmt.Errorf("invalid mac %q: need a 6-byte Ethernet address", mac)
-	}
-	if hw[0]&1 == 1 {
-		return Endpoint{}, fmt.Errorf("invalid mac %q: multicast address", mac)
+	hw, err := ValidateMAC(mac)
+	if err != nil {
+		return Endpoint{}, err
 	}
 	return Endpoint{Name: name, Interface: iface, IP: addr, MAC: hw, MACText: hw.String()}, nil
+}
+
+// ValidateMAC parses an endpoint's MAC and refuses what no single port may
+// claim: the datapath matches a port's frames and the bridge forwards
+// frames to it by this address, so a group address (broadcast, multicast)
+// or the all-zero address would make it receive, or be blamed for, frames
+// that are not its own.
+func ValidateMAC(mac string) (net.HardwareAddr, error) {
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return nil, fmt.Errorf("invalid mac %q: need a 6-byte Ethernet address", mac)
+	}
+	switch {
+	case bytes.Equal(hw, net.HardwareAddr{0, 0, 0, 0, 0, 0}):
+		return nil, fmt.Errorf("invalid mac %q: all-zero address", mac)
+	case bytes.Equal(hw, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}):
+		return nil, fmt.Errorf("invalid mac %q: broadcast address", mac)
+	case hw[0]&1 == 1:
+		return nil, fmt.Errorf("invalid mac %q: multicast address (the low bit of the first byte is set)", mac)
+	}
+	return hw, nil
 }
 
 // Registry is the persisted set of endpoints. Safe for concurrent use.
@@ -97,8 +116,10 @@ func Open(path string) (*Registry, error) {
 	return r, nil
 }
 
-// Add registers e under a fresh identity. Names, interfaces and addresses
-// must be unique: two endpoints can never share a port or a source address.
+// Add registers e under a fresh identity. Names, interfaces, addresses and
+// MACs must be unique: two endpoints can never share a port or a source
+// address, and the bridge would deliver one's frames to the other if they
+// shared a MAC.
 func (r *Registry) Add(e Endpoint) (Endpoint, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -110,6 +131,8 @@ func (r *Registry) Add(e Endpoint) (Endpoint, error) {
 			return Endpoint{}, fmt.Errorf("interface %s already belongs to endpoint %q", e.Interface, o.Name)
 		case o.IP == e.IP:
 			return Endpoint{}, fmt.Errorf("ip %s already belongs to endpoint %q", e.IP, o.Name)
+		case len(e.MAC) > 0 && bytes.Equal(o.MAC, e.MAC):
+			return Endpoint{}, fmt.Errorf("invalid mac %q: already belongs to endpoint %q", e.MAC.String(), o.Name)
 		}
 	}
 	e.Identity = r.nextIdentity

@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,7 +20,16 @@ func TestValidate(t *testing.T) {
 		{"a", "veth1", "2001:db8::1", "02:00:00:00:00:0a", `invalid ip "2001:db8::1"`},
 		{"a", "veth1", "10.200.0", "02:00:00:00:00:0a", "invalid ip"},
 		{"a", "veth1", "10.200.0.10", "zz", `invalid mac "zz"`},
-		{"a", "veth1", "10.200.0.10", "01:00:5e:00:00:01", "multicast"},
+		{"a", "veth1", "10.200.0.10", "01:00:5e:00:00:01", `invalid mac "01:00:5e:00:00:01": multicast`},
+		{"a", "veth1", "10.200.0.10", "03:00:00:00:00:01", `invalid mac "03:00:00:00:00:01": multicast`},
+		{"a", "veth1", "10.200.0.10", "33:33:00:00:00:01", `invalid mac "33:33:00:00:00:01": multicast`},
+		{"a", "veth1", "10.200.0.10", "00:00:00:00:00:00", `invalid mac "00:00:00:00:00:00": all-zero address`},
+		{"a", "veth1", "10.200.0.10", "ff:ff:ff:ff:ff:ff", `invalid mac "ff:ff:ff:ff:ff:ff": broadcast address`},
+		{"a", "veth1", "10.200.0.10", "FF:FF:FF:FF:FF:FF", `invalid mac "FF:FF:FF:FF:FF:FF": broadcast address`},
+		{"a", "veth1", "10.200.0.10", "02:00:00:00:00:0a:0b:0c", `invalid mac "02:00:00:00:00:0a:0b:0c": need a 6-byte`},
+		// Locally administered and universal unicast addresses are fine.
+		{"a", "veth1", "10.200.0.10", "00:16:3e:00:00:01", ""},
+		{"a", "veth1", "10.200.0.10", "fe:ff:ff:ff:ff:ff", ""},
 	}
 	for _, tt := range tests {
 		_, err := Validate(tt.name, tt.iface, tt.ip, tt.mac)
@@ -29,6 +39,46 @@ func TestValidate(t *testing.T) {
 		if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 			t.Errorf("Validate(%q,%q,%q,%q) = %v, want %q", tt.name, tt.iface, tt.ip, tt.mac, err, tt.wantErr)
 		}
+	}
+}
+
+// TestRegistryRefusesDuplicateMAC (defect 7): a second endpoint with another
+// one's MAC would receive that one's frames, so Add refuses it naming the
+// field and the owner, in any spelling of the address.
+func TestRegistryRefusesDuplicateMAC(t *testing.T) {
+	r, err := Open(filepath.Join(t.TempDir(), "endpoints.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := Validate("a", "veth-a", "10.200.0.10", "02:00:00:00:00:0a")
+	if _, err := r.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, mac, wantErr string
+	}{
+		{"same text", "02:00:00:00:00:0a", `invalid mac "02:00:00:00:00:0a": already belongs to endpoint "a"`},
+		{"upper case", "02:00:00:00:00:0A", `invalid mac "02:00:00:00:00:0a": already belongs to endpoint "a"`},
+		{"dashes", "02-00-00-00-00-0a", `invalid mac "02:00:00:00:00:0a": already belongs to endpoint "a"`},
+		{"other mac", "02:00:00:00:00:0b", ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := Validate(fmt.Sprintf("b%d", i), fmt.Sprintf("veth-b%d", i), fmt.Sprintf("10.200.0.%d", 20+i), tt.mac)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = r.Add(e)
+			if tt.wantErr == "" && err != nil {
+				t.Errorf("Add: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr) {
+				t.Errorf("Add: %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+	if n := len(r.List()); n != 2 {
+		t.Errorf("registry has %d endpoints, want 2 (a and the one with another MAC)", n)
 	}
 }
 
@@ -55,6 +105,9 @@ func TestRegistryPersists(t *testing.T) {
 		if _, err := r.Add(dup); err == nil {
 			t.Errorf("Add(%+v) accepted a duplicate", dup)
 		}
+	}
+	if list := r.List(); len(list) != 2 {
+		t.Fatalf("a refused Add changed the registry: %+v", list)
 	}
 	if _, err := r.Remove("b"); err != nil {
 		t.Fatal(err)
