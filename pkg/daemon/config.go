@@ -31,6 +31,9 @@ type Config struct {
 	RulesDir string
 	// WatchRules reloads the rules when a file in RulesDir changes.
 	WatchRules bool
+	// AllowPrivatePins starts even when PinDir's bpffs would not outlive
+	// the daemon (see datapath.PrivatePinsError), with a loud warning.
+	AllowPrivatePins bool
 	Logger     *slog.Logger
 }
 

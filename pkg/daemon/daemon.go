@@ -206,7 +206,7 @@ func (d *Daemon) up() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.dp == nil {
-		dp, err := datapath.Open(datapath.Options{PinDir: d.cfg.PinDir, Logger: d.log.With("target", "datapath")})
+		dp, err := datapath.Open(datapath.Options{PinDir: d.cfg.PinDir, AllowPrivatePins: d.cfg.AllowPrivatePins, Logger: d.log.With("target", "datapath")})
 		if err != nil {
 			return fmt.Errorf("BPF datapath unavailable: %w", err)
 		}

@@ -33,6 +33,10 @@ type Options struct {
 	// PinDir is the bpffs directory for maps and links. Empty means nothing is
 	// pinned (tests and benchmarks).
 	PinDir string
+	// AllowPrivatePins lets Open pin on a bpffs that would not outlive the
+	// process (see PrivatePinsError), with a loud warning. For experiments
+	// only: at exit every port loses its program.
+	AllowPrivatePins bool
 	// EventsPerSecond bounds sampled drop events per CPU.
 	EventsPerSecond uint32
 	Logger          *slog.Logger
@@ -102,7 +106,7 @@ func Open(opts Options) (*Datapath, error) {
 			m.Pinning = ebpf.PinNone
 		}
 	} else {
-		if err := ensureBPFFS(opts.PinDir); err != nil {
+		if err := ensureBPFFS(opts.PinDir, opts.AllowPrivatePins, opts.Logger); err != nil {
 			return nil, err
 		}
 		if err := replaceStaleMaps(spec, opts.PinDir, opts.Logger); err != nil {
@@ -164,11 +168,25 @@ func replaceStaleMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) e
 	return nil
 }
 
-// ensureBPFFS makes sure dir lives on a bpffs, mounting one at /sys/fs/bpf if
-// nothing is mounted there yet.
-func ensureBPFFS(dir string) error {
+// ensureBPFFS makes sure dir lives on a bpffs that outlives the process,
+// mounting one at /sys/fs/bpf if nothing is mounted there yet and this is the
+// init mount namespace. A bpffs private to this mount namespace (see
+// PrivatePinsError) is refused unless allowPrivate, which only warns.
+func ensureBPFFS(dir string, allowPrivate bool, log *slog.Logger) error {
 	const root = "/sys/fs/bpf"
+	private := func(err error) error {
+		if !allowPrivate {
+			return err
+		}
+		log.Warn("--allow-private-pins: PINNED STATE WILL NOT OUTLIVE THIS PROCESS; at exit every port loses its program and is left to the nftables floor alone", "pin_dir", dir, "problem", err.Error())
+		return nil
+	}
 	if !isBPFFS(root) {
+		if err := mountWouldBePrivate(dir, root); err != nil {
+			if err := private(err); err != nil {
+				return err
+			}
+		}
 		if err := os.MkdirAll(root, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", root, err)
 		}
@@ -181,6 +199,13 @@ func ensureBPFFS(dir string) error {
 	}
 	if !isBPFFS(dir) {
 		return fmt.Errorf("pin directory %s is not on a bpf filesystem", dir)
+	}
+	if err := checkPinsOutlive(dir); err != nil {
+		var pe *PrivatePinsError
+		if !errors.As(err, &pe) {
+			return err
+		}
+		return private(err)
 	}
 	return nil
 }
