@@ -34,7 +34,11 @@ type Config struct {
 	// AllowPrivatePins starts even when PinDir's bpffs would not outlive
 	// the daemon (see datapath.PrivatePinsError), with a loud warning.
 	AllowPrivatePins bool
-	Logger     *slog.Logger
+	// MaxConnsPerAgent caps the conntrack entries each agent address may
+	// hold to or through the gateway (0: no cap), so one agent cannot fill
+	// the host-wide conntrack table.
+	MaxConnsPerAgent uint
+	Logger           *slog.Logger
 }
 
 // Validate rejects a bad configuration before anything on the host changes.

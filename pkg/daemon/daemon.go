@@ -260,9 +260,13 @@ func (d *Daemon) up() error {
 }
 
 func (d *Daemon) floorConfigLocked() nft.Config {
-	cfg := nft.Config{Bridges: []string{d.cfg.Bridge}, Mark: api.AllowMark, MarkMask: api.AllowMarkMask}
-	for _, name := range d.ports {
-		cfg.Ports = append(cfg.Ports, name)
+	cfg := nft.Config{Bridges: []string{d.cfg.Bridge}, Mark: api.AllowMark, MarkMask: api.AllowMarkMask,
+		// A cap above what nft counts (2^32-1) is no cap in practice.
+		MaxConnsPerAgent: uint32(min(d.cfg.MaxConnsPerAgent, 1<<32-1))}
+	// By ifindex: a renamed port stays covered, a new port with an old name
+	// is not covered until it is taken over.
+	for ifindex := range d.ports {
+		cfg.Ports = append(cfg.Ports, ifindex)
 	}
 	return cfg
 }
@@ -273,15 +277,14 @@ func (d *Daemon) portJoinedLocked(ifindex int, name string) error {
 	if err := d.dp.Attach(ifindex); err != nil {
 		return err
 	}
-	if d.ports[ifindex] != name {
-		if old, ok := d.ports[ifindex]; ok {
-			_ = d.floor.RemovePort(old)
-		}
-		if err := d.floor.AddPort(name); err != nil {
+	// The floor keys ports by ifindex, so a rename needs no floor change;
+	// only the name the endpoint lookup below uses is updated.
+	if _, ok := d.ports[ifindex]; !ok {
+		if err := d.floor.AddPort(ifindex); err != nil {
 			return err
 		}
-		d.ports[ifindex] = name
 	}
+	d.ports[ifindex] = name
 	ep, ok := d.endpoints.ByInterface(name)
 	if !ok {
 		d.log.Info("port has no endpoint; it reaches nothing", "port", name, "ifindex", ifindex)
@@ -302,8 +305,8 @@ func (d *Daemon) activateLocked(ifindex int, ep endpoint.Endpoint) error {
 func (d *Daemon) portLeftLocked(ifindex int) error {
 	var errs []error
 	errs = append(errs, d.dp.DeleteEndpoint(ifindex), d.dp.Detach(ifindex))
-	if name, ok := d.ports[ifindex]; ok {
-		errs = append(errs, d.floor.RemovePort(name))
+	if _, ok := d.ports[ifindex]; ok {
+		errs = append(errs, d.floor.RemovePort(ifindex))
 		delete(d.ports, ifindex)
 	}
 	return errors.Join(errs...)

@@ -1,7 +1,11 @@
 // Package nft keeps Outcall's nftables floor: the fail-closed tables underneath
 // the eBPF datapath. A packet or frame from a container port that the datapath
 // did not mark is dropped here, so a port whose program is missing, detached or
-// crashed is dead, never open (DESIGN.md section 2).
+// crashed is dead, never open (DESIGN.md section 2). Frames switched between
+// two container ports are dropped whatever they carry, since every frame the
+// datapath allows goes to the gateway, and ARP reaching the host from an
+// Outcall bridge without the mark is dropped, so a port the daemon has not
+// taken over cannot poison the host's neighbour cache.
 //
 // The floor talks nf_tables netlink directly, so no nft binary is needed at run
 // time, and every change is one kernel transaction.
@@ -10,6 +14,7 @@ package nft
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -49,10 +54,17 @@ func (e *Error) Unwrap() error { return e.Err }
 // Config is the whole desired state of the floor. Apply rebuilds the tables
 // from it, so anything not in it (stale ports, rules added by hand) goes away.
 type Config struct {
-	Bridges  []string // Outcall bridge interface names (e.g. "outcall0")
-	Ports    []string // host-side names of container-facing ports on those bridges
-	Mark     uint32   // api.AllowMark
-	MarkMask uint32   // api.AllowMarkMask
+	Bridges []string // Outcall bridge interface names (e.g. "outcall0")
+	// Ports are the ifindexes of the container-facing ports on those bridges.
+	// An ifindex, not a name, because a renamed port is still the same port
+	// and a new port given an old name is not.
+	Ports    []int
+	Mark     uint32 // api.AllowMark
+	MarkMask uint32 // api.AllowMarkMask
+	// MaxConnsPerAgent caps the conntrack entries one agent source address
+	// may hold through or to the gateway (0: no cap), because the conntrack
+	// table is host-wide and one agent could fill it for every other.
+	MaxConnsPerAgent uint32
 }
 
 // Floor writes and inspects Outcall's nftables tables. Its methods are safe for
@@ -61,7 +73,20 @@ type Config struct {
 type Floor struct {
 	mu    sync.Mutex
 	netns int
+	// bridgeMeta caches whether the kernel has `meta ibrname`
+	// (CONFIG_NFT_BRIDGE_META); the answer does not change while the kernel
+	// runs, so it is probed once.
+	bridgeMeta probe
 }
+
+// probe is the cached answer of a kernel feature probe.
+type probe int
+
+const (
+	probeUnknown probe = iota
+	probeYes
+	probeNo
+)
 
 // New returns a Floor working in the network namespace of the thread that
 // calls its methods (the daemon's), or in netnsFD when >0 (for tests and the
@@ -74,11 +99,23 @@ func New(netnsFD int) *Floor {
 // Names of the objects in both tables. Rules use them to find the sets, and
 // readers of `nft list ruleset` see them.
 const (
-	setBridges   = "bridges"
-	setPorts     = "ports"
-	chainForward = "forward"
-	chainInput   = "input"
+	setBridges      = "bridges"
+	setPorts        = "ports"
+	setConns        = "conns_per_agent"
+	chainForward    = "forward"
+	chainInput      = "input"
+	chainPrerouting = "prerouting"
 )
+
+// connsSetSize bounds the memory of the per-agent connection counts. Only
+// traffic the datapath marked (so from a registered port with a checked
+// source address) creates an element, so a few agents per bridge are far
+// below it.
+const connsSetSize = 65535
+
+// arpHookIn is NF_ARP_IN, the ARP family's input hook. It is 0, not
+// NF_INET_LOCAL_IN, so nftables.ChainHookInput would be wrong here.
+const arpHookIn = 0
 
 // bridgePriorityFilter is nft's "priority filter" in the bridge family, which
 // differs from the inet one (0).
@@ -92,7 +129,17 @@ func bridgeTable() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyBridge, Name: api.NFTableName}
 }
 
-// Apply atomically replaces both tables with cfg in one netlink batch, which
+func arpTable() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyARP, Name: api.NFTableName}
+}
+
+// tables are all of the floor's tables, in the order Apply builds them.
+func tables() []*nftables.Table {
+	return []*nftables.Table{inetTable(), bridgeTable(), arpTable()}
+}
+
+// Apply atomically replaces the three tables (inet, bridge and arp outcall)
+// with cfg in one netlink batch, which
 // the kernel runs as one transaction: there is no moment without the tables,
 // and a failed Apply leaves the old tables in place. Dynamic state, such as
 // rules added to the tables by hand, is dropped, which is what the strict base
@@ -104,38 +151,74 @@ func (f *Floor) Apply(cfg Config) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.flush(op, func(c *nftables.Conn) error { return build(c, cfg) })
+	meta, err := f.hasBridgeMeta()
+	if err != nil {
+		return &Error{Op: op, Err: fmt.Errorf("probe meta ibrname: %w", err)}
+	}
+	return f.flush(op, func(c *nftables.Conn) error { return build(c, cfg, meta) })
 }
 
-// AddPort adds one port name to the ports set of both tables without
-// rewriting them, so counters and flows are kept. Adding a present port is not
-// an error.
-func (f *Floor) AddPort(name string) error {
-	return f.updatePort(fmt.Sprintf("add port %q", name), name, false)
+// hasBridgeMeta reports whether the kernel accepts `meta ibrname` in the
+// bridge family, by sending a throw-away batch that creates and deletes a
+// scratch table with such a rule: the batch leaves nothing behind whether it
+// succeeds or fails. Only a definite answer is cached, so a transient
+// failure is retried by the next Apply.
+func (f *Floor) hasBridgeMeta() (bool, error) {
+	switch f.bridgeMeta {
+	case probeYes:
+		return true, nil
+	case probeNo:
+		return false, nil
+	}
+	c, err := f.conn()
+	if err != nil {
+		return false, err
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyBridge, Name: api.NFTableName + "-probe"})
+	ch := c.AddChain(&nftables.Chain{Name: "probe", Table: t})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Meta{Key: expr.MetaKeyBRIIIFNAME, Register: 1}}})
+	c.DelTable(t)
+	switch err := c.Flush(); {
+	case err == nil:
+		f.bridgeMeta = probeYes
+		return true, nil
+	case errors.Is(err, unix.EOPNOTSUPP):
+		f.bridgeMeta = probeNo
+		return false, nil
+	default:
+		return false, err
+	}
 }
 
-// RemovePort removes one port name from the ports set of both tables.
+// AddPort adds one port, by ifindex, to the ports set of the inet and bridge
+// tables without rewriting them, so counters and flows are kept. Adding a
+// present port is not an error.
+func (f *Floor) AddPort(ifindex int) error {
+	return f.updatePort(fmt.Sprintf("add port %d", ifindex), ifindex, false)
+}
+
+// RemovePort removes one port, by ifindex, from the ports sets.
 // Removing an absent port is not an error: the batch adds the element before
 // deleting it, which the kernel accepts whether or not it was there.
-func (f *Floor) RemovePort(name string) error {
-	return f.updatePort(fmt.Sprintf("remove port %q", name), name, true)
+func (f *Floor) RemovePort(ifindex int) error {
+	return f.updatePort(fmt.Sprintf("remove port %d", ifindex), ifindex, true)
 }
 
-func (f *Floor) updatePort(op, name string, remove bool) error {
-	if err := validName(name); err != nil {
+func (f *Floor) updatePort(op string, ifindex int, remove bool) error {
+	if err := validIndex(ifindex); err != nil {
 		return &Error{Op: op, Err: err}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.flush(op, func(c *nftables.Conn) error {
 		for _, t := range []*nftables.Table{inetTable(), bridgeTable()} {
-			if err := c.SetAddElements(portSet(t), elements(name)); err != nil {
+			if err := c.SetAddElements(portSet(t), indexElements(ifindex)); err != nil {
 				return err
 			}
 			if !remove {
 				continue
 			}
-			if err := c.SetDeleteElements(portSet(t), elements(name)); err != nil {
+			if err := c.SetDeleteElements(portSet(t), indexElements(ifindex)); err != nil {
 				return err
 			}
 		}
@@ -143,30 +226,32 @@ func (f *Floor) updatePort(op, name string, remove bool) error {
 	})
 }
 
-// Delete removes both tables; it is the teardown of `bridge down` only, never
-// of a daemon shutdown. Absent tables are not an error. It reports whether the
-// inet table existed, so teardown can say what it removed.
+// Delete removes the three tables; it is the teardown of `bridge down` only,
+// never of a daemon shutdown. Absent tables are not an error. It reports
+// whether any of them existed, so teardown can say what it removed.
 func (f *Floor) Delete() (existed bool, err error) {
 	const op = "delete floor"
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	existed, err = f.active()
+	present, err := f.present()
 	if err != nil {
 		return false, &Error{Op: op, Err: err}
 	}
 	err = f.flush(op, func(c *nftables.Conn) error {
 		// Adding first makes the delete succeed whether or not the table exists.
-		for _, t := range []*nftables.Table{inetTable(), bridgeTable()} {
+		for _, t := range tables() {
 			c.AddTable(t)
 			c.DelTable(t)
 		}
 		return nil
 	})
-	return existed, err
+	return present > 0, err
 }
 
-// Active reports whether table inet outcall exists (S001-FR-011.b). It is
-// asked afresh on every call, as bridge status requires.
+// Active reports whether the floor is in place (S001-FR-011.b): all three
+// tables exist. A floor missing one of them does not hold, so it is not
+// reported active. It is asked afresh on every call, as bridge status
+// requires.
 func (f *Floor) Active() (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -178,22 +263,37 @@ func (f *Floor) Active() (bool, error) {
 }
 
 func (f *Floor) active() (bool, error) {
+	n, err := f.present()
+	return n == len(tables()), err
+}
+
+// present counts the floor's tables that exist.
+func (f *Floor) present() (int, error) {
 	c, err := f.conn()
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false, err
+	n := 0
+	for _, want := range tables() {
+		got, err := c.ListTablesOfFamily(want.Family)
+		if err != nil {
+			return 0, err
+		}
+		if slices.ContainsFunc(got, func(t *nftables.Table) bool { return t.Name == api.NFTableName }) {
+			n++
+		}
 	}
-	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == api.NFTableName }), nil
+	return n, nil
 }
 
 // Counters returns the packet counts of the counted rules, keyed by the name in
-// the rule's comment: forward_established, forward_allow, forward_drop_in,
-// forward_drop_out, input_established, input_allow, input_drop,
-// bridge_forward_allow, bridge_forward_drop, bridge_input_allow and
-// bridge_input_drop. Comments, not positions, identify the rules, so the names
+// the rule's comment: forward_established, forward_conn_limit_drop,
+// forward_allow, forward_drop_in, forward_drop_out, input_established,
+// input_conn_limit_drop, input_allow, input_drop, bridge_forward_drop,
+// bridge_forward_to_port, bridge_input_allow, bridge_input_drop,
+// arp_input_allow and arp_input_drop, plus bridge_prerouting_unknown where
+// the kernel has meta ibrname. The conn_limit names exist only with a cap.
+// Comments, not positions, identify the rules, so the names
 // survive reordering and are readable in `nft list ruleset`. Without the
 // tables it fails with an error matching unix.ENOENT.
 func (f *Floor) Counters() (map[string]uint64, error) {
@@ -206,18 +306,27 @@ func (f *Floor) Counters() (map[string]uint64, error) {
 		return nil, &Error{Op: op, Err: err}
 	}
 	if !ok {
-		return nil, &Error{Op: op, Err: fmt.Errorf("table inet %s: %w", api.NFTableName, unix.ENOENT)}
+		return nil, &Error{Op: op, Err: fmt.Errorf("tables %s: %w", api.NFTableName, unix.ENOENT)}
 	}
 	c, err := f.conn()
 	if err != nil {
 		return nil, &Error{Op: op, Err: err}
 	}
 	counts := make(map[string]uint64)
-	for _, t := range []*nftables.Table{inetTable(), bridgeTable()} {
-		for _, chain := range []string{chainForward, chainInput} {
-			rules, err := c.GetRules(t, &nftables.Chain{Name: chain, Table: t})
+	for _, t := range tables() {
+		// The chains differ per table and per kernel (prerouting only with
+		// meta ibrname), so ask the kernel which there are.
+		chains, err := c.ListChainsOfTableFamily(t.Family)
+		if err != nil {
+			return nil, &Error{Op: op, Err: fmt.Errorf("list chains of %s table: %w", family(t), err)}
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != api.NFTableName {
+				continue
+			}
+			rules, err := c.GetRules(t, &nftables.Chain{Name: ch.Name, Table: t})
 			if err != nil {
-				return nil, &Error{Op: op, Err: fmt.Errorf("list %s chain of %s table: %w", chain, family(t), err)}
+				return nil, &Error{Op: op, Err: fmt.Errorf("list %s chain of %s table: %w", ch.Name, family(t), err)}
 			}
 			for _, r := range rules {
 				name, ok := userdata.GetString(r.UserData, userdata.TypeComment)
@@ -236,8 +345,11 @@ func (f *Floor) Counters() (map[string]uint64, error) {
 }
 
 func family(t *nftables.Table) string {
-	if t.Family == nftables.TableFamilyBridge {
+	switch t.Family {
+	case nftables.TableFamilyBridge:
 		return "bridge"
+	case nftables.TableFamilyARP:
+		return "arp"
 	}
 	return "inet"
 }
@@ -272,8 +384,9 @@ func (f *Floor) flush(op string, queue func(*nftables.Conn) error) error {
 }
 
 // build queues the whole floor. Add, delete, add makes the replace work
-// whether or not the tables exist, inside the same transaction.
-func build(c *nftables.Conn, cfg Config) error {
+// whether or not the tables exist, inside the same transaction. bridgeMeta
+// says whether the kernel has meta ibrname.
+func build(c *nftables.Conn, cfg Config, bridgeMeta bool) error {
 	mark := markIs(cfg.Mark, cfg.MarkMask)
 	accept, drop := nftables.ChainPolicyAccept, nftables.ChainPolicyDrop
 
@@ -284,21 +397,39 @@ func build(c *nftables.Conn, cfg Config) error {
 	}
 	// The inet ports set is matched by no rule today; it mirrors the bridge
 	// table's so both tables name the same ports.
-	if err := c.AddSet(portSet(inet), elements(cfg.Ports...)); err != nil {
+	if err := c.AddSet(portSet(inet), indexElements(cfg.Ports...)); err != nil {
 		return err
+	}
+	// connLimit is empty without a cap. It comes after the established rule,
+	// which new connections never match, so established packets skip it.
+	connLimit := func(string) []rule { return nil }
+	if cfg.MaxConnsPerAgent > 0 {
+		conns := &nftables.Set{Table: inet, Name: setConns, KeyType: nftables.TypeIPAddr, Dynamic: true, Size: connsSetSize}
+		if err := c.AddSet(conns, nil); err != nil {
+			return err
+		}
+		connLimit = func(chain string) []rule {
+			return []rule{{counter: chain + "_conn_limit_drop", verdict: expr.VerdictDrop,
+				match: slices.Concat(in(expr.MetaKeyIIFNAME, bridges), mark, ctStateNew(), connsOver(conns, cfg.MaxConnsPerAgent))}}
+		}
 	}
 	fwd := c.AddChain(&nftables.Chain{
 		Name: chainForward, Table: inet, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop,
 	})
-	addRules(c, fwd,
-		// Forwarded traffic that touches no Outcall bridge is not ours (S001-FR-007).
-		rule{verdict: expr.VerdictAccept, match: slices.Concat(notIn(expr.MetaKeyIIFNAME, bridges), notIn(expr.MetaKeyOIFNAME, bridges))},
-		// Replies to flows the datapath allowed carry no mark.
-		rule{counter: "forward_established", verdict: expr.VerdictAccept, match: establishedOrRelated()},
-		rule{counter: "forward_allow", verdict: expr.VerdictAccept, match: slices.Concat(in(expr.MetaKeyIIFNAME, bridges), mark)},
-		rule{counter: "forward_drop_in", verdict: expr.VerdictDrop, match: in(expr.MetaKeyIIFNAME, bridges)},
-		rule{counter: "forward_drop_out", verdict: expr.VerdictDrop, match: in(expr.MetaKeyOIFNAME, bridges)},
+	addRules(c, fwd, slices.Concat(
+		[]rule{
+			// Forwarded traffic that touches no Outcall bridge is not ours (S001-FR-007).
+			{verdict: expr.VerdictAccept, match: slices.Concat(notIn(expr.MetaKeyIIFNAME, bridges), notIn(expr.MetaKeyOIFNAME, bridges))},
+			// Replies to flows the datapath allowed carry no mark.
+			{counter: "forward_established", verdict: expr.VerdictAccept, match: establishedOrRelated()},
+		},
+		connLimit(chainForward),
+		[]rule{
+			{counter: "forward_allow", verdict: expr.VerdictAccept, match: slices.Concat(in(expr.MetaKeyIIFNAME, bridges), mark)},
+			{counter: "forward_drop_in", verdict: expr.VerdictDrop, match: in(expr.MetaKeyIIFNAME, bridges)},
+			{counter: "forward_drop_out", verdict: expr.VerdictDrop, match: in(expr.MetaKeyOIFNAME, bridges)},
+		})...,
 	)
 	// Containers reach the host itself (gateway DNS and proxy) only where the
 	// datapath allowed it; policy accept keeps every other host input untouched.
@@ -306,38 +437,81 @@ func build(c *nftables.Conn, cfg Config) error {
 		Name: chainInput, Table: inet, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept,
 	})
-	addRules(c, input,
-		rule{verdict: expr.VerdictAccept, match: notIn(expr.MetaKeyIIFNAME, bridges)},
-		rule{counter: "input_established", verdict: expr.VerdictAccept, match: establishedOrRelated()},
-		rule{counter: "input_allow", verdict: expr.VerdictAccept, match: mark},
-		rule{counter: "input_drop", verdict: expr.VerdictDrop},
+	addRules(c, input, slices.Concat(
+		[]rule{
+			{verdict: expr.VerdictAccept, match: notIn(expr.MetaKeyIIFNAME, bridges)},
+			{counter: "input_established", verdict: expr.VerdictAccept, match: establishedOrRelated()},
+		},
+		connLimit(chainInput),
+		[]rule{
+			{counter: "input_allow", verdict: expr.VerdictAccept, match: mark},
+			{counter: "input_drop", verdict: expr.VerdictDrop},
+		})...,
 	)
 
 	// Frames switched between two ports of a bridge never reach the inet hooks
 	// unless br_netfilter is on, and ARP never does; the bridge family sees
-	// them all. Ports are matched by name because the bridge's own name (meta
-	// ibrname) needs CONFIG_NFT_BRIDGE_META, which kernels may lack.
+	// them all. Ports are matched by ifindex (meta iif/oif is the port in the
+	// bridge family), so a rename changes nothing.
 	br := replaceTable(c, bridgeTable())
 	ports := portSet(br)
-	if err := c.AddSet(ports, elements(cfg.Ports...)); err != nil {
+	if err := c.AddSet(ports, indexElements(cfg.Ports...)); err != nil {
 		return err
 	}
-	for _, h := range []struct {
-		name string
-		hook *nftables.ChainHook
-	}{
-		{chainForward, nftables.ChainHookForward}, // NF_BR_FORWARD: port to port
-		{chainInput, nftables.ChainHookInput},     // NF_BR_LOCAL_IN: port to the bridge itself
-	} {
-		chain := c.AddChain(&nftables.Chain{
-			Name: h.name, Table: br, Type: nftables.ChainTypeFilter,
-			Hooknum: h.hook, Priority: nftables.ChainPriorityRef(bridgePriorityFilter), Policy: &accept,
+	brChain := func(name string, hook *nftables.ChainHook) *nftables.Chain {
+		return c.AddChain(&nftables.Chain{
+			Name: name, Table: br, Type: nftables.ChainTypeFilter,
+			Hooknum: hook, Priority: nftables.ChainPriorityRef(bridgePriorityFilter), Policy: &accept,
 		})
-		addRules(c, chain,
-			rule{counter: "bridge_" + h.name + "_allow", verdict: expr.VerdictAccept, match: slices.Concat(in(expr.MetaKeyIIFNAME, ports), mark)},
-			rule{counter: "bridge_" + h.name + "_drop", verdict: expr.VerdictDrop, match: in(expr.MetaKeyIIFNAME, ports)},
+	}
+	// NF_BR_FORWARD: port to port. Every frame the datapath allows goes to
+	// the gateway's MAC, so no frame between container ports is legitimate,
+	// marked or not. Matching the output port too means a port the daemon
+	// has not taken over (no program, not in @ports) reaches no taken-over
+	// port, and what it sends never lands in an agent's neighbour cache.
+	addRules(c, brChain(chainForward, nftables.ChainHookForward),
+		rule{counter: "bridge_forward_drop", verdict: expr.VerdictDrop, match: in(expr.MetaKeyIIF, ports)},
+		rule{counter: "bridge_forward_to_port", verdict: expr.VerdictDrop, match: in(expr.MetaKeyOIF, ports)},
+	)
+	// NF_BR_LOCAL_IN: port to the bridge itself.
+	addRules(c, brChain(chainInput, nftables.ChainHookInput),
+		rule{counter: "bridge_input_allow", verdict: expr.VerdictAccept, match: slices.Concat(in(expr.MetaKeyIIF, ports), mark)},
+		rule{counter: "bridge_input_drop", verdict: expr.VerdictDrop, match: in(expr.MetaKeyIIF, ports)},
+	)
+	if bridgeMeta {
+		// With meta ibrname the floor knows every port of an Outcall bridge,
+		// taken over or not, so a port not in @ports is dropped before the
+		// bridge learns its source MAC (prerouting runs before learning):
+		// it reaches no port and the host, and cannot steal an agent's MAC
+		// in the bridge's table. Without it, DECISIONS.md says what remains.
+		brBridges := ifnameSet(br, setBridges)
+		if err := c.AddSet(brBridges, elements(cfg.Bridges...)); err != nil {
+			return err
+		}
+		addRules(c, brChain(chainPrerouting, nftables.ChainHookPrerouting),
+			rule{counter: "bridge_prerouting_unknown", verdict: expr.VerdictDrop,
+				match: slices.Concat(in(expr.MetaKeyBRIIIFNAME, brBridges), notIn(expr.MetaKeyIIF, ports))},
 		)
 	}
+
+	// ARP reaches the host's neighbour cache through the arp family, which
+	// sees it arrive on the bridge device itself. The datapath marks the ARP
+	// it allows and the mark survives the bridge, so unmarked ARP came from
+	// a port without a program: dropping it stops that port poisoning the
+	// host's entries for the agents.
+	arp := replaceTable(c, arpTable())
+	arpBridges := ifnameSet(arp, setBridges)
+	if err := c.AddSet(arpBridges, elements(cfg.Bridges...)); err != nil {
+		return err
+	}
+	arpIn := c.AddChain(&nftables.Chain{
+		Name: chainInput, Table: arp, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookRef(arpHookIn), Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	})
+	addRules(c, arpIn,
+		rule{counter: "arp_input_allow", verdict: expr.VerdictAccept, match: slices.Concat(in(expr.MetaKeyIIFNAME, arpBridges), mark)},
+		rule{counter: "arp_input_drop", verdict: expr.VerdictDrop, match: in(expr.MetaKeyIIFNAME, arpBridges)},
+	)
 	return nil
 }
 
@@ -352,7 +526,22 @@ func ifnameSet(t *nftables.Table, name string) *nftables.Set {
 	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
 }
 
-func portSet(t *nftables.Table) *nftables.Set { return ifnameSet(t, setPorts) }
+// portSet is typed iface_index: ports are ifindexes, matched by meta iif
+// and oif.
+func portSet(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: setPorts, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian}
+}
+
+// indexElements are set elements for ifindexes, in the host byte order meta
+// iif loads.
+func indexElements(ifindexes ...int) []nftables.SetElement {
+	ifindexes = slices.Compact(slices.Sorted(slices.Values(ifindexes)))
+	elems := make([]nftables.SetElement, len(ifindexes))
+	for i, n := range ifindexes {
+		elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(n))}
+	}
+	return elems
+}
 
 func elements(names ...string) []nftables.SetElement {
 	names = slices.Compact(slices.Sorted(slices.Values(names)))
@@ -419,6 +608,31 @@ func markIs(mark, mask uint32) []expr.Any {
 	}
 }
 
+// ctStateNew is `ct state new`.
+func ctStateNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
+// connsOver is `add @s { ip saddr ct count over n }`: it matches when the
+// packet's source address holds more than n conntrack entries, counting
+// this one. nft adds the meta nfproto test because ip saddr in the inet
+// family needs it; IPv6 never gets here marked (the datapath drops it).
+func connsOver(s *nftables.Set, n uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Dynset{SrcRegKey: 1, SetName: s.Name, SetID: s.ID, Operation: unix.NFT_DYNSET_OP_ADD,
+			Exprs: []expr.Any{&expr.Connlimit{Count: n, Flags: expr.NFT_CONNLIMIT_F_INV}}},
+	}
+}
+
 // establishedOrRelated is `ct state established,related`.
 func establishedOrRelated() []expr.Any {
 	return []expr.Any{
@@ -437,10 +651,24 @@ func (cfg Config) validate() error {
 	if cfg.Mark&cfg.MarkMask == 0 || cfg.Mark&^cfg.MarkMask != 0 {
 		return fmt.Errorf("allow mark %#x must be non-zero and inside mask %#x", cfg.Mark, cfg.MarkMask)
 	}
-	for _, n := range slices.Concat(cfg.Bridges, cfg.Ports) {
+	for _, n := range cfg.Bridges {
 		if err := validName(n); err != nil {
 			return err
 		}
+	}
+	for _, i := range cfg.Ports {
+		if err := validIndex(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validIndex refuses what cannot be an ifindex: the kernel's are positive
+// 32-bit numbers.
+func validIndex(ifindex int) error {
+	if ifindex <= 0 || ifindex > math.MaxInt32 {
+		return fmt.Errorf("invalid interface index %d", ifindex)
 	}
 	return nil
 }
