@@ -31,7 +31,7 @@ func writeRuleDir(tb testing.TB, n int) string {
 			case 2:
 				fmt.Fprintf(&b, "  - id: block-%d\n    condition: http.host == \"api%d.example.com\" && http.path.startsWith(\"/admin\")\n    action: block\n", i, i)
 			default:
-				fmt.Fprintf(&b, "  - id: net-%d\n    condition: network.ip == \"10.%d.%d.%d\" && network.port in [443, %d] && network.protocol == \"tcp\"\n    action: allow\n",
+				fmt.Fprintf(&b, "  - id: net-%d\n    condition: network.ip == \"10.%d.%d.%d\" && network.port in [443, %d] && network.protocol == \"tcp\"\n    action: allow\n    egress: {mode: proxy, allow_private_ips: true}\n",
 					i, i>>16&255, i>>8&255, i&255, 1024+i%60000)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"outcall.dev/outcall/internal/privtest"
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/netrange"
 )
 
 // The tests in this file run the real BPF program (BPF_PROG_TEST_RUN) on
@@ -41,7 +42,7 @@ func openDatapath(tb testing.TB) (*datapath.Datapath, map[string]testPort) {
 	ports := map[string]testPort{}
 	for name, id := range agentIdentities {
 		p := testPort{ifindex: 1000 + id, ip: netip.AddrFrom4([4]byte{10, 200, 0, byte(id - 90)}), mac: net.HardwareAddr{0x02, 0, 0, 0, 1, byte(id)}}
-		if err := dp.SetEndpoint(int(p.ifindex), datapath.Endpoint{Identity: id, IP: p.ip, Gateway: gatewayIP, MAC: p.mac}); err != nil {
+		if err := dp.SetEndpoint(int(p.ifindex), datapath.Endpoint{Identity: id, IP: p.ip, Gateway: gatewayIP, MAC: p.mac, GatewayMAC: gatewayMAC}); err != nil {
 			tb.Fatal(err)
 		}
 		ports[name] = p
@@ -58,8 +59,10 @@ func (p probe) frame(port testPort) []byte {
 		return packet.TCP(port.mac, gatewayMAC, port.ip, p.dst, 40000, p.port).Bytes()
 	case 17:
 		return packet.UDP(port.mac, gatewayMAC, port.ip, p.dst, 40000, p.port).Bytes()
+	case 1:
+		return packet.ICMP(port.mac, gatewayMAC, port.ip, p.dst).Bytes()
 	}
-	return packet.ICMP(port.mac, gatewayMAC, port.ip, p.dst).Bytes()
+	return packet.Other(port.mac, gatewayMAC, port.ip, p.dst, p.proto)
 }
 
 // TestDatapathAgreesWithCEL is the differential test of DESIGN §4: for
@@ -67,13 +70,13 @@ func (p probe) frame(port testPort) []byte {
 // program equals the CEL verdict for the packet's network context.
 func TestDatapathAgreesWithCEL(t *testing.T) {
 	dp, ports := openDatapath(t)
-	seed := rand.Uint64()
+	seed := testSeed(t)
 	sets, packets := 150, 40
 	if testing.Short() {
 		sets = 20
 	}
-	g := ruleGen{rand.New(rand.NewPCG(seed, 1))}
-	cases := 0
+	g := ruleGen{r: rand.New(rand.NewPCG(seed, 1))}
+	cases, inexact, restricted, opened, other := 0, 0, 0, 0, 0
 	for i := range sets {
 		files := g.ruleFiles(8)
 		set, err := compile(t, files...)
@@ -94,13 +97,27 @@ func TestDatapathAgreesWithCEL(t *testing.T) {
 				t.Fatal(err)
 			}
 			cases++
+			if netrange.IsRestricted(p.dst) {
+				restricted++
+				if want.Decision == api.DecisionAllow {
+					opened++
+				}
+			}
+			if p.other() {
+				other++
+			}
+			if verdict != tcAllowed && inexactOther(p, conditions(set)...) {
+				inexact++ // as closed as CEL or more, as documented
+				continue
+			}
 			if (verdict == tcAllowed) != (want.Decision == api.DecisionAllow) {
 				t.Fatalf("seed %d set %d: packet from %s to %s proto %d port %d: BPF verdict %d, CEL %s (rule %v)\n%s",
 					seed, i, p.agent, p.dst, p.proto, p.port, verdict, want.Decision, ruleID(want.Rule), strings.Join(files, "\n"))
 			}
 		}
 	}
-	t.Logf("seed %d: %d packets agreed", seed, cases)
+	t.Logf("seed %d: %d packets agreed (%d to restricted destinations, %d of them opened by a licensed rule; %d of other protocols); %d more closed than CEL on a protocol number",
+		seed, cases-inexact, restricted, opened, other, inexact)
 }
 
 func ruleID(r *Rule) string {
@@ -237,5 +254,86 @@ func BenchmarkPacketVerdict(b *testing.B) {
 			b.ReportMetric(total/float64(b.N), "ns/packet")
 			b.ReportMetric(float64(len(set.PacketTables().Tables.Entries)), "entries")
 		})
+	}
+}
+
+// TestDatapathRestricted runs the restricted-destination cases on the real
+// program, whose fences check each allowing entry's license again.
+func TestDatapathRestricted(t *testing.T) {
+	dp, ports := openDatapath(t)
+	a1 := ports["a1"]
+	for _, c := range restrictedCases {
+		t.Run(c.name, func(t *testing.T) {
+			set := compileCase(t, c)
+			if err := dp.InstallRules(set.PacketTables().WithAgents(identityNames())); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range c.packets {
+				v, _, _, err := dp.TestRun(p.probe().frame(a1), a1.ifindex, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (v == tcAllowed) != p.allow {
+					t.Errorf("%s: BPF verdict %d, want allowed=%v", p, v, p.allow)
+				}
+			}
+		})
+	}
+}
+
+// TestDatapathBlockCoversEveryProtocol is defect 8 of issue 7: a priority 1
+// block of 169.254.0.0/16 beats a protocol-less grant to the metadata
+// address for GRE, SCTP, IP-in-IP and protocol 255 as for TCP, while the
+// same grant to a public address opens them (the control).
+func TestDatapathBlockCoversEveryProtocol(t *testing.T) {
+	dp, ports := openDatapath(t)
+	set := mustCompile(t, "00.yaml", `version: "1"
+rules:
+  - {id: no-meta, condition: 'cidr("169.254.0.0/16").containsIP(network.ip)', action: block, priority: 1}
+  - {id: no-doc, condition: 'cidr("203.0.113.0/24").containsIP(network.ip)', action: block, priority: 1}
+  - {id: pypi, condition: 'dns.query == "pypi.org"', action: allow}
+`)
+	if err := dp.InstallRules(set.PacketTables().WithAgents(identityNames())); err != nil {
+		t.Fatal(err)
+	}
+	a1 := ports["a1"]
+	for _, dst := range []string{"169.254.169.254", "203.0.113.7", "93.184.216.34"} {
+		g := datapath.Grant{GrantKey: datapath.GrantKey{Identity: agentIdentities["a1"], Dst: netip.MustParseAddr(dst)}, AllowPrivate: true}
+		if err := dp.PutGrant(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, proto := range []uint8{packet.ProtoGRE, packet.ProtoSCTP, packet.ProtoIPIP, packet.ProtoRaw, packet.ProtoTCP, 0} {
+		for _, tt := range []struct {
+			dst     string
+			allowed bool
+		}{
+			{"93.184.216.34", true}, // control: the grant opens it
+			{"169.254.169.254", false},
+			{"203.0.113.7", false},
+		} {
+			p := probe{dst: netip.MustParseAddr(tt.dst), proto: proto}
+			if proto == packet.ProtoTCP {
+				p.port = 80
+			}
+			v, _, _, err := dp.TestRun(p.frame(a1), a1.ifindex, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (v == tcAllowed) != tt.allowed {
+				t.Errorf("protocol %d to %s with a protocol-less grant: verdict %d, want allowed=%v", proto, tt.dst, v, tt.allowed)
+			}
+		}
+	}
+	hits, err := dp.RuleHits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, h := range hits {
+		got[h.RuleID] += h.Packets
+	}
+	if got["no-meta"] != 6 || got["no-doc"] != 6 {
+		t.Errorf("rule hits %v, want no-meta 6 and no-doc 6", got)
 	}
 }

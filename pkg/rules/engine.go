@@ -159,6 +159,10 @@ func (e *Engine) Evaluate(ctx context.Context, layer string, c *api.EvaluationCo
 		e.log.WarnContext(ctx, "rule condition did not yield a bool; treated as no match",
 			"rule_id", r.ID, "file", r.File)
 	}
+	for _, r := range out.Skipped {
+		e.log.DebugContext(ctx, "allow rule matched a restricted destination it does not name with egress.allow_private_ips; skipped",
+			"rule_id", r.ID, "file", r.File, "layer", layer)
+	}
 	// Only the rule, its file and the decision are logged: contexts carry
 	// headers, paths and arguments that may hold secrets (S003-FR-020).
 	attrs := []any{"rule_id", label, "decision", out.Decision, "layer", layer}

@@ -20,12 +20,19 @@ type Outcome struct {
 	// NonBool lists rules whose condition yielded something other than a
 	// bool for this context and which therefore did not match (S003-EC-012).
 	NonBool []*Rule
+	// Skipped lists allow rules whose condition held but which may not open
+	// the context's restricted destination (see restricted.go), in order.
+	Skipped []*Rule
 }
 
 // Evaluate runs the rules in order against c: the first condition that is
 // true decides with its rule's action; no match blocks (S003-FR-008/009).
+// An allow rule does not match a restricted destination it does not
+// license (it names no prefix inside the destination's range, or lacks
+// egress.allow_private_ips): the rules after it decide.
 func (s *Set) Evaluate(c *api.EvaluationContext) Outcome {
 	act := activation{c}
+	dst, restricted := restrictedDst(c)
 	var out Outcome
 	for _, i := range s.index.candidates(act) {
 		r := s.rules[i]
@@ -39,6 +46,10 @@ func (s *Set) Evaluate(c *api.EvaluationContext) Outcome {
 			if !r.warnedType.Swap(true) {
 				out.NonBool = append(out.NonBool, r)
 			}
+			continue
+		}
+		if bool(b) && r.Action == api.ActionAllow && !r.licenses(dst, restricted) {
+			out.Skipped = append(out.Skipped, r)
 			continue
 		}
 		if b {

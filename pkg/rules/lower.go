@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"cel.dev/cel-go/cel"
 	celast "cel.dev/cel-go/common/ast"
@@ -13,6 +14,7 @@ import (
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/netrange"
 )
 
 // Lowering turns the rule list into the datapath's tables (DESIGN §4) so
@@ -65,11 +67,14 @@ const (
 	fieldAgent    = "agent.name"
 )
 
-// Protocols the datapath passes to the rule tables, as CEL sees them.
+// Protocols the datapath passes to the rule tables, as CEL sees them. The
+// last stands for every other protocol: its packets are looked up with
+// protocol 0 and port 0, and network.protocol is their decimal number.
 var packetProtocols = []struct {
 	name   string
 	number uint8
-}{{"tcp", 6}, {"udp", 17}, {"icmp", 1}}
+	other  bool
+}{{"tcp", 6, false}, {"udp", 17, false}, {"icmp", 1, false}, {"", 0, true}}
 
 // Bounds on what one rule set may expand to, so that a pathological set is
 // refused with a reason instead of exhausting the daemon.
@@ -109,6 +114,7 @@ type tuple struct {
 	agent      string // "" stands for every name no candidate mentions
 	agentKnown bool
 	proto      string
+	protoOther bool // proto stands for every protocol of the protocol 0 row
 	protoKnown bool
 	port       int64 // -1 stands for every port no candidate mentions
 	portKnown  bool
@@ -161,6 +167,14 @@ func (p *pred) eval(t *tuple) tri {
 		if !t.protoKnown {
 			return tUnknown
 		}
+		if t.protoOther {
+			// True for some protocols of the row, false for the others,
+			// or false for all of them.
+			if slices.ContainsFunc(p.strs, otherProtocol) {
+				return tUnknown
+			}
+			return tFalse
+		}
 		return triOf(slices.Contains(p.strs, t.proto))
 	default: // opAgent
 		if !t.agentKnown {
@@ -182,6 +196,7 @@ func (p *pred) walk(fn func(*pred)) {
 type lrule struct {
 	index int
 	allow bool
+	src   *Rule
 	pred  *pred
 	// What its atoms compare with, each sorted and without repeats:
 	// destination prefixes, ports (valid ones), agent names.
@@ -190,8 +205,8 @@ type lrule struct {
 	agents   []string
 }
 
-func newLrule(index int, allow bool, p *pred) *lrule {
-	r := &lrule{index: index, allow: allow, pred: p}
+func newLrule(index int, src *Rule, p *pred) *lrule {
+	r := &lrule{index: index, allow: src.Action == api.ActionAllow, src: src, pred: p}
 	p.walk(func(q *pred) {
 		switch q.op {
 		case opDst:
@@ -232,6 +247,8 @@ type lowerer struct {
 	evalRequestParts bool
 	// readsMemo caches reads for the rule being lowered.
 	readsMemo map[int64]uint8
+	// restricted are the prefix ids of netrange.Restricted().
+	restricted []int
 }
 
 // PacketTables is the packet-layer form of a rule set.
@@ -259,6 +276,12 @@ func (p *PacketTables) WithAgents(names map[uint32]string) *datapath.RuleTables 
 // lower builds the packet tables of rules and sets each rule's Level.
 func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 	l := &lowerer{env: env, prefixID: map[netip.Prefix]int{}}
+	// The restricted ranges are classes of their own (ids 0 to
+	// len(Restricted)-1), so that every class is wholly inside one or
+	// outside all.
+	for _, p := range netrange.Restricted() {
+		l.restricted = append(l.restricted, l.prefix(p))
+	}
 	out := &PacketTables{AgentClasses: map[string]uint32{}}
 	out.Tables.Rules = make([]datapath.RuleRef, len(rules))
 	var lrules []*lrule
@@ -282,6 +305,9 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 		}
 		requestAllowBefore[i+1] = requestAllowBefore[i]
 		allow := r.Action == api.ActionAllow
+		if allow && r.allowsPrivate() && !slices.ContainsFunc(r.named, insideRestricted) {
+			l.warnings = append(l.warnings, ruleWarning(r, warnNoNamed))
+		}
 		switch {
 		case allow && !l.packet:
 			requestAllowBefore[i+1] = true
@@ -293,14 +319,16 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 		if p.op == opConst && p.val == tFalse {
 			continue // never decides a packet
 		}
-		lr := newLrule(i, allow, p)
+		lr := newLrule(i, r, p)
 		if allow && (slices.Contains(lr.ports, 53) || slices.Contains(lr.ports, 853)) {
 			l.warnings = append(l.warnings, fmt.Sprintf(
 				"rule %q in %s: allows DNS ports (53, 853), but the datapath drops DNS to anything but the gateway's filter", r.ID, r.File))
 		}
 		lrules = append(lrules, lr)
 	}
-	if err := l.tables(lrules, requestAllowBefore, out); err != nil {
+	ancestors := l.ancestors()
+	l.restrictedWarnings(lrules, ancestors)
+	if err := l.tables(lrules, requestAllowBefore, ancestors, out); err != nil {
 		return nil, nil, err
 	}
 	return out, l.warnings, nil
@@ -345,6 +373,16 @@ func (l *lowerer) build(a *celast.AST, e celast.Expr, root bool) *pred {
 // atom lowers a comparison of one packet field with constants, or returns
 // nil when call is not one.
 func (l *lowerer) atom(a *celast.AST, call celast.CallExpr) *pred {
+	if pfxs, ok := dstAtom(a, call); ok {
+		p := &pred{op: opDst}
+		for _, pfx := range pfxs {
+			p.prefixes = append(p.prefixes, l.prefix(pfx))
+		}
+		if call.FunctionName() == operators.NotEquals {
+			p = &pred{op: opNot, kids: []*pred{p}}
+		}
+		return p
+	}
 	args := call.Args()
 	switch call.FunctionName() {
 	case operators.Equals, operators.NotEquals:
@@ -362,37 +400,15 @@ func (l *lowerer) atom(a *celast.AST, call celast.CallExpr) *pred {
 			return nil
 		}
 		return l.compare(fieldOf(a, args[0]), args[1].AsList().Elements())
-	case "containsIP":
-		// cidr('<literal>').containsIP(network.ip | ip(network.ip))
-		t := call.Target()
-		if !call.IsMemberFunction() || t.Kind() != celast.CallKind || t.AsCall().FunctionName() != "cidr" {
-			return nil
-		}
-		lit, ok := stringLiteral(t.AsCall().Args()[0])
-		arg := args[0]
-		if arg.Kind() == celast.CallKind && arg.AsCall().FunctionName() == "ip" && len(arg.AsCall().Args()) == 1 {
-			arg = arg.AsCall().Args()[0]
-		}
-		if !ok || fieldOf(a, arg) != fieldIP {
-			return nil
-		}
-		p := &pred{op: opDst}
-		// cel-go's validator already refused malformed literals; an IPv6
-		// prefix never contains an IPv4 address.
-		if pfx, err := netip.ParsePrefix(lit); err == nil && pfx.Addr().Is4() {
-			p.prefixes = []int{l.prefix(pfx.Masked())}
-		}
-		return p
 	}
 	return nil
 }
 
-// compare lowers "field equals one of vals"; vals must be literals.
+// compare lowers "field equals one of vals" for the fields other than
+// network.ip (see dstAtom); vals must be literals.
 func (l *lowerer) compare(field string, vals []celast.Expr) *pred {
 	var p *pred
 	switch field {
-	case fieldIP:
-		p = &pred{op: opDst}
 	case fieldPort:
 		p = &pred{op: opPort}
 	case fieldProtocol:
@@ -414,15 +430,7 @@ func (l *lowerer) compare(field string, vals []celast.Expr) *pred {
 		if !ok {
 			return nil
 		}
-		if field != fieldIP {
-			p.strs = append(p.strs, s)
-			continue
-		}
-		// network.ip is compared as a string: only the canonical text of an
-		// IPv4 address ever equals what the datapath sees.
-		if addr, err := netip.ParseAddr(s); err == nil && addr.Is4() && addr.String() == s {
-			p.prefixes = append(p.prefixes, l.prefix(netip.PrefixFrom(addr, 32)))
-		}
+		p.strs = append(p.strs, s)
 	}
 	return p
 }
@@ -510,13 +518,22 @@ func (l *lowerer) reads(a *celast.AST, e celast.Expr) uint8 {
 
 // verdict is what a table row decides.
 type verdict struct {
-	action datapath.RuleAction
-	rule   uint32
-	grants bool
+	action  datapath.RuleAction
+	rule    uint32
+	grants  bool
+	license uint8
+}
+
+// dstClass is what deciding needs to know of a destination class.
+type dstClass struct {
+	prefix netip.Prefix // invalid for class 0
+	// restricted: the class lies inside a restricted range of rangeBits.
+	restricted bool
+	rangeBits  int
 }
 
 // decide walks the candidate rules in order for one packet tuple.
-func decide(rules []*lrule, cands []int, requestAllowBefore []bool, t *tuple) verdict {
+func decide(rules []*lrule, cands []int, requestAllowBefore []bool, t *tuple, class *dstClass) verdict {
 	for _, ci := range cands {
 		r := rules[ci]
 		v := r.pred.eval(t)
@@ -524,33 +541,120 @@ func decide(rules []*lrule, cands []int, requestAllowBefore []bool, t *tuple) ve
 		case v == tFalse:
 			continue
 		case v == tTrue && r.allow:
-			return verdict{action: datapath.RuleAllow, rule: uint32(r.index)}
+			license := r.src.license(class.prefix)
+			if class.restricted && int(license) < class.rangeBits {
+				continue // it may not open the class: the next rule decides
+			}
+			return verdict{action: datapath.RuleAllow, rule: uint32(r.index), license: license}
 		}
 		// A block rule that holds or might hold, or an allow rule whose
-		// condition errors (CEL blocks on errors, naming the rule).
+		// condition errors (CEL blocks on errors, naming the rule) or is
+		// unknown for some protocols of the protocol 0 row.
 		return verdict{action: datapath.RuleBlock, rule: uint32(r.index), grants: requestAllowBefore[r.index]}
 	}
 	return verdict{action: datapath.RuleNone, grants: true}
 }
 
 // rows are the verdicts of one agent class and destination class: per
-// protocol, the any-port verdict and one per mentioned port.
+// protocol, the any-port verdict and one per mentioned port (none for the
+// protocol 0 row, whose packets have port 0).
 type rows [][]verdict // [proto][0] any port, [proto][1+i] ports[i]
 
-func (l *lowerer) tables(rules []*lrule, requestAllowBefore []bool, out *PacketTables) error {
-	n := len(l.prefixes)
-	for i, p := range l.prefixes {
-		out.Tables.Prefixes = append(out.Tables.Prefixes, datapath.RulePrefix{Prefix: p, Class: uint32(i + 1)})
-	}
-	// ancestors[i]: the mentioned prefixes that contain prefix i, itself
-	// included.
-	ancestors := make([][]int, n)
+// ancestors returns, for each prefix, the prefixes that contain it, itself
+// included, shortest first.
+func (l *lowerer) ancestors() [][]int {
+	ancestors := make([][]int, len(l.prefixes))
 	for i, p := range l.prefixes {
 		for bits := 0; bits <= p.Bits(); bits++ {
 			if id, ok := l.prefixID[netip.PrefixFrom(p.Addr(), bits).Masked()]; ok {
 				ancestors[i] = append(ancestors[i], id)
 			}
 		}
+	}
+	return ancestors
+}
+
+// class describes destination class d (0, or 1 + a prefix id).
+func (l *lowerer) class(d int, ancestors [][]int) dstClass {
+	if d == 0 {
+		return dstClass{}
+	}
+	c := dstClass{prefix: l.prefixes[d-1]}
+	for _, a := range ancestors[d-1] {
+		if a < len(l.restricted) { // the restricted ranges come first
+			c.restricted, c.rangeBits = true, l.prefixes[a].Bits()
+		}
+	}
+	return c
+}
+
+// insideRestricted reports whether p lies inside a restricted range.
+func insideRestricted(p netip.Prefix) bool {
+	r, ok := netrange.RangeOf(p.Addr())
+	return ok && p.Bits() >= r.Bits()
+}
+
+func ruleWarning(r *Rule, msg string) string {
+	return fmt.Sprintf("rule %q (%s:%d) %s", r.ID, r.File, r.Line, msg)
+}
+
+// restrictedWarnings warns about allow rules that may hold for restricted
+// destinations they cannot open: broad ones (true, 0.0.0.0/0, a negated
+// prefix) and ones that name a restricted prefix without the flag. The
+// value of a rule over the classes inside a range is that on the range's
+// own class or on a class of a prefix the rule names inside it, so those
+// are the only ones to try.
+func (l *lowerer) restrictedWarnings(rules []*lrule, ancestors [][]int) {
+	for _, r := range rules {
+		if !r.allow {
+			continue
+		}
+		var broad bool
+		var unflagged []string
+		for _, rid := range l.restricted {
+			rng := l.prefixes[rid]
+			classes := []int{rid}
+			for _, id := range r.prefixes {
+				if p := l.prefixes[id]; id != rid && rng.Overlaps(p) && p.Bits() > rng.Bits() {
+					classes = append(classes, id)
+				}
+			}
+			for _, id := range classes {
+				t := tuple{ancestors: ancestors[id], dstKnown: true}
+				if r.pred.eval(&t) == tFalse {
+					continue
+				}
+				class := l.class(id+1, ancestors)
+				if int(r.src.license(class.prefix)) >= class.rangeBits {
+					continue
+				}
+				// Does the rule name a restricted prefix around the class?
+				named := ""
+				for _, a := range ancestors[id] {
+					if p := l.prefixes[a]; slices.Contains(r.prefixes, a) && p.Bits() >= rng.Bits() {
+						named = p.String()
+					}
+				}
+				if named == "" {
+					broad = true
+				} else if !slices.Contains(unflagged, named) {
+					unflagged = append(unflagged, named)
+				}
+			}
+		}
+		if broad {
+			l.warnings = append(l.warnings, ruleWarning(r.src, warnBroad))
+		}
+		if len(unflagged) > 0 {
+			l.warnings = append(l.warnings, ruleWarning(r.src, fmt.Sprintf(warnNoFlag, strings.Join(unflagged, ", "))))
+		}
+	}
+}
+
+func (l *lowerer) tables(rules []*lrule, requestAllowBefore []bool, ancestors [][]int, out *PacketTables) error {
+	n := len(l.prefixes)
+	for i, p := range l.prefixes {
+		out.Tables.Prefixes = append(out.Tables.Prefixes, datapath.RulePrefix{Prefix: p, Class: uint32(i + 1)})
 	}
 	// A rule that cannot hold while all its destination atoms are false
 	// applies only to the classes under the prefixes it mentions; the
@@ -589,6 +693,7 @@ func (l *lowerer) tables(rules []*lrule, requestAllowBefore []bool, out *PacketT
 		if len(cands) == 0 {
 			continue
 		}
+		class := l.class(d, ancestors)
 		ports, agents := mentions(rules, cands)
 		work += len(cands) * (len(agents) + 1) * len(packetProtocols) * (len(ports) + 1)
 		if work > maxLowerWork {
@@ -597,11 +702,17 @@ func (l *lowerer) tables(rules []*lrule, requestAllowBefore []bool, out *PacketT
 		rowsFor := func(agent string) rows {
 			rs := make(rows, len(packetProtocols))
 			for pi, proto := range packetProtocols {
-				t := tuple{ancestors: anc, dstKnown: true, agent: agent, agentKnown: true, proto: proto.name, protoKnown: true, port: -1, portKnown: true}
-				rs[pi] = append(rs[pi], decide(rules, cands, requestAllowBefore, &t))
+				t := tuple{ancestors: anc, dstKnown: true, agent: agent, agentKnown: true,
+					proto: proto.name, protoOther: proto.other, protoKnown: true, port: -1, portKnown: true}
+				if proto.other {
+					t.port = 0
+					rs[pi] = append(rs[pi], decide(rules, cands, requestAllowBefore, &t, &class))
+					continue
+				}
+				rs[pi] = append(rs[pi], decide(rules, cands, requestAllowBefore, &t, &class))
 				for _, port := range ports {
 					t.port = port
-					rs[pi] = append(rs[pi], decide(rules, cands, requestAllowBefore, &t))
+					rs[pi] = append(rs[pi], decide(rules, cands, requestAllowBefore, &t, &class))
 				}
 			}
 			return rs
@@ -640,6 +751,9 @@ func emit(entries []datapath.RuleEntry, rs rows, agentClass, dstClass uint32, po
 		if agentClass != 0 || anyPort.action != datapath.RuleNone {
 			entries = append(entries, entry(agentClass, dstClass, proto.number, true, 0, anyPort))
 		}
+		if proto.other {
+			continue // one row, port 0
+		}
 		for i, port := range ports {
 			if v := rs[pi][1+i]; v != anyPort {
 				entries = append(entries, entry(agentClass, dstClass, proto.number, false, uint16(port), v))
@@ -652,6 +766,6 @@ func emit(entries []datapath.RuleEntry, rs rows, agentClass, dstClass uint32, po
 func entry(agentClass, dstClass uint32, proto uint8, anyPort bool, port uint16, v verdict) datapath.RuleEntry {
 	return datapath.RuleEntry{
 		AgentClass: agentClass, DstClass: dstClass, Proto: proto, AnyPort: anyPort, Port: port,
-		Action: v.action, Grants: v.grants, Rule: v.rule,
+		Action: v.action, Grants: v.grants, Rule: v.rule, License: v.license,
 	}
 }

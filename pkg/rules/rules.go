@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -23,6 +24,10 @@ type Rule struct {
 
 	ast     *celast.AST // checked
 	program cel.Program
+	// named are the IPv4 prefixes the condition names as destinations
+	// (cidr literals, network.ip literals), masked, sorted, without repeats:
+	// what may license a restricted destination (see licenses).
+	named []netip.Prefix
 	// warnedType makes the non-bool warning appear once per rule set, not
 	// once per request.
 	warnedType atomic.Bool
@@ -87,6 +92,7 @@ type Compiler struct {
 type compiled struct {
 	ast     *celast.AST // checked
 	program cel.Program
+	named   []netip.Prefix
 }
 
 // NewCompiler returns a compiler with Outcall's CEL environment.
@@ -135,7 +141,7 @@ func (c *Compiler) Compile(loaded *rulefile.Set) (*Set, error) {
 		if warns[i] != "" {
 			s.warnings = append(s.warnings, warns[i])
 		}
-		used[r.Condition] = &compiled{ast: r.ast, program: r.program}
+		used[r.Condition] = &compiled{ast: r.ast, program: r.program, named: r.named}
 	}
 	s.index = newRuleIndex(rules)
 	packet, warnings, err := lower(c.env, s.rules)
@@ -171,9 +177,9 @@ func (c *Compiler) compileRule(lr rulefile.Rule, cache map[string]*compiled, tmp
 		if err != nil {
 			return nil, "", fail(fmt.Errorf("CEL program: %w", err))
 		}
-		cc = &compiled{ast: ast, program: prg}
+		cc = &compiled{ast: ast, program: prg, named: namedPrefixes(ast)}
 	}
-	r := &Rule{Rule: lr, ast: cc.ast, program: cc.program, Level: api.LevelRequest}
+	r := &Rule{Rule: lr, ast: cc.ast, program: cc.program, named: cc.named, Level: api.LevelRequest}
 	var warn string
 	if t := cc.ast.GetType(cc.ast.Expr().ID()); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
 		warn = fmt.Sprintf("rule %q in %s: condition yields %s, not bool; it never matches", lr.ID, lr.File, t)

@@ -74,7 +74,7 @@ func TestTemplateMatchesDirectCompile(t *testing.T) {
 		}
 	}
 	// Every generated differential-test condition too.
-	g := ruleGen{rand.New(rand.NewPCG(1, 2))}
+	g := ruleGen{r: rand.New(rand.NewPCG(1, 2))}
 	for range 2000 {
 		sameAsDirect(t, c, g.expr(3))
 	}
