@@ -229,8 +229,10 @@ func (d *Daemon) up() error {
 	if err := d.floor.Apply(d.floorConfigLocked()); err != nil {
 		return err
 	}
-	services := []datapath.Service{{Proto: unix.IPPROTO_UDP, Port: d.cfg.DNSPort}, {Proto: unix.IPPROTO_TCP, Port: d.cfg.DNSPort}, {Proto: unix.IPPROTO_TCP, Port: d.cfg.ProxyPort}}
-	if err := d.dp.SetServices(services); err != nil {
+	// Only the service ports an Outcall listener holds are open (see
+	// services.go): none until the DNS filter and the proxy open theirs, and
+	// whatever a previous daemon left in the pinned map is removed.
+	if err := d.dp.SetServices(d.servicesLocked()); err != nil {
 		return err
 	}
 	index, _, err := d.bridges.Ensure(d.cfg.Bridge, d.cfg.Gateway)

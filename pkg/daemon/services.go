@@ -1,0 +1,242 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"outcall.dev/outcall/pkg/datapath"
+)
+
+// Gateway services (DNS, proxy) are open to containers only while Outcall's
+// own listener holds the port: the datapath's services map, which lets a
+// container's packet to gateway:port through, gets an entry only after the
+// listener is bound to the gateway address, and loses it before the
+// listener closes. So a host process listening on the wildcard address (a
+// local dnsmasq, a dev server) is never reachable from a container through
+// the gateway's service ports, whether Outcall's listener is up or not.
+//
+// The DNS filter and the proxy open their sockets through ListenTCPService
+// and ListenUDPService; until they exist nothing does, and every gateway
+// port is closed.
+
+// openServices holds, per daemon, how many listeners hold each service. It
+// lives outside Daemon so the seam stays in this file; guarded by d.mu,
+// like everything else that changes what the datapath lets through.
+var (
+	openServicesMu sync.Mutex
+	openServices   = map[*Daemon]map[datapath.Service]int{}
+)
+
+// servicesLocked returns the open services, sorted, for
+// datapath.SetServices; up() installs them into a fresh datapath.
+func (d *Daemon) servicesLocked() []datapath.Service {
+	openServicesMu.Lock()
+	defer openServicesMu.Unlock()
+	out := make([]datapath.Service, 0, len(openServices[d]))
+	for s := range openServices[d] {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Port != out[j].Port {
+			return out[i].Port < out[j].Port
+		}
+		return out[i].Proto < out[j].Proto
+	})
+	return out
+}
+
+// holdServiceLocked counts one more (delta 1) or one fewer (delta -1)
+// listener on s and writes the resulting set into the datapath, if one is
+// loaded; on a failed write the count is restored.
+func (d *Daemon) holdServiceLocked(s datapath.Service, delta int) error {
+	openServicesMu.Lock()
+	set := openServices[d]
+	if set == nil {
+		set = map[datapath.Service]int{}
+		openServices[d] = set
+	}
+	set[s] += delta
+	if set[s] <= 0 {
+		delete(set, s)
+	}
+	openServicesMu.Unlock()
+	if d.dp == nil {
+		return nil // up() installs the set into the next datapath
+	}
+	if err := d.dp.SetServices(d.servicesLocked()); err != nil {
+		openServicesMu.Lock()
+		set[s] -= delta
+		if set[s] <= 0 {
+			delete(set, s)
+		}
+		openServicesMu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// ListenTCPService binds a TCP listener on the gateway address and port and
+// only then opens the port to containers. Closing the listener closes the
+// port to containers first. A port held by another process on the gateway
+// or the wildcard address is an error naming the port and, when /proc tells,
+// the holder.
+func (d *Daemon) ListenTCPService(ctx context.Context, port uint16) (net.Listener, error) {
+	addr := d.serviceAddr(port)
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp4", addr.String())
+	if err != nil {
+		return nil, d.serviceBindError("tcp", addr, err)
+	}
+	s := datapath.Service{Proto: unix.IPPROTO_TCP, Port: port}
+	if err := d.openService(s); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return &serviceListener{Listener: l, release: d.releaser(s)}, nil
+}
+
+// ListenUDPService is ListenTCPService for a UDP socket.
+func (d *Daemon) ListenUDPService(ctx context.Context, port uint16) (net.PacketConn, error) {
+	addr := d.serviceAddr(port)
+	c, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp4", addr.String())
+	if err != nil {
+		return nil, d.serviceBindError("udp", addr, err)
+	}
+	s := datapath.Service{Proto: unix.IPPROTO_UDP, Port: port}
+	if err := d.openService(s); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &servicePacketConn{PacketConn: c, release: d.releaser(s)}, nil
+}
+
+func (d *Daemon) serviceAddr(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(d.cfg.Gateway.Addr(), port)
+}
+
+func (d *Daemon) openService(s datapath.Service) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.holdServiceLocked(s, 1); err != nil {
+		return fmt.Errorf("open gateway service %s/%d to containers: %w", datapath.ProtoName(s.Proto), s.Port, err)
+	}
+	d.log.Info("gateway service open", "proto", datapath.ProtoName(s.Proto), "port", s.Port)
+	return nil
+}
+
+// releaser returns the function that closes s to containers, once.
+func (d *Daemon) releaser(s datapath.Service) func() error {
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if err = d.holdServiceLocked(s, -1); err != nil {
+				err = fmt.Errorf("close gateway service %s/%d to containers: %w", datapath.ProtoName(s.Proto), s.Port, err)
+				d.log.Error("gateway service stays open in the datapath after its listener closed", "proto", datapath.ProtoName(s.Proto), "port", s.Port, "err", err)
+				return
+			}
+			d.log.Info("gateway service closed", "proto", datapath.ProtoName(s.Proto), "port", s.Port)
+		})
+		return err
+	}
+}
+
+// serviceListener closes the port to containers before the socket.
+type serviceListener struct {
+	net.Listener
+	release func() error
+}
+
+// Close closes the port to containers, then the listener.
+func (l *serviceListener) Close() error {
+	return errors.Join(l.release(), l.Listener.Close())
+}
+
+// servicePacketConn closes the port to containers before the socket.
+type servicePacketConn struct {
+	net.PacketConn
+	release func() error
+}
+
+// Close closes the port to containers, then the socket.
+func (c *servicePacketConn) Close() error {
+	return errors.Join(c.release(), c.PacketConn.Close())
+}
+
+// serviceBindError names the port and, when it is taken, who holds it.
+func (d *Daemon) serviceBindError(network string, addr netip.AddrPort, err error) error {
+	if errors.Is(err, unix.EADDRINUSE) {
+		holder := portHolder(network, addr.Port())
+		if holder == "" {
+			holder = "another process"
+		}
+		return fmt.Errorf("gateway service %s/%d: %s already holds port %d (on %s or the wildcard address); stop it or move it to another address, or choose another port: %w",
+			network, addr.Port(), holder, addr.Port(), addr.Addr(), err)
+	}
+	if errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("gateway service %s/%d: gateway address %s is not configured (is the bridge up?): %w", network, addr.Port(), addr.Addr(), err)
+	}
+	return fmt.Errorf("gateway service %s/%d: listen on %s: %w", network, addr.Port(), addr, err)
+}
+
+// portHolder names the processes with a socket bound to port, as
+// `pid 123 (dnsmasq)`, from /proc of this network namespace; "" when /proc
+// does not say.
+func portHolder(network string, port uint16) string {
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/" + network, "/proc/net/" + network + "6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) < 10 {
+				continue
+			}
+			// local_address is ADDR:PORT in hex; state 0A is LISTEN (TCP)
+			// and 07 is an unconnected UDP socket.
+			_, p, ok := strings.Cut(fields[1], ":")
+			n, err := strconv.ParseUint(p, 16, 16)
+			if !ok || err != nil || uint16(n) != port {
+				continue
+			}
+			if network == "tcp" && fields[3] != "0A" {
+				continue
+			}
+			if fields[9] != "0" {
+				inodes["socket:["+fields[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return ""
+	}
+	var holders []string
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, proc := range procs {
+		fds, _ := os.ReadDir(proc + "/fd")
+		for _, fd := range fds {
+			target, err := os.Readlink(proc + "/fd/" + fd.Name())
+			if err != nil || !inodes[target] {
+				continue
+			}
+			comm, _ := os.ReadFile(proc + "/comm")
+			holders = append(holders, fmt.Sprintf("pid %s (%s)", filepath.Base(proc), strings.TrimSpace(string(comm))))
+			break
+		}
+	}
+	return strings.Join(holders, ", ")
+}
