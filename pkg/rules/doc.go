@@ -18,7 +18,14 @@
 // network.protocol and agent.name into a destination-class LPM trie and a
 // verdict hash, so that the kernel decides every packet exactly as CEL
 // would for the packet's network context; see DESIGN.md §4 and the
-// differential tests.
+// differential tests. Every IP protocol reaches the tables: for one other
+// than TCP, UDP and ICMP, network.protocol is its decimal number ("47") and
+// network.port is 0 (ProtocolName).
+//
+// Restricted destinations (package netrange) open only for an allow rule
+// that sets egress.allow_private_ips and names a prefix inside the range;
+// a broad rule that matches one is skipped, in Evaluate and in lowering
+// alike (restricted.go).
 //
 // A typical caller:
 //

@@ -30,14 +30,16 @@ import (
 // evaluated once. Anything else is unknown. Values are three-valued
 // (Kleene), which is also how CEL's && and || treat errors.
 //
-// Destinations are partitioned into classes: every prefix a rule mentions is
-// a class, and an address belongs to the class of its longest matching
-// prefix (class 0 if none). Prefixes nest or are disjoint, so the class of
+// Destinations are partitioned into classes: every prefix a rule mentions,
+// and every restricted range (netrange), is a class, and an address belongs
+// to the class of its longest matching prefix (class 0 if none). Prefixes nest or are disjoint, so the class of
 // an address fixes the value of every destination atom. Agents are classes
 // too: each name a rule mentions, and 0 for every other name. Ports a rule
 // mentions get rows of their own, every other port shares an any-port row.
-// For each class and protocol the list is walked in order, so first match
-// and default block carry over exactly.
+// For each class and protocol (TCP, UDP, ICMP, and protocol 0 for every
+// other) the list is walked in order, so first match and default block
+// carry over exactly; an allow rule that may not open a restricted class is
+// skipped there, as Evaluate skips it (restricted.go).
 //
 // What the packet layer may not do: an allow rule that reads request-level
 // fields never allows a packet (DNS-learned grants do that, per answer); a
