@@ -123,7 +123,6 @@ func (d *Daemon) clearPortsLocked(remove bool) error {
 	return nil
 }
 
-
 // Endpoints implements hostapi.Service.
 func (d *Daemon) Endpoints(ctx context.Context) ([]api.Endpoint, error) {
 	d.mu.Lock()
