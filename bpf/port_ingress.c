@@ -295,11 +295,51 @@ static __always_inline int reply_of_inbound(struct __sk_buff *skb, struct flow *
 	return opts.dir == IP_CT_DIR_REPLY;
 }
 
-static __always_inline void remember_flow(struct flow_key *fk, __u32 gen, __u32 rule, __u8 owner)
+static __always_inline void remember_flow(struct flow_key *fk, const struct endpoint *ep,
+					  __u32 gen, __u32 rule, __u8 owner)
 {
-	struct flow_state st = { .generation = gen, .rule = rule, .owner = owner };
+	struct flow_state st = { .generation = gen, .rule = rule, .identity = ep->identity, .owner = owner };
 
+	__builtin_memcpy(st.saddr, ep->ip, 4);
+	__builtin_memcpy(st.mac, ep->mac, 6);
+	__builtin_memcpy(st.gateway_mac, ep->gateway_mac, 6);
 	bpf_map_update_elem(&flows, fk, &st, BPF_ANY);
+}
+
+/* established_fast passes a packet of a flow this program allowed under the
+ * active generation with one lookup, before the endpoint's: the flow's state
+ * holds the addresses the endpoint had when the flow began, and the packet
+ * must carry exactly those, to exactly the gateway's MAC. Anything else,
+ * including any doubt about the headers, goes the whole way below, which
+ * decides (and counts) as if this did not exist. */
+static __always_inline int established_fast(struct __sk_buff *skb, __u32 ifindex, __u32 gen)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct flow_key fk = { .ifindex = ifindex };
+	struct flow_state *st;
+	__u8 *l4 = (void *)(ip + 1);
+
+	if ((void *)(l4 + 20) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return 0;
+	if (ip->protocol == IPPROTO_TCP) {
+		if (l4[13] & TCP_FLAG_SYN)
+			return 0;
+	} else if (ip->protocol != IPPROTO_UDP) {
+		return 0;
+	}
+	__builtin_memcpy(fk.daddr, &ip->daddr, 4);
+	fk.sport = ((__u16)l4[0] << 8) | l4[1];
+	fk.dport = ((__u16)l4[2] << 8) | l4[3];
+	fk.proto = ip->protocol;
+	st = bpf_map_lookup_elem(&flows, &fk);
+	if (!st || st->generation != gen || !addr_eq((__u8 *)&ip->saddr, st->saddr) ||
+	    !mac_eq(eth->h_source, st->mac) || !mac_eq(eth->h_dest, st->gateway_mac))
+		return 0;
+	return 1;
 }
 
 static __always_inline int broadcast_mac(const __u8 *m)
@@ -357,6 +397,10 @@ int outcall_port_ingress(struct __sk_buff *skb)
 	struct rule_match rule;
 	int g = 0, restricted = 0, grants_ok;
 	__u32 gen;
+
+	gen = rule_generation();
+	if (established_fast(skb, ifindex, gen))
+		return allow(skb, REASON_ALLOW_ESTABLISHED);
 
 	f.ifindex = ifindex;
 	ep = bpf_map_lookup_elem(&endpoints, &ifindex);
@@ -433,18 +477,19 @@ int outcall_port_ingress(struct __sk_buff *skb)
 	    (f.dport == 53 || f.dport == 853))
 		return drop(skb, &f, REASON_DROP_DNS_BYPASS);
 
-	gen = rule_generation();
 	if (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) {
-		fk.identity = f.identity;
+		fk.ifindex = ifindex;
 		__builtin_memcpy(fk.daddr, f.daddr, 4);
 		fk.sport = f.sport;
 		fk.dport = f.dport;
 		fk.proto = f.proto;
+		/* Not on the fast path: of an older generation, or its
+		 * addresses differ (the flow is then decided as new). */
 		if (!f.syn) {
 			known = bpf_map_lookup_elem(&flows, &fk);
-			/* The fast path: one lookup for an established packet. */
-			if (known && known->generation == gen)
-				return allow(skb, REASON_ALLOW_ESTABLISHED);
+			if (known && (known->identity != ep->identity || !addr_eq(known->saddr, ep->ip) ||
+				      !mac_eq(known->mac, ep->mac)))
+				known = NULL;
 		}
 	}
 
@@ -476,7 +521,7 @@ int outcall_port_ingress(struct __sk_buff *skb)
 	}
 	if (rule.action == RULE_ALLOW) {
 		if (fk.proto)
-			remember_flow(&fk, gen, rule.rule, FLOW_RULE);
+			remember_flow(&fk, ep, gen, rule.rule, FLOW_RULE);
 		count_hit(skb, rule.hit);
 		return allow(skb, REASON_ALLOW_RULE);
 	}
@@ -484,7 +529,7 @@ int outcall_port_ingress(struct __sk_buff *skb)
 		g = grant_verdict(&f, restricted);
 		if (g > 0) {
 			if (fk.proto)
-				remember_flow(&fk, gen, 0, FLOW_GRANT);
+				remember_flow(&fk, ep, gen, 0, FLOW_GRANT);
 			return allow(skb, REASON_ALLOW_GRANT);
 		}
 	}

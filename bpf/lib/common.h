@@ -133,10 +133,11 @@ struct fence {
 	__u16 pad;
 };
 
-/* A flow the datapath allowed when it began: TCP or UDP from one identity.
- * The source address is the identity's own. */
+/* A flow the datapath allowed when it began: TCP or UDP from one port. Keyed
+ * by the port's ifindex, not its identity, so that an established packet
+ * costs one lookup: the state carries what the packet must match. */
 struct flow_key {
-	__u32 identity;
+	__u32 ifindex;
 	__u8 daddr[4];
 	__u16 sport; /* host byte order */
 	__u16 dport; /* host byte order */
@@ -152,8 +153,12 @@ enum flow_owner {
 struct flow_state {
 	__u32 generation; /* rule generation that last allowed it */
 	__u32 rule;       /* FLOW_RULE: the rule's index in that generation */
-	__u8 owner;       /* enum flow_owner */
-	__u8 pad[7];
+	__u32 identity;   /* of the endpoint that opened it */
+	__u8 saddr[4];    /* the endpoint's address, MAC and gateway MAC when it */
+	__u8 mac[6];      /* opened: a packet of the flow must still carry them */
+	__u8 gateway_mac[6];
+	__u8 owner; /* enum flow_owner */
+	__u8 pad[3];
 };
 
 struct counter {

@@ -76,19 +76,20 @@ func describeGrant(endpoint, dst string, proto *string, port *uint16) string {
 
 func newGrantAddCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "add --endpoint NAME --dst IPV4 [--proto tcp|udp] [--port PORT] [--ttl SECONDS]",
+		Use:   "add --endpoint NAME --dst IPV4 [--proto tcp|udp] [--port PORT] [--ttl SECONDS] [--allow-private]",
 		Short: "Allow an endpoint to reach a destination",
 		Args:  cobra.NoArgs,
 	}
 	var g grantFlags
 	g.register(cmd)
 	ttl := cmd.Flags().Int64("ttl", 0, "expire the grant after this many seconds (1-86400; default: no expiry)")
+	allowPrivate := cmd.Flags().Bool("allow-private", false, "allow a restricted destination (private, loopback, link-local/metadata, CGNAT, multicast, broadcast, the host's own addresses)")
 	cmd.RunE = action(func(cmd *cobra.Command, _ []string) error {
 		dst, proto, port, err := g.validate(cmd)
 		if err != nil {
 			return err
 		}
-		req := api.AllowRequest{Container: g.endpoint, Destination: dst, Protocol: proto, Port: port}
+		req := api.AllowRequest{Container: g.endpoint, Destination: dst, Protocol: proto, Port: port, AllowPrivate: *allowPrivate}
 		suffix := ""
 		if cmd.Flags().Changed("ttl") {
 			if *ttl < 1 || *ttl > maxTTLSecs {

@@ -46,6 +46,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.RulesDir, "rules-dir", api.DefaultRulesDir, "directory of rule files (*.yaml, *.yml); missing or empty means everything is blocked")
 	fs.BoolVar(&cfg.WatchRules, "watch-rules", true, "reload the rules when a file in --rules-dir changes (the host API reload works either way)")
 	fs.BoolVar(&cfg.AllowPrivatePins, "allow-private-pins", false, "start even if --pin-dir's bpffs is private to this mount namespace (e.g. under \"ip netns exec\"); the pins vanish at exit and every port loses its program: for experiments only")
+	fs.DurationVar(&cfg.RepairInterval, "repair-interval", daemon.DefaultRepairInterval, "how often to check that every port's program and every floor table is in place, and restore what is missing (10ms-10s)")
 	fs.UintVar(&cfg.MaxConnsPerAgent, "max-conns-per-agent", 512, "most connections (conntrack entries) one agent may hold to or through the gateway; new ones beyond it are dropped and counted (0: no cap)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: outcalld [flags]\n\noutcalld decides in the kernel what each agent container may reach.\n\nFlags:\n")
@@ -75,6 +76,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Gateway = gw
+	cfg.SubnetBlock = netip.MustParsePrefix(*subnetBlock) // checked by defaultGateway
 	if *dnsPort == 0 || *dnsPort > 65535 {
 		fmt.Fprintf(stderr, "outcalld: --dns-port: %d is not a port (1-65535)\n", *dnsPort)
 		return 2

@@ -129,6 +129,11 @@ type AllowRequest struct {
 	Protocol      *string `json:"protocol,omitempty"`
 	Port          *uint16 `json:"port,omitempty"`
 	ExpiresInSecs *uint32 `json:"expires_in_secs,omitempty"`
+	// AllowPrivate lets the grant open a restricted destination (private,
+	// loopback, link-local and metadata, CGNAT, multicast, broadcast,
+	// unspecified, or one of the host's own addresses). Outcall subnets
+	// stay closed whatever it says.
+	AllowPrivate bool `json:"allow_private_ips,omitempty"`
 }
 
 // RevokeRequest closes what an AllowRequest with the same fields opened.

@@ -75,6 +75,12 @@ func (m *Manager) Ensure(name string, gateway netip.Prefix) (ifindex int, create
 	if err != nil {
 		return 0, false, err
 	}
+	// A bridge whose address was never set takes the lowest address of
+	// its ports, so the gateway's MAC would change as containers come and
+	// go; setting it (to what it is) pins it.
+	if err := m.h.LinkSetHardwareAddr(br, br.HardwareAddr); err != nil {
+		return 0, false, &Error{Op: "pin bridge address", Err: err}
+	}
 	if err := m.h.LinkSetUp(br); err != nil {
 		return 0, false, &Error{Op: "set bridge up", Err: err}
 	}
@@ -197,6 +203,21 @@ func (m *Manager) Delete(name string) error {
 	}
 	m.log.Info("bridge teardown: bridge deleted", "bridge", name, "ifindex", link.Attrs().Index)
 	return nil
+}
+
+// HardwareAddr returns the MAC address of the link with this ifindex (the
+// gateway's, for a bridge that Ensure made).
+func (m *Manager) HardwareAddr(ifindex int) (net.HardwareAddr, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, err := m.h.LinkByIndex(ifindex)
+	if err != nil {
+		return nil, &Error{Op: "read bridge address", Err: err}
+	}
+	if len(l.Attrs().HardwareAddr) != 6 {
+		return nil, &Error{Op: "read bridge address", Err: fmt.Errorf("link %d has no Ethernet address", ifindex)}
+	}
+	return l.Attrs().HardwareAddr, nil
 }
 
 // Ports lists the links enslaved to the bridge with this ifindex, so the

@@ -13,14 +13,18 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"outcall.dev/outcall/pkg/bridge"
 )
 
 // Config is outcalld's configuration, from flags.
 type Config struct {
-	Bridge      string
-	Gateway     netip.Prefix // the bridge's address, e.g. 10.200.0.1/24
+	Bridge  string
+	Gateway netip.Prefix // the bridge's address, e.g. 10.200.0.1/24
+	// SubnetBlock holds every Outcall subnet (--subnet-block): no rule or
+	// grant opens an address inside it but the own gateway's services.
+	SubnetBlock netip.Prefix
 	Socket      string
 	StateDir    string
 	PinDir      string
@@ -34,6 +38,9 @@ type Config struct {
 	// AllowPrivatePins starts even when PinDir's bpffs would not outlive
 	// the daemon (see datapath.PrivatePinsError), with a loud warning.
 	AllowPrivatePins bool
+	// RepairInterval is how often detached programs and deleted floor
+	// tables are looked for and restored (DefaultRepairInterval if 0).
+	RepairInterval time.Duration
 	// MaxConnsPerAgent caps the conntrack entries each agent address may
 	// hold to or through the gateway (0: no cap), so one agent cannot fill
 	// the host-wide conntrack table.
@@ -53,6 +60,9 @@ func (c Config) Validate() error {
 	} else if a := c.Gateway.Addr(); a == c.Gateway.Masked().Addr() {
 		errs = append(errs, fmt.Errorf("--gateway: %s is the network address of its subnet", c.Gateway))
 	}
+	if !c.SubnetBlock.IsValid() || !c.SubnetBlock.Contains(c.Gateway.Addr()) || c.SubnetBlock.Bits() > c.Gateway.Bits() {
+		errs = append(errs, fmt.Errorf("--subnet-block: %q must contain the gateway subnet %s", c.SubnetBlock, c.Gateway.Masked()))
+	}
 	for flag, p := range map[string]string{"--socket": c.Socket, "--state-dir": c.StateDir, "--pin-dir": c.PinDir, "--rules-dir": c.RulesDir} {
 		if p == "" || !filepath.IsAbs(p) {
 			errs = append(errs, fmt.Errorf("%s: %q must be an absolute path", flag, p))
@@ -60,6 +70,9 @@ func (c Config) Validate() error {
 	}
 	if fi, err := os.Stat(c.Socket); err == nil && fi.IsDir() {
 		errs = append(errs, fmt.Errorf("--socket: %s is a directory", c.Socket))
+	}
+	if c.RepairInterval != 0 && (c.RepairInterval < 10*time.Millisecond || c.RepairInterval > 10*time.Second) {
+		errs = append(errs, fmt.Errorf("--repair-interval: %v is outside 10ms-10s", c.RepairInterval))
 	}
 	if c.DNSPort == 0 {
 		errs = append(errs, errors.New("--dns-port: must be 1-65535"))

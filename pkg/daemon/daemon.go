@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"time"
@@ -46,7 +47,9 @@ type Daemon struct {
 	dp          *datapath.Datapath // nil while the bridge is down
 	stopEvents  context.CancelFunc // stops dp's drop event reader
 	bridgeIndex int
-	ports       map[int]string // ports of the bridge by ifindex
+	bridgeMAC   net.HardwareAddr // every frame a port sends goes here
+	fencedHosts []netip.Addr     // the host addresses the datapath fences now
+	ports       map[int]string   // ports of the bridge by ifindex
 	// packetRules are the packet tables of the active rule set, kept for
 	// installing into a datapath opened later.
 	packetRules *rules.PacketTables
@@ -173,6 +176,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	run("port watcher", d.watchPorts)
 	run("grant sweeper", d.sweepGrants)
+	run("repair", d.repair)
 	if d.cfg.WatchRules {
 		run("rules watcher", func(ctx context.Context) error { return d.rules.Watch(ctx, rulesDebounce) })
 	}
@@ -211,6 +215,7 @@ func (d *Daemon) up() error {
 			return fmt.Errorf("BPF datapath unavailable: %w", err)
 		}
 		d.dp = dp
+		d.fencedHosts = nil // a new datapath may have new maps
 		var evCtx context.Context
 		evCtx, d.stopEvents = context.WithCancel(context.Background())
 		go d.readDropEvents(evCtx, dp)
@@ -225,7 +230,13 @@ func (d *Daemon) up() error {
 		}
 	}
 	// Loading the program changes nothing a packet sees; the floor is the
-	// first thing that does, and it goes in before the bridge exists.
+	// first thing that does, and it goes in before the bridge exists. On a
+	// restart the bridge and its ports are already there: the new floor
+	// names them from its first instant, or it would replace the old
+	// floor's port set with an empty one until each port is taken over.
+	if err := d.knowExistingPortsLocked(); err != nil {
+		return err
+	}
 	if err := d.floor.Apply(d.floorConfigLocked()); err != nil {
 		return err
 	}
@@ -240,6 +251,12 @@ func (d *Daemon) up() error {
 		return err
 	}
 	d.bridgeIndex = index
+	if d.bridgeMAC, err = d.bridges.HardwareAddr(index); err != nil {
+		return err
+	}
+	if err := d.syncFencesLocked(); err != nil {
+		return err
+	}
 	ports, err := d.bridges.Ports(index)
 	if err != nil {
 		return err
@@ -259,6 +276,25 @@ func (d *Daemon) up() error {
 		}
 	}
 	return d.floor.Apply(d.floorConfigLocked())
+}
+
+// knowExistingPortsLocked adds the ports the bridge has now to d.ports, so
+// the floor covers them before their programs are (re)attached.
+func (d *Daemon) knowExistingPortsLocked() error {
+	st, err := d.bridges.Status(d.cfg.Bridge)
+	if err != nil || !st.Exists {
+		return err
+	}
+	ports, err := d.bridges.Ports(st.Index)
+	if err != nil {
+		return err
+	}
+	for _, p := range ports {
+		if _, ok := d.ports[p.Index]; !ok {
+			d.ports[p.Index] = p.Name
+		}
+	}
+	return nil
 }
 
 func (d *Daemon) floorConfigLocked() nft.Config {
@@ -296,7 +332,7 @@ func (d *Daemon) portJoinedLocked(ifindex int, name string) error {
 }
 
 func (d *Daemon) activateLocked(ifindex int, ep endpoint.Endpoint) error {
-	err := d.dp.SetEndpoint(ifindex, datapath.Endpoint{Identity: ep.Identity, IP: ep.IP, Gateway: d.cfg.Gateway.Addr(), MAC: ep.MAC})
+	err := d.dp.SetEndpoint(ifindex, datapath.Endpoint{Identity: ep.Identity, IP: ep.IP, Gateway: d.cfg.Gateway.Addr(), MAC: ep.MAC, GatewayMAC: d.bridgeMAC})
 	if err != nil {
 		return err
 	}

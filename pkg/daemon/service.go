@@ -17,6 +17,7 @@ import (
 	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/endpoint"
 	"outcall.dev/outcall/pkg/hostapi"
+	"outcall.dev/outcall/pkg/netrange"
 )
 
 // MaxGrantTTL bounds expires_in_secs (S009-FR-015).
@@ -148,7 +149,10 @@ func (d *Daemon) apiEndpointLocked(e endpoint.Endpoint) api.Endpoint {
 	out := api.Endpoint{Name: e.Name, Interface: e.Interface, IP: e.IP.String(), MAC: e.MACText, Identity: e.Identity}
 	if ifindex, ok := d.portIndexLocked(e.Interface); ok {
 		out.Ifindex = ifindex
-		out.Attached = d.dp != nil && d.dp.Attached(ifindex)
+		// The kernel's word, not the daemon's memory: a link detached
+		// behind its back reads as detached until the repair loop
+		// re-attaches it.
+		out.Attached = d.dp != nil && d.dp.LinkAlive(ifindex)
 	}
 	return out
 }
@@ -225,6 +229,10 @@ func (d *Daemon) RemoveEndpoint(ctx context.Context, name string) error {
 		if _, err := d.revokeIdentityLocked(e.Identity); err != nil {
 			return err
 		}
+		// Every flow the endpoint opened ends, the rules' too.
+		if _, err := d.dp.EndFlows(datapath.FlowMatch{Identity: e.Identity}); err != nil {
+			return err
+		}
 	}
 	if _, err = d.endpoints.Remove(name); err != nil {
 		return err
@@ -271,7 +279,10 @@ func (d *Daemon) Allow(ctx context.Context, req api.AllowRequest) (api.ActiveRul
 	if req.SrcIP != "" && req.SrcIP != e.IP.String() {
 		return api.ActiveRule{}, badRequest("src_ip %s does not belong to container '%s' (its address is %s)", req.SrcIP, e.Name, e.IP)
 	}
-	g := datapath.Grant{GrantKey: key}
+	if err := d.checkGrantDestination(key.Dst, req.AllowPrivate); err != nil {
+		return api.ActiveRule{}, err
+	}
+	g := datapath.Grant{GrantKey: key, AllowPrivate: req.AllowPrivate}
 	if req.ExpiresInSecs != nil {
 		ttl := time.Duration(*req.ExpiresInSecs) * time.Second
 		if ttl < time.Second || ttl > MaxGrantTTL {
@@ -302,7 +313,9 @@ func (d *Daemon) Revoke(ctx context.Context, req api.RevokeRequest) error {
 	if d.dp == nil {
 		return errBridgeDown
 	}
-	ok, err := d.dp.DeleteGrant(key)
+	// The grant's flows end with it: an operator's revoke closes the
+	// tuple, where an expiry does not.
+	ok, err := d.dp.RevokeGrant(key)
 	if err != nil {
 		return err
 	}
@@ -380,12 +393,14 @@ func (d *Daemon) revokeIdentityLocked(id uint32) (int, error) {
 	return d.deleteGrantsLocked(func(g datapath.Grant) bool { return g.Identity == id })
 }
 
+// deleteGrantsLocked revokes the grants match selects and ends their flows.
 func (d *Daemon) deleteGrantsLocked(match func(datapath.Grant) bool) (int, error) {
 	grants, err := d.dp.Grants()
 	if err != nil {
 		return 0, err
 	}
 	n := 0
+	identities := map[uint32]bool{}
 	for _, g := range grants {
 		if !match(g) {
 			continue
@@ -393,9 +408,37 @@ func (d *Daemon) deleteGrantsLocked(match func(datapath.Grant) bool) (int, error
 		if _, err := d.dp.DeleteGrant(g.GrantKey); err != nil {
 			return n, err
 		}
+		identities[g.Identity] = true
 		n++
 	}
+	// One pass over the flow table per identity, after every grant is
+	// gone, instead of one per grant.
+	for id := range identities {
+		if _, err := d.dp.EndFlows(datapath.FlowMatch{Identity: id, GrantsOnly: true}); err != nil {
+			return n, err
+		}
+	}
 	return n, nil
+}
+
+// checkGrantDestination refuses what a grant may never open (an Outcall
+// subnet: agents never reach each other) and what it opens only when the
+// operator says so (a restricted destination), with a message that names
+// the range and the flag.
+func (d *Daemon) checkGrantDestination(dst netip.Addr, allowPrivate bool) error {
+	if d.cfg.SubnetBlock.Contains(dst) {
+		return badRequest("destination %s is inside the Outcall subnet block %s: agents and gateways are never reachable through a grant", dst, d.cfg.SubnetBlock)
+	}
+	if allowPrivate {
+		return nil
+	}
+	if r, ok := netrange.RangeOf(dst); ok {
+		return badRequest("destination %s is restricted (inside %s): pass --allow-private (allow_private_ips) to open it", dst, r)
+	}
+	if d.isHostAddress(dst) {
+		return badRequest("destination %s is one of this host's own addresses: pass --allow-private (allow_private_ips) to open it", dst)
+	}
+	return nil
 }
 
 // DatapathCounters implements hostapi.Service and metrics.Source.

@@ -7,6 +7,10 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+
+	"outcall.dev/outcall/internal/packet"
 )
 
 // BenchmarkVerdict measures the program's cost per packet with BPF_PROG_TEST_RUN
@@ -43,8 +47,8 @@ func BenchmarkVerdict(b *testing.B) {
 }
 
 // benchPackets reports the per-packet cost of data on agentPort, after
-// checking it gets reason.
-func benchPackets(b *testing.B, d *Datapath, data []byte, reason Reason) {
+// checking it gets reason, and returns it in ns.
+func benchPackets(b *testing.B, d *Datapath, data []byte, reason Reason) float64 {
 	b.Helper()
 	before := counterOf(b, d, reason)
 	if _, _, _, err := d.TestRun(data, agentPort, 1); err != nil {
@@ -53,19 +57,30 @@ func benchPackets(b *testing.B, d *Datapath, data []byte, reason Reason) {
 	if got := counterOf(b, d, reason); got.Packets != before.Packets+1 {
 		b.Fatalf("benchmark packet is not counted as %s/%s", reason.Verdict(), reason)
 	}
-	// The kernel repeats the run in one syscall, so the wall time of the
-	// call divided by the repeat count is the per-packet cost; the single
-	// syscall adds well under 0.1 ns per packet.
+	return benchProgram(b, func(repeat int) error {
+		_, _, _, err := d.TestRun(data, agentPort, repeat)
+		return err
+	})
+}
+
+// benchProgram reports the per-run cost of run(repeat) as ns/packet. The
+// kernel repeats the run in one syscall, so the wall time of the call
+// divided by the repeat count is the per-packet cost; the single syscall
+// adds well under 0.1 ns per packet.
+func benchProgram(b *testing.B, run func(repeat int) error) float64 {
+	b.Helper()
 	const repeat = 500_000
 	var total time.Duration
 	for b.Loop() {
 		start := time.Now()
-		if _, _, _, err := d.TestRun(data, agentPort, repeat); err != nil {
+		if err := run(repeat); err != nil {
 			b.Fatal(err)
 		}
 		total += time.Since(start)
 	}
-	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*repeat), "ns/packet")
+	ns := float64(total.Nanoseconds()) / float64(b.N*repeat)
+	b.ReportMetric(ns, "ns/packet")
+	return ns
 }
 
 // BenchmarkInstallRules measures InstallRules of 10k and 100k entries (six
@@ -114,4 +129,44 @@ func fillGrants(b *testing.B, d *Datapath, n int) {
 		}
 	}
 	flush()
+}
+
+// BenchmarkPacketPath measures, in one run, an established packet (one flow
+// table lookup after the endpoint's), the first packet of a flow (fences,
+// rule tables and grants, then the flow is written) and, as the floor of the
+// measure, a minimal TCX program that does one hash lookup. The established
+// figure is reported beside the floor as a ratio.
+func BenchmarkPacketPath(b *testing.B) {
+	d := openTest(b)
+	seed(b, d)
+	fillGrants(b, d, 10_000)
+	must(b, d.InstallRules(bigTables(10_000)))
+	syn := tcp(agentIP, upstream, 443)
+	ack := syn
+	ack.TCPFlags = packet.TCPFlagACK
+	if _, _, _, err := d.TestRun(syn.Bytes(), agentPort, 1); err != nil {
+		b.Fatal(err)
+	}
+	var floorNs float64
+	b.Run("floor=one-lookup", func(b *testing.B) {
+		var objs oneLookupObjects
+		if err := loadOneLookupObjects(&objs, nil); err != nil {
+			b.Fatal(err)
+		}
+		defer objs.Close()
+		must(b, objs.Ports.Put(uint32(agentPort), uint64(1)))
+		floorNs = benchProgram(b, func(repeat int) error {
+			_, err := objs.OneLookup.Run(&ebpf.RunOptions{Data: ack.Bytes(), Context: skbContext{IngressIfindex: agentPort}, Repeat: uint32(repeat)})
+			return err
+		})
+	})
+	b.Run("established", func(b *testing.B) {
+		ns := benchPackets(b, d, ack.Bytes(), AllowEstablished)
+		if floorNs > 0 {
+			b.ReportMetric(ns/floorNs, "x-floor")
+		}
+	})
+	b.Run("first-packet/grant", func(b *testing.B) { benchPackets(b, d, syn.Bytes(), AllowGrant) })
+	rule := tcp(agentIP, netip.AddrFrom4([4]byte{198, 18, 0x13, 0x88}), 443)
+	b.Run("first-packet/rule", func(b *testing.B) { benchPackets(b, d, rule.Bytes(), AllowRule) })
 }

@@ -336,10 +336,14 @@ func (d *Datapath) SetEndpoint(ifindex int, ep Endpoint) error {
 	return nil
 }
 
-// DeleteEndpoint removes the port's identity; the port then reaches nothing.
+// DeleteEndpoint removes the port's identity and ends the flows it opened;
+// the port then reaches nothing.
 func (d *Datapath) DeleteEndpoint(ifindex int) error {
 	err := d.objs.Endpoints.Delete(uint32(ifindex))
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete endpoint of ifindex %d: %w", ifindex, err)
+	}
+	if _, err := d.EndFlows(FlowMatch{Ifindex: ifindex}); err != nil {
 		return fmt.Errorf("delete endpoint of ifindex %d: %w", ifindex, err)
 	}
 	return nil
@@ -454,4 +458,28 @@ func ProtoName(p uint8) string {
 		return "icmp"
 	}
 	return strconv.Itoa(int(p))
+}
+
+// LinkAlive asks the kernel whether the program is still attached to the
+// port: `bpftool link detach` or a foreign tool can detach a TCX link behind
+// the daemon's back, which leaves the port dead (the floor drops what it
+// sends) but no longer enforced as configured.
+func (d *Datapath) LinkAlive(ifindex int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, ok := d.links[ifindex]
+	if !ok {
+		return false
+	}
+	info, err := l.Info()
+	return err == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex
+}
+
+// Reattach replaces the port's link with a fresh one at the head of the
+// chain. The old link, detached or not, is closed and unpinned first.
+func (d *Datapath) Reattach(ifindex int) error {
+	if err := d.Detach(ifindex); err != nil {
+		return err
+	}
+	return d.Attach(ifindex)
 }

@@ -32,6 +32,7 @@ func (o FlowOwner) String() string {
 // pass with one lookup while Generation is the active rule generation; after
 // a reload the next packet decides again.
 type Flow struct {
+	Ifindex    int // the port it came from
 	Identity   uint32
 	Dst        netip.Addr
 	Proto      uint8
@@ -43,8 +44,10 @@ type Flow struct {
 }
 
 // FlowMatch selects flows by who sent them and where to, the way a grant
-// key does: a zero Dst, Proto or Port matches every value.
+// key does: a zero Ifindex, Identity, Dst, Proto or Port matches every
+// value.
 type FlowMatch struct {
+	Ifindex  int
 	Identity uint32
 	Dst      netip.Addr
 	Proto    uint8
@@ -54,7 +57,8 @@ type FlowMatch struct {
 }
 
 func (m FlowMatch) matches(k *portIngressFlowKey, v *portIngressFlowState) bool {
-	return k.Identity == m.Identity &&
+	return (m.Ifindex == 0 || int(k.Ifindex) == m.Ifindex) &&
+		(m.Identity == 0 || v.Identity == m.Identity) &&
 		(!m.Dst.IsValid() || netip.AddrFrom4(k.Daddr) == m.Dst) &&
 		(m.Proto == 0 || k.Proto == m.Proto) &&
 		(m.Port == 0 || k.Dport == m.Port) &&
@@ -70,7 +74,7 @@ func (d *Datapath) Flows() ([]Flow, error) {
 	)
 	it := d.objs.Flows.Iterate()
 	for it.Next(&k, &v) {
-		out = append(out, Flow{Identity: k.Identity, Dst: netip.AddrFrom4(k.Daddr), Proto: k.Proto,
+		out = append(out, Flow{Ifindex: int(k.Ifindex), Identity: v.Identity, Dst: netip.AddrFrom4(k.Daddr), Proto: k.Proto,
 			SrcPort: k.Sport, DstPort: k.Dport, Generation: v.Generation, Owner: FlowOwner(v.Owner), Rule: v.Rule})
 	}
 	if err := it.Err(); err != nil {
@@ -108,7 +112,7 @@ func (d *Datapath) EndFlows(m FlowMatch) (int, error) {
 			continue
 		}
 		if err != nil {
-			return n, fmt.Errorf("end flow of identity %d to %v: %w", k.Identity, netip.AddrFrom4(k.Daddr), err)
+			return n, fmt.Errorf("end flow of ifindex %d to %v: %w", k.Ifindex, netip.AddrFrom4(k.Daddr), err)
 		}
 		n++
 	}

@@ -63,13 +63,13 @@ const (
 )
 
 type portIngressFlowKey struct {
-	_        structs.HostLayout
-	Identity uint32
-	Daddr    [4]uint8
-	Sport    uint16
-	Dport    uint16
-	Proto    uint8
-	Pad      [3]uint8
+	_       structs.HostLayout
+	Ifindex uint32
+	Daddr   [4]uint8
+	Sport   uint16
+	Dport   uint16
+	Proto   uint8
+	Pad     [3]uint8
 }
 
 type portIngressFlowOwner uint32
@@ -83,8 +83,12 @@ type portIngressFlowState struct {
 	_          structs.HostLayout
 	Generation uint32
 	Rule       uint32
+	Identity   uint32
+	Saddr      [4]uint8
+	Mac        [6]uint8
+	GatewayMac [6]uint8
 	Owner      uint8
-	Pad        [7]uint8
+	Pad        [3]uint8
 }
 
 type portIngressGrantKey struct {

@@ -545,3 +545,71 @@ func TestRuleSwapIsAtomic(t *testing.T) {
 		t.Errorf("hits a %d, b %d, want %d, %d", hits["a"].Packets, hits["b"].Packets, allowed, blocked)
 	}
 }
+
+// TestRuleSlotFlipStress flips the active generation between two installed
+// generations as fast as a syscall allows while packets run. A program that
+// read the active slot more than once per packet (the four rule lookups
+// each reading the map value) would see one generation's prefixes with the
+// other's table: the destination's class in each set exists only in that
+// set, so a mix finds no entry and counts as no_rule. Against such a
+// program this fails within the first few thousand packets; the program
+// reads the generation once.
+func TestRuleSlotFlipStress(t *testing.T) {
+	d := openTest(t)
+	seed(t, d)
+	set := func(class uint32, action RuleAction, id string) *RuleTables {
+		return &RuleTables{
+			Rules:    []RuleRef{{id, action}},
+			Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), class}},
+			Agents:   map[uint32]uint32{agentID: class},
+			Entries:  []RuleEntry{{AgentClass: class, DstClass: class, Proto: tcp6, AnyPort: true, Action: action, Rule: 0}},
+		}
+	}
+	must(t, d.InstallRules(set(1, RuleAllow, "a")))
+	must(t, d.InstallRules(set(2, RuleBlock, "b")))
+	gen, err := d.Generation()
+	must(t, err)
+	before := map[Reason]uint64{}
+	for _, r := range []Reason{AllowRule, DropRule, DropNoRule} {
+		before[r] = counterOf(t, d, r).Packets
+	}
+
+	stop := make(chan struct{})
+	flips := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				flips <- n
+				return
+			default:
+			}
+			// gen and gen-1 are the two slots, both filled.
+			if err := d.objs.RuleActive.Put(uint32(0), gen-uint32(n%2)); err != nil {
+				t.Error(err)
+			}
+			n++
+		}
+	}()
+	data := tcp(agentIP, addr("203.0.113.5"), 80).Bytes()
+	const runs, repeat = 1000, 1000
+	for range runs {
+		if _, _, _, err := d.TestRun(data, agentPort, repeat); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	n := <-flips
+	must(t, d.objs.RuleActive.Put(uint32(0), gen))
+
+	delta := func(r Reason) uint64 { return counterOf(t, d, r).Packets - before[r] }
+	allowed, blocked, mixed := delta(AllowRule), delta(DropRule), delta(DropNoRule)
+	t.Logf("%d flips, %d packets: %d allowed by a, %d blocked by b, %d mixed", n, allowed+blocked+mixed, allowed, blocked, mixed)
+	if mixed != 0 {
+		t.Errorf("%d packets saw a mix of two generations", mixed)
+	}
+	if allowed == 0 || blocked == 0 || n < 1000 {
+		t.Errorf("the stress did not stress: %d flips, %d allowed, %d blocked; want both generations seen", n, allowed, blocked)
+	}
+}

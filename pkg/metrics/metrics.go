@@ -78,6 +78,10 @@ type Collector struct {
 	DropEvents *prometheus.CounterVec
 	// Reloads counts rule reloads by result.
 	Reloads *prometheus.CounterVec
+	// Repairs counts enforcement the daemon found missing and restored,
+	// by what: tcx_link (a port's program was detached) or nftables (a
+	// floor table was deleted).
+	Repairs *prometheus.CounterVec
 
 	mu        sync.Mutex
 	decisions map[decisionKey]uint64
@@ -95,6 +99,10 @@ func NewCollector(src Source) *Collector {
 			Name: "outcall_rule_reloads_total",
 			Help: "Rule set reloads by result (success or failure; a failure keeps the previous set).",
 		}, []string{"result"}),
+		Repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outcall_repairs_total",
+			Help: "Enforcement found missing and restored, by what (tcx_link, nftables).",
+		}, []string{"what"}),
 		decisions: map[decisionKey]uint64{},
 	}
 }
@@ -122,6 +130,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	c.DropEvents.Describe(ch)
 	c.Reloads.Describe(ch)
+	c.Repairs.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -165,6 +174,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, float64(failed))
 	c.DropEvents.Collect(ch)
 	c.Reloads.Collect(ch)
+	c.Repairs.Collect(ch)
 }
 
 func boolValue(b bool) float64 {

@@ -104,14 +104,14 @@ type world struct {
 func setUp(t *testing.T) *world { return setUpWithRules(t, nil) }
 
 // setUpWithRules is setUp with rule files (name to content) in the
-// daemon's rules directory.
-func setUpWithRules(t *testing.T, files map[string]string) *world {
+// daemon's rules directory and extra daemon flags.
+func setUpWithRules(t *testing.T, files map[string]string, daemonArgs ...string) *world {
 	requireLab(t)
 	l := New(t)
 	for name, content := range files {
 		writeRule(t, l, name, content)
 	}
-	d := l.StartDaemon(filepath.Join(bins, "outcalld"))
+	d := l.StartDaemon(filepath.Join(bins, "outcalld"), daemonArgs...)
 	w := &world{lab: l, d: d}
 	w.a1 = l.AddAgent("a1", "10.200.0.10", "02:00:0a:c8:00:0a")
 	w.a2 = l.AddAgent("a2", "10.200.0.11", "02:00:0a:c8:00:0b")
@@ -228,22 +228,17 @@ func TestLabEnforcement(t *testing.T) {
 		}
 	})
 
-	t.Run("detached program reaches nothing", func(t *testing.T) {
+	t.Run("detached program is re-attached", func(t *testing.T) {
+		// The port while detached is TestLabDetachedStateReported's; here
+		// the repair loop puts the program back within a second.
 		mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream)
 		if !TCP(a1.NS, Upstream+":80") {
 			t.Fatal("granted destination blocked before detaching")
 		}
-		id := tcxLinkID(t, w.lab, a1.Port)
-		w.lab.Run("bpftool", "link", "detach", "id", id)
-		if TCP(a1.NS, Upstream+":80") || UDP(a1.NS, Upstream+":9000") {
-			t.Error("port without its program reached upstream")
+		w.lab.Run("bpftool", "link", "detach", "id", tcxLinkID(t, w.lab, a1.Port))
+		if TCP(a1.NS, Upstream2+":80") {
+			t.Error("an ungranted destination answered around the detach")
 		}
-		if TCP(a1.NS, Gateway+":53") {
-			t.Error("port without its program reached the gateway")
-		}
-		// Re-attach: take the port off the bridge and back on.
-		w.lab.InNS(w.lab.Host, "ip", "link", "set", a1.Port, "nomaster")
-		w.lab.InNS(w.lab.Host, "ip", "link", "set", a1.Port, "master", w.lab.Bridge)
 		waitFor(t, "program re-attached", func() bool { return TCP(a1.NS, Upstream+":80") })
 		mustCLI(t, d, "grant", "flush")
 	})

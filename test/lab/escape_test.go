@@ -1,0 +1,401 @@
+package lab
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"outcall.dev/outcall/internal/packet"
+)
+
+// TestLabRevocationClosesTuple: a revoked grant ends its flows. Before the
+// flow table, conntrack's memory of a closed connection let a new SYN from
+// the same source port through after `grant remove`, and a UDP tuple lived
+// on as long as it kept sending.
+func TestLabRevocationClosesTuple(t *testing.T) {
+	w := setUp(t)
+	a1, d := w.a1, w.d
+
+	mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream, "--proto", "tcp", "--port", "80")
+	// Positive control: the tuple connects, closes and connects again.
+	for i := range 2 {
+		if !TCPFrom(a1.NS, 45001, Upstream+":80") {
+			t.Fatalf("granted connection %d from port 45001 failed\n%s", i, d.Log)
+		}
+	}
+	mustCLI(t, d, "grant", "remove", "--endpoint", "a1", "--dst", Upstream, "--proto", "tcp", "--port", "80")
+	if TCPFrom(a1.NS, 45001, Upstream+":80") {
+		t.Error("a new connection from the source port of a closed granted connection passed after grant remove")
+	}
+
+	mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream, "--proto", "udp", "--port", "9000")
+	for i := range 3 {
+		if !UDPFrom(a1.NS, 45002, Upstream+":9000") {
+			t.Fatalf("granted datagram %d failed", i)
+		}
+	}
+	before := counters(t, d)["allow/established"]
+	mustCLI(t, d, "grant", "remove", "--endpoint", "a1", "--dst", Upstream, "--proto", "udp", "--port", "9000")
+	for i := range 3 {
+		if UDPFrom(a1.NS, 45002, Upstream+":9000") {
+			t.Errorf("datagram %d on the revoked UDP tuple passed", i)
+		}
+	}
+	if before == 0 {
+		t.Error("allow/established never moved: the granted datagrams after the first did not take the flow table")
+	}
+
+	// Expiry is not revocation: a flow outlives its grant's TTL, a new
+	// tuple does not.
+	mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream, "--proto", "udp", "--port", "9000", "--ttl", "1")
+	if !UDPFrom(a1.NS, 45003, Upstream+":9000") {
+		t.Fatal("granted datagram failed")
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if !UDPFrom(a1.NS, 45003, Upstream+":9000") {
+		t.Error("a flow did not outlive its grant's expiry")
+	}
+	if UDPFrom(a1.NS, 45004, Upstream+":9000") {
+		t.Error("a new UDP tuple passed after the grant expired")
+	}
+}
+
+// TestLabReloadRedecidesFlows: a reload that keeps an allow keeps its flows
+// without a lost packet; one that removes it stops them at their next
+// packet. Before, conntrack kept every flow alive across any reload.
+func TestLabReloadRedecidesFlows(t *testing.T) {
+	allow := `version: "1"
+rules:
+  - id: echo
+    condition: cidr("198.51.100.10/32").containsIP(network.ip) && network.port == 9000 && network.protocol == "udp"
+    action: allow
+`
+	other := `version: "1"
+rules:
+  - id: other
+    condition: cidr("203.0.113.10/32").containsIP(network.ip) && network.port == 80
+    action: allow
+`
+	w := setUpWithRules(t, map[string]string{"10-echo.yaml": allow}, "--watch-rules=false")
+	a1, d := w.a1, w.d
+	if !UDPFrom(a1.NS, 45010, Upstream+":9000") {
+		t.Fatalf("allowed datagram failed\n%s", d.Log)
+	}
+	writeRule(t, w.lab, "20-other.yaml", other)
+	mustCLI(t, d, "rules", "reload")
+	for i := range 5 {
+		if !UDPFrom(a1.NS, 45010, Upstream+":9000") {
+			t.Errorf("datagram %d lost after a reload that keeps its rule", i)
+		}
+	}
+	removeRule(t, w.lab, "10-echo.yaml")
+	mustCLI(t, d, "rules", "reload")
+	if UDPFrom(a1.NS, 45010, Upstream+":9000") {
+		t.Error("a flow outlived the reload that removed its rule")
+	}
+	if !TCP(a1.NS, Upstream2+":80") {
+		t.Error("the new rule set does not allow what it names")
+	}
+}
+
+// plainPair is two namespaces on a plain Linux bridge of the lab's host
+// namespace, without Outcall: the positive control for frames that
+// Outcall's bridge must not deliver.
+func plainPair(t *testing.T, l *Lab) (src, dst Agent) {
+	t.Helper()
+	br := l.Prefix + "pb"
+	l.InNS(l.Host, "ip", "link", "add", br, "type", "bridge")
+	l.InNS(l.Host, "ip", "link", "set", br, "up")
+	mk := func(name, ip, mac string) Agent {
+		a := Agent{NS: l.Prefix + "-" + name, Port: l.Prefix + name, IP: ip, MAC: mac}
+		l.Run("ip", "netns", "add", a.NS)
+		l.Run("ip", "link", "add", a.Port, "netns", l.Host, "type", "veth", "peer", "name", "eth0", "netns", a.NS)
+		l.InNS(a.NS, "ip", "link", "set", "eth0", "address", mac)
+		l.InNS(a.NS, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+		l.InNS(a.NS, "ip", "link", "set", "eth0", "up")
+		l.InNS(l.Host, "ip", "link", "set", a.Port, "master", br)
+		l.InNS(l.Host, "ip", "link", "set", a.Port, "up")
+		return a
+	}
+	return mk("p1", "10.201.0.10", "02:00:0a:c9:00:0a"), mk("p2", "10.201.0.11", "02:00:0a:c9:00:0b")
+}
+
+// TestLabEastWest: agents are kept apart by the frame's destination, not by
+// ARP. Each frame below reaches the other namespace on a plain bridge, and
+// none reaches the other agent on Outcall's.
+func TestLabEastWest(t *testing.T) {
+	w := setUp(t)
+	a1, a2, d := w.a1, w.a2, w.d
+	gw := bridgeMAC(t, w.lab)
+
+	if _, errOut, code := cli(t, d, "grant", "add", "--endpoint", "a1", "--dst", a2.IP); code == 0 || !strings.Contains(errOut, "Outcall subnet") {
+		t.Errorf("grant add to another agent: exit %d, %q; want a refusal naming the Outcall subnet", code, errOut)
+	}
+	// A static neighbour entry: a1 addresses a2 directly.
+	w.lab.InNS(a1.NS, "ip", "neigh", "replace", a2.IP, "lladdr", a2.MAC, "dev", "eth0", "nud", "permanent")
+	if UDP(a1.NS, a2.IP+":7000") || TCP(a1.NS, a2.IP+":7000") {
+		t.Error("a1 reached a2 through a static neighbour entry")
+	}
+
+	marker := []byte("outcall-east-west-marker")
+	trailer := append(bytes.Repeat([]byte{0}, 1400), marker...)
+	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+	frames := func(src, dst Agent, gateway net.HardwareAddr) map[string][]byte {
+		sIP, dIP, gIP := net.ParseIP(src.IP), net.ParseIP(dst.IP), net.ParseIP(Gateway)
+		arpReply := packet.ARPMessage(packet.ARPReply, mac(dst.MAC), mac(src.MAC), addrOf(src.IP), mac(dst.MAC), addrOf(Gateway))
+		arpReq := packet.ARPMessage(packet.ARPRequest, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac(src.MAC), addrOf(src.IP), make(net.HardwareAddr, 6), addrOf(Gateway))
+		return map[string][]byte{
+			"udp to the other's mac":                 udpPayloadFrame(mac(src.MAC), mac(dst.MAC), sIP, dIP, 5000, 7000, marker),
+			"udp to the gateway's mac, other's ip":   udpPayloadFrame(mac(src.MAC), gateway, sIP, dIP, 5000, 7000, marker),
+			"dns to the gateway, sent to the other":  udpPayloadFrame(mac(src.MAC), mac(dst.MAC), sIP, gIP, 5000, 53, marker),
+			"broadcast udp":                          udpPayloadFrame(mac(src.MAC), net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, sIP, dIP, 5000, 7000, marker),
+			"arp reply claiming the gateway":         append(arpReply[:42:42], trailer...),
+			"arp request for the gateway, trailered": append(arpReq[:42:42], trailer...),
+		}
+	}
+
+	probe := func(src, dst Agent, gateway net.HardwareAddr) map[string]int {
+		got := map[string]int{}
+		for name, f := range frames(src, dst, gateway) {
+			c, err := CatchFrames(dst.NS, "eth0", marker)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 5 {
+				if err := SendFrame(src.NS, "eth0", f); err != nil {
+					t.Fatalf("send %s: %v", name, err)
+				}
+			}
+			got[name] = c.Count(300 * time.Millisecond)
+			c.Close()
+		}
+		return got
+	}
+	p1, p2 := plainPair(t, w.lab)
+	for name, n := range probe(p1, p2, mac("02:00:0a:c9:00:01")) {
+		if n == 0 && name != "udp to the gateway's mac, other's ip" {
+			t.Errorf("positive control: %q did not cross a plain bridge", name)
+		}
+	}
+	before := counters(t, d)
+	for name, n := range probe(a1, a2, gw) {
+		if n != 0 {
+			t.Errorf("%q: %d frames reached a2", name, n)
+		}
+	}
+	after := counters(t, d)
+	if after["drop/east_west"] == before["drop/east_west"] {
+		t.Error("drop/east_west did not move")
+	}
+}
+
+func addrOf(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// removeRule deletes a rule file of the lab's rules directory.
+func removeRule(t *testing.T, l *Lab, name string) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(l.RulesDir(), name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// execIn runs a command in namespace ns and returns its output and error,
+// for commands that are expected to fail sometimes.
+func execIn(ns string, name string, args ...string) (string, error) {
+	out, err := exec.Command("nsenter", append([]string{"--net=/run/netns/" + ns, name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// bridgeMAC is the Outcall bridge's (the gateway's) MAC address.
+func bridgeMAC(t *testing.T, l *Lab) net.HardwareAddr {
+	t.Helper()
+	var links []struct {
+		Address string `json:"address"`
+	}
+	out := l.InNS(l.Host, "ip", "-j", "link", "show", "dev", l.Bridge)
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		t.Fatalf("parse ip link: %v\n%s", err, out)
+	}
+	m, err := net.ParseMAC(links[0].Address)
+	if err != nil {
+		t.Fatalf("bridge address %q: %v", links[0].Address, err)
+	}
+	return m
+}
+
+// TestLabSelfRepair: a detached program and deleted floor tables are
+// noticed and restored within a second, the state is reported as it is,
+// repairs are counted, and nothing leaks meanwhile.
+func TestLabSelfRepair(t *testing.T) {
+	w := setUp(t)
+	a1, d := w.a1, w.d
+	mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream, "--proto", "tcp", "--port", "80")
+	if !TCP(a1.NS, Upstream+":80") {
+		t.Fatal("granted flow blocked before the attack")
+	}
+	var leaks, probes atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 3000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			probes.Add(1)
+			if TCP(a1.NS, Upstream2+":80") || UDP(a1.NS, Upstream+":9000") {
+				leaks.Add(1)
+			}
+		}
+	}()
+
+	restored := func(what string, start time.Time) {
+		t.Helper()
+		for !TCP(a1.NS, Upstream+":80") {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("%s: not restored after 5 s\n%s", what, d.Log)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("%s: restored in %v", what, time.Since(start).Round(time.Millisecond))
+		if took := time.Since(start); took > 1500*time.Millisecond {
+			t.Errorf("%s: restored after %v, want within a second (plus a probe)", what, took)
+		}
+	}
+
+	id := tcxLinkID(t, w.lab, a1.Port)
+	start := time.Now()
+	w.lab.Run("bpftool", "link", "detach", "id", id)
+	restored("detached program", start)
+	if out := mustCLI(t, d, "endpoint", "list"); !strings.Contains(out, "yes") {
+		t.Errorf("endpoint list after repair:\n%s", out)
+	}
+
+	id = tcxLinkID(t, w.lab, a1.Port)
+	start = time.Now()
+	w.lab.InNS(w.lab.Host, "nft", "delete", "table", "inet", "outcall")
+	w.lab.InNS(w.lab.Host, "nft", "delete", "table", "bridge", "outcall")
+	w.lab.Run("bpftool", "link", "detach", "id", id)
+	restored("detached program and deleted tables", start)
+	waitFor(t, "floor restored", func() bool {
+		_, err := execIn(w.lab.Host, "nft", "list", "table", "inet", "outcall")
+		return err == nil
+	})
+	close(stop)
+	<-done
+	if leaks.Load() != 0 {
+		t.Errorf("%d of %d probes leaked during detach and table deletion", leaks.Load(), probes.Load())
+	}
+	body := scrape(t, w.lab)
+	for _, want := range []string{`outcall_repairs_total{what="tcx_link"}`, `outcall_repairs_total{what="nftables"}`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestLabDetachedStateReported: with a slow repair loop, the moment after a
+// detach is visible: `endpoint list` says the port is not attached, and the
+// port reaches nothing (the floor holds it).
+func TestLabDetachedStateReported(t *testing.T) {
+	w := setUpWithRules(t, nil, "--repair-interval", "10s")
+	a1, d := w.a1, w.d
+	mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream)
+	if !TCP(a1.NS, Upstream+":80") {
+		t.Fatal("granted destination blocked before detaching")
+	}
+	if out := mustCLI(t, d, "endpoint", "list"); !strings.Contains(lineOf(out, "a1"), "yes") {
+		t.Fatalf("endpoint list before detach:\n%s", out)
+	}
+	w.lab.Run("bpftool", "link", "detach", "id", tcxLinkID(t, w.lab, a1.Port))
+	if TCP(a1.NS, Upstream+":80") || UDP(a1.NS, Upstream+":9000") {
+		t.Error("port without its program reached upstream")
+	}
+	if out := mustCLI(t, d, "endpoint", "list"); !strings.Contains(lineOf(out, "a1"), "no") {
+		t.Errorf("endpoint list after detach still says attached:\n%s", out)
+	}
+}
+
+func lineOf(out, prefix string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, prefix+" ") || strings.HasPrefix(l, prefix+"\t") {
+			return l
+		}
+	}
+	return ""
+}
+
+// TestLabPortJoinWindow: a port that is up and sending before it joins the
+// bridge gets nothing to another agent, from its first frame, while the
+// daemon takes it over; the same frames do cross a plain bridge.
+func TestLabPortJoinWindow(t *testing.T) {
+	w := setUp(t)
+	a2, l := w.a2, w.lab
+	marker := []byte("outcall-join-window-marker")
+	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+
+	// join sends frames from a fresh namespace whose veth is up before it
+	// is plugged into bridge, plugs it in mid-stream, and counts what
+	// reached dst.
+	join := func(name, bridge string, dst Agent) int {
+		src := Agent{NS: l.Prefix + "-" + name, Port: l.Prefix + name, IP: "10.200.0.66", MAC: "02:00:0a:c8:00:42"}
+		l.Run("ip", "netns", "add", src.NS)
+		l.Run("ip", "link", "add", src.Port, "netns", l.Host, "type", "veth", "peer", "name", "eth0", "netns", src.NS)
+		l.InNS(src.NS, "ip", "link", "set", "eth0", "address", src.MAC)
+		l.InNS(src.NS, "ip", "link", "set", "eth0", "up")
+		l.InNS(l.Host, "ip", "link", "set", src.Port, "up")
+		frame := udpPayloadFrame(mac(src.MAC), mac(dst.MAC), net.ParseIP(src.IP), net.ParseIP(dst.IP), 5000, 7000, marker)
+		c, err := CatchFrames(dst.NS, "eth0", marker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		stop := make(chan struct{})
+		sent := make(chan int)
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					sent <- n
+					return
+				default:
+				}
+				if SendFrame(src.NS, "eth0", frame) == nil {
+					n++
+				}
+				time.Sleep(200 * time.Microsecond)
+			}
+		}()
+		time.Sleep(50 * time.Millisecond)
+		for range 3 { // churn: join, leave, join again
+			l.InNS(l.Host, "ip", "link", "set", src.Port, "master", bridge)
+			time.Sleep(100 * time.Millisecond)
+			l.InNS(l.Host, "ip", "link", "set", src.Port, "nomaster")
+			time.Sleep(20 * time.Millisecond)
+		}
+		l.InNS(l.Host, "ip", "link", "set", src.Port, "master", bridge)
+		got := c.Count(400 * time.Millisecond)
+		close(stop)
+		t.Logf("%s: %d frames sent, %d reached %s", bridge, <-sent, got, dst.NS)
+		return got
+	}
+
+	_, p2 := plainPair(t, l)
+	if n := join("j1", l.Prefix+"pb", p2); n == 0 {
+		t.Fatal("positive control: no frame crossed a plain bridge")
+	}
+	if n := join("j2", l.Bridge, a2); n != 0 {
+		t.Errorf("%d frames of a joining port reached another agent", n)
+	}
+}

@@ -1,0 +1,171 @@
+package lab
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"outcall.dev/outcall/internal/packet"
+)
+
+// htons is the network byte order of a 16-bit EtherType, as AF_PACKET wants
+// its protocol argument.
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// SendFrame writes one raw Ethernet frame on ifname inside ns, as a root
+// agent can: any source, destination, EtherType or trailer.
+func SendFrame(ns, ifname string, frame []byte) error {
+	return Do(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		copy(sa.Addr[:], frame[:6])
+		return unix.Sendto(fd, frame, 0, sa)
+	})
+}
+
+// FrameCatcher counts frames containing a marker that arrive on an
+// interface inside a namespace.
+type FrameCatcher struct {
+	fd     int
+	marker []byte
+}
+
+// CatchFrames opens a packet socket on ifname inside ns that counts frames
+// carrying marker. Close it when done.
+func CatchFrames(ns, ifname string, marker []byte) (*FrameCatcher, error) {
+	c := &FrameCatcher{fd: -1, marker: marker}
+	err := Do(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("bind packet socket to %s: %w", ifname, err)
+		}
+		c.fd = fd
+		return nil
+	})
+	return c, err
+}
+
+// Count reads for d and returns how many frames carried the marker.
+func (c *FrameCatcher) Count(d time.Duration) int {
+	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+	_ = unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 65536)
+	n := 0
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		m, _, err := unix.Recvfrom(c.fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(buf[:m], c.marker) {
+			n++
+		}
+	}
+	return n
+}
+
+// Close releases the socket.
+func (c *FrameCatcher) Close() { unix.Close(c.fd) }
+
+// UDPFrom reports whether a datagram from ns, sent from local port lport,
+// to addr is echoed back: the same 5-tuple every call.
+func UDPFrom(ns string, lport int, addr string) bool {
+	ok := false
+	_ = Do(ns, func() error {
+		raddr, err := net.ResolveUDPAddr("udp4", addr)
+		if err != nil {
+			return nil
+		}
+		c, err := net.DialUDP("udp4", &net.UDPAddr{Port: lport}, raddr)
+		if err != nil {
+			return nil
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(probeTimeout))
+		if _, err := c.Write([]byte("probe")); err != nil {
+			return nil
+		}
+		buf := make([]byte, 16)
+		n, err := c.Read(buf)
+		ok = err == nil && string(buf[:n]) == "probe"
+		return nil
+	})
+	return ok
+}
+
+// TCPFrom is TCP from local port lport: the same 4-tuple every call.
+func TCPFrom(ns string, lport int, addr string) bool {
+	ok := false
+	_ = Do(ns, func() error {
+		d := net.Dialer{Timeout: probeTimeout, LocalAddr: &net.TCPAddr{Port: lport},
+			Control: func(_, _ string, rc syscall.RawConn) error { return reuseAddr(rc) }}
+		c, err := d.Dial("tcp4", addr)
+		if err != nil {
+			return nil
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(probeTimeout))
+		buf := make([]byte, 3)
+		n, err := c.Read(buf)
+		ok = err == nil && n == 3 && string(buf) == "ok\n"
+		return nil
+	})
+	return ok
+}
+
+// udpPayloadFrame is an IPv4/UDP frame with payload, checksums zero (UDP
+// allows that), for raw sends.
+func udpPayloadFrame(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) []byte {
+	b := make([]byte, 0, 64+len(payload))
+	b = append(b, dstMAC...)
+	b = append(b, srcMAC...)
+	b = binary.BigEndian.AppendUint16(b, 0x0800)
+	ip := make([]byte, 20)
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+	ip[8] = 64
+	ip[9] = 17
+	copy(ip[12:], src.To4())
+	copy(ip[16:], dst.To4())
+	binary.BigEndian.PutUint16(ip[10:], packet.Checksum(ip))
+	b = append(b, ip...)
+	udp := make([]byte, 8)
+	binary.BigEndian.PutUint16(udp[0:], sport)
+	binary.BigEndian.PutUint16(udp[2:], dport)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	b = append(b, udp...)
+	return append(b, payload...)
+}
+
+// reuseAddr lets a probe bind a local port a closed connection used.
+func reuseAddr(rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
