@@ -13,7 +13,7 @@ import (
 )
 
 // PortEvent tells the daemon that a port joined an Outcall bridge (attach the
-// datapath program) or left it (Joined false: its master changed or was
+// datapath program; also sent again when a port is renamed) or left it (Joined false: its master changed or was
 // cleared, or the link was deleted; drop its state). For a leave,
 // Port.Bridge is the bridge that was left.
 type PortEvent struct {
@@ -105,7 +105,10 @@ func (t portTracker) apply(u netlink.LinkUpdate, isBridge func(int) bool) []Port
 		delete(t, a.Index)
 		evs = append(evs, PortEvent{Port: portOf(a, prev.Bridge), Joined: false})
 	}
-	if master != 0 && (!had || master != prev.Bridge) && isBridge(master) {
+	// A rename is reported as a join under the new name: the daemon keys
+	// ports by ifindex and only learns the name it shows.
+	renamed := had && master == prev.Bridge && a.Name != prev.Name
+	if master != 0 && (!had || master != prev.Bridge || renamed) && isBridge(master) {
 		p := portOf(a, master)
 		t[a.Index] = p
 		evs = append(evs, PortEvent{Port: p, Joined: true})

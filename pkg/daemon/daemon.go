@@ -49,7 +49,10 @@ type Daemon struct {
 	bridgeIndex int
 	bridgeMAC   net.HardwareAddr // every frame a port sends goes here
 	fencedHosts []netip.Addr     // the host addresses the datapath fences now
-	ports       map[int]string   // ports of the bridge by ifindex
+	// services counts the listeners holding each gateway service; only
+	// held services are open to containers (services.go).
+	services map[datapath.Service]int
+	ports    map[int]string // ports of the bridge by ifindex
 	// packetRules are the packet tables of the active rule set, kept for
 	// installing into a datapath opened later.
 	packetRules *rules.PacketTables
@@ -85,6 +88,7 @@ func New(cfg Config) (*Daemon, error) {
 		floor:     nft.New(0),
 		endpoints: reg,
 		ports:     map[int]string{},
+		services:  map[datapath.Service]int{},
 	}
 	d.collector = metrics.NewCollector(d)
 	d.rules, err = rules.NewEngine(rules.Options{Dir: cfg.RulesDir, Logger: cfg.Logger.With("target", "rules"),
@@ -323,12 +327,38 @@ func (d *Daemon) portJoinedLocked(ifindex int, name string) error {
 		}
 	}
 	d.ports[ifindex] = name
-	ep, ok := d.endpoints.ByInterface(name)
+	ep, ok := d.endpointOfPortLocked(ifindex, name)
 	if !ok {
 		d.log.Info("port has no endpoint; it reaches nothing", "port", name, "ifindex", ifindex)
 		return nil
 	}
 	return d.activateLocked(ifindex, ep)
+}
+
+// endpointOfPortLocked finds the endpoint registered on this port: by
+// ifindex, since identity is the port itself. A port that only carries the
+// name of an endpoint's port is another port (recreated with that name) and
+// gets nothing; an endpoint from a registry without ports is bound to the
+// port it is found on by name, once.
+func (d *Daemon) endpointOfPortLocked(ifindex int, name string) (endpoint.Endpoint, bool) {
+	if ep, ok := d.endpoints.ByIfindex(ifindex); ok {
+		return ep, true
+	}
+	ep, ok := d.endpoints.ByInterface(name)
+	if !ok {
+		return endpoint.Endpoint{}, false
+	}
+	if ep.Ifindex != 0 {
+		d.log.Warn("port has the name of an endpoint's port but is another port; it reaches nothing until the endpoint is added again",
+			"port", name, "ifindex", ifindex, "endpoint", ep.Name, "endpoint_ifindex", ep.Ifindex)
+		return endpoint.Endpoint{}, false
+	}
+	ep, err := d.endpoints.Bind(ep.Name, ifindex)
+	if err != nil {
+		d.log.Error("bind endpoint to its port", "endpoint", ep.Name, "ifindex", ifindex, "err", err)
+		return endpoint.Endpoint{}, false
+	}
+	return ep, true
 }
 
 func (d *Daemon) activateLocked(ifindex int, ep endpoint.Endpoint) error {

@@ -145,10 +145,22 @@ func (d *Daemon) portIndexLocked(iface string) (int, bool) {
 	return 0, false
 }
 
+// endpointPortLocked returns the ifindex of the endpoint's port while it is
+// a port of the bridge: the port it was registered on, whatever its name is
+// now.
+func (d *Daemon) endpointPortLocked(e endpoint.Endpoint) (int, bool) {
+	if e.Ifindex == 0 {
+		return d.portIndexLocked(e.Interface) // not bound yet (older registry)
+	}
+	_, ok := d.ports[e.Ifindex]
+	return e.Ifindex, ok
+}
+
 func (d *Daemon) apiEndpointLocked(e endpoint.Endpoint) api.Endpoint {
 	out := api.Endpoint{Name: e.Name, Interface: e.Interface, IP: e.IP.String(), MAC: e.MACText, Identity: e.Identity}
-	if ifindex, ok := d.portIndexLocked(e.Interface); ok {
+	if ifindex, ok := d.endpointPortLocked(e); ok {
 		out.Ifindex = ifindex
+		out.Interface = d.ports[ifindex] // its name now, if it was renamed
 		// The kernel's word, not the daemon's memory: a link detached
 		// behind its back reads as detached until the repair loop
 		// re-attaches it.
@@ -193,6 +205,10 @@ func (d *Daemon) AddEndpoint(ctx context.Context, req api.EndpointAddRequest) (a
 			return api.Endpoint{}, badRequest("invalid mac %q: it is the host-side address of bridge port %s; use the MAC inside the endpoint", e.MACText, p.Name)
 		}
 	}
+	if other, taken := d.endpoints.ByIfindex(ifindex); taken {
+		return api.Endpoint{}, badRequest("interface %s already belongs to endpoint %q", e.Interface, other.Name)
+	}
+	e.Ifindex = ifindex
 	e, err = d.endpoints.Add(e)
 	if err != nil {
 		return api.Endpoint{}, badRequest("%w", err)
@@ -221,7 +237,7 @@ func (d *Daemon) RemoveEndpoint(ctx context.Context, name string) error {
 		return notFound(err)
 	}
 	if d.dp != nil {
-		if ifindex, ok := d.portIndexLocked(e.Interface); ok {
+		if ifindex, ok := d.endpointPortLocked(e); ok {
 			if err := d.dp.DeleteEndpoint(ifindex); err != nil {
 				return err
 			}

@@ -30,21 +30,11 @@ import (
 // and ListenUDPService; until they exist nothing does, and every gateway
 // port is closed.
 
-// openServices holds, per daemon, how many listeners hold each service. It
-// lives outside Daemon so the seam stays in this file; guarded by d.mu,
-// like everything else that changes what the datapath lets through.
-var (
-	openServicesMu sync.Mutex
-	openServices   = map[*Daemon]map[datapath.Service]int{}
-)
-
 // servicesLocked returns the open services, sorted, for
 // datapath.SetServices; up() installs them into a fresh datapath.
 func (d *Daemon) servicesLocked() []datapath.Service {
-	openServicesMu.Lock()
-	defer openServicesMu.Unlock()
-	out := make([]datapath.Service, 0, len(openServices[d]))
-	for s := range openServices[d] {
+	out := make([]datapath.Service, 0, len(d.services))
+	for s := range d.services {
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -60,27 +50,18 @@ func (d *Daemon) servicesLocked() []datapath.Service {
 // listener on s and writes the resulting set into the datapath, if one is
 // loaded; on a failed write the count is restored.
 func (d *Daemon) holdServiceLocked(s datapath.Service, delta int) error {
-	openServicesMu.Lock()
-	set := openServices[d]
-	if set == nil {
-		set = map[datapath.Service]int{}
-		openServices[d] = set
+	add := func(delta int) {
+		d.services[s] += delta
+		if d.services[s] <= 0 {
+			delete(d.services, s)
+		}
 	}
-	set[s] += delta
-	if set[s] <= 0 {
-		delete(set, s)
-	}
-	openServicesMu.Unlock()
+	add(delta)
 	if d.dp == nil {
 		return nil // up() installs the set into the next datapath
 	}
 	if err := d.dp.SetServices(d.servicesLocked()); err != nil {
-		openServicesMu.Lock()
-		set[s] -= delta
-		if set[s] <= 0 {
-			delete(set, s)
-		}
-		openServicesMu.Unlock()
+		add(-delta)
 		return err
 	}
 	return nil

@@ -43,13 +43,8 @@ func testServiceDaemon(t *testing.T) (*Daemon, *ebpf.Map) {
 	if err != nil {
 		privtest.Skip(t, "cannot load the datapath: "+err.Error())
 	}
-	d := &Daemon{cfg: Config{Gateway: netip.MustParsePrefix("127.0.0.1/8")}, log: log, dp: dp}
-	t.Cleanup(func() {
-		openServicesMu.Lock()
-		delete(openServices, d)
-		openServicesMu.Unlock()
-		dp.Close()
-	})
+	d := &Daemon{cfg: Config{Gateway: netip.MustParsePrefix("127.0.0.1/8")}, log: log, dp: dp, services: map[datapath.Service]int{}}
+	t.Cleanup(func() { dp.Close() })
 	m, err := ebpf.LoadPinnedMap(filepath.Join(pin, "services"), nil)
 	if err != nil {
 		t.Fatalf("open pinned services map: %v", err)

@@ -28,6 +28,12 @@ type Endpoint struct {
 	MAC       net.HardwareAddr `json:"-"`
 	MACText   string           `json:"mac"`
 	Identity  uint32           `json:"identity"`
+	// Ifindex is the port the endpoint was registered on. Identity is the
+	// port itself, not its name: a new port given an old port's name is
+	// another port and inherits nothing, and a renamed port keeps its
+	// identity. 0 in a registry written before this field existed; the
+	// daemon binds such an endpoint to the port it finds under its name.
+	Ifindex int `json:"ifindex,omitempty"`
 }
 
 // ErrNotFound is returned for an unknown endpoint name.
@@ -183,6 +189,40 @@ func (r *Registry) ByInterface(iface string) (Endpoint, bool) {
 		}
 	}
 	return Endpoint{}, false
+}
+
+// ByIfindex returns the endpoint registered on the port with this ifindex.
+func (r *Registry) ByIfindex(ifindex int) (Endpoint, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.endpoints {
+		if e.Ifindex != 0 && e.Ifindex == ifindex {
+			return e, true
+		}
+	}
+	return Endpoint{}, false
+}
+
+// Bind records the port of an endpoint that has none yet (written by an
+// older version), and persists it.
+func (r *Registry) Bind(name string, ifindex int) (Endpoint, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.endpoints[name]
+	if !ok {
+		return Endpoint{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	if e.Ifindex != 0 {
+		return Endpoint{}, fmt.Errorf("endpoint %q is already bound to ifindex %d", name, e.Ifindex)
+	}
+	e.Ifindex = ifindex
+	r.endpoints[name] = e
+	if err := r.saveLocked(); err != nil {
+		e.Ifindex = 0
+		r.endpoints[name] = e
+		return Endpoint{}, err
+	}
+	return e, nil
 }
 
 // ByIdentity returns the endpoint with this identity.

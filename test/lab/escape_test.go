@@ -399,3 +399,43 @@ func TestLabPortJoinWindow(t *testing.T) {
 		t.Errorf("%d frames of a joining port reached another agent", n)
 	}
 }
+
+// TestLabIdentityIsThePort: a new port given an old port's name inherits
+// neither its identity nor its grants, and a renamed port keeps both and
+// stays covered by the floor.
+func TestLabIdentityIsThePort(t *testing.T) {
+	w := setUpWithRules(t, nil, "--repair-interval", "10s")
+	a1, a2, d, l := w.a1, w.a2, w.d, w.lab
+	mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream, "--proto", "tcp", "--port", "80")
+	mustCLI(t, d, "grant", "add", "--endpoint", "a2", "--dst", Upstream, "--proto", "tcp", "--port", "80")
+	if !TCP(a1.NS, Upstream+":80") || !TCP(a2.NS, Upstream+":80") {
+		t.Fatal("positive control: granted agents blocked")
+	}
+
+	// Recreate a1's port under its name, with a1's addresses.
+	l.InNS(l.Host, "ip", "link", "del", a1.Port)
+	l.Run("ip", "netns", "del", a1.NS)
+	imp := l.AddAgent("a1", a1.IP, a1.MAC)
+	time.Sleep(300 * time.Millisecond) // the daemon takes the new port over
+	if TCP(imp.NS, Upstream+":80") {
+		t.Error("a new port with an old port's name inherited its grant")
+	}
+	if out := mustCLI(t, d, "endpoint", "list"); !strings.Contains(lineOf(out, "a1"), "no") {
+		t.Errorf("endpoint a1 reads as attached on a port that is not its own:\n%s", out)
+	}
+
+	// Rename a2's port: the endpoint follows the port, not the name.
+	renamed := l.Prefix + "ren"
+	l.InNS(l.Host, "ip", "link", "set", a2.Port, "down")
+	l.InNS(l.Host, "ip", "link", "set", a2.Port, "name", renamed)
+	l.InNS(l.Host, "ip", "link", "set", renamed, "up")
+	waitFor(t, "renamed port forwarding", func() bool { return TCP(a2.NS, Upstream+":80") })
+	if out := mustCLI(t, d, "endpoint", "list"); !strings.Contains(lineOf(out, "a2"), renamed) {
+		t.Errorf("endpoint list does not show the renamed port:\n%s", out)
+	}
+	// The floor still names it: without its program it reaches nothing.
+	l.Run("bpftool", "link", "detach", "id", tcxLinkID(t, l, renamed))
+	if TCP(a2.NS, Upstream+":80") || TCP(a2.NS, Upstream2+":80") {
+		t.Error("a renamed port without its program reached upstream: the floor lost it")
+	}
+}
