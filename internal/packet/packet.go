@@ -42,6 +42,9 @@ type Frame struct {
 	TruncateTo int
 	// TCPFlags, when non-zero, replaces the TCP SYN flag (0x10 is ACK).
 	TCPFlags uint8
+	// Payload follows the layer-4 header (or the IPv4 header for other
+	// protocols); IPv4 and UDP lengths count it.
+	Payload []byte
 }
 
 // TCP flags for Frame.TCPFlags.
@@ -102,6 +105,10 @@ func (f Frame) Bytes() []byte {
 	case ProtoICMP:
 		l4 = []byte{8, 0, 0, 0, 0, 1, 0, 1} // echo request, id 1, seq 1
 	}
+	if f.Proto == ProtoUDP {
+		binary.BigEndian.PutUint16(l4[4:], uint16(8+len(f.Payload)))
+	}
+	l4 = append(l4, f.Payload...)
 	ihl := uint8(5 + len(f.IPOptions)/4)
 	if f.IHL != 0 {
 		ihl = f.IHL

@@ -2,9 +2,9 @@ package lab
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
 
@@ -134,28 +134,13 @@ func TCPFrom(ns string, lport int, addr string) bool {
 	return ok
 }
 
-// udpPayloadFrame is an IPv4/UDP frame with payload, checksums zero (UDP
-// allows that), for raw sends.
+// udpPayloadFrame is an IPv4/UDP frame carrying payload, for raw sends.
 func udpPayloadFrame(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) []byte {
-	b := make([]byte, 0, 64+len(payload))
-	b = append(b, dstMAC...)
-	b = append(b, srcMAC...)
-	b = binary.BigEndian.AppendUint16(b, 0x0800)
-	ip := make([]byte, 20)
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
-	ip[8] = 64
-	ip[9] = 17
-	copy(ip[12:], src.To4())
-	copy(ip[16:], dst.To4())
-	binary.BigEndian.PutUint16(ip[10:], packet.Checksum(ip))
-	b = append(b, ip...)
-	udp := make([]byte, 8)
-	binary.BigEndian.PutUint16(udp[0:], sport)
-	binary.BigEndian.PutUint16(udp[2:], dport)
-	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
-	b = append(b, udp...)
-	return append(b, payload...)
+	s, _ := netip.AddrFromSlice(src.To4())
+	d, _ := netip.AddrFromSlice(dst.To4())
+	f := packet.UDP(srcMAC, dstMAC, s, d, sport, dport)
+	f.Payload = payload
+	return f.Bytes()
 }
 
 // reuseAddr lets a probe bind a local port a closed connection used.
