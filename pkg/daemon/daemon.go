@@ -366,6 +366,11 @@ func (d *Daemon) activateLocked(ifindex int, ep endpoint.Endpoint) error {
 	if err != nil {
 		return err
 	}
+	// Whatever a port sent before it was taken over (or while the daemon
+	// was down) cannot redirect the endpoint's frames from now on.
+	if err := d.bridges.PinEndpoint(d.bridgeIndex, ifindex, ep.IP, ep.MAC); err != nil {
+		return err
+	}
 	d.log.Info("endpoint active", "endpoint", ep.Name, "port", ep.Interface, "identity", ep.Identity)
 	return nil
 }

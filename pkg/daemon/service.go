@@ -241,6 +241,9 @@ func (d *Daemon) RemoveEndpoint(ctx context.Context, name string) error {
 			if err := d.dp.DeleteEndpoint(ifindex); err != nil {
 				return err
 			}
+			if err := d.bridges.UnpinEndpoint(d.bridgeIndex, ifindex, e.IP, e.MAC); err != nil {
+				d.log.Warn("unpin a removed endpoint's addresses", "endpoint", e.Name, "err", err)
+			}
 		}
 		if _, err := d.revokeIdentityLocked(e.Identity); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -437,5 +438,75 @@ func TestLabIdentityIsThePort(t *testing.T) {
 	l.Run("bpftool", "link", "detach", "id", tcxLinkID(t, l, renamed))
 	if TCP(a2.NS, Upstream+":80") || TCP(a2.NS, Upstream2+":80") {
 		t.Error("a renamed port without its program reached upstream: the floor lost it")
+	}
+}
+
+// TestLabMACTheftWhileDown: a port plugged in while outcalld is killed
+// sends from a registered agent's MAC, which moves an ordinary forwarding
+// entry to it; the agent's entry is pinned, so the host's frames for the
+// agent still go to the agent and none to the thief. Positive control: the
+// same theft on a plain bridge diverts the host's frames.
+func TestLabMACTheftWhileDown(t *testing.T) {
+	w := setUp(t)
+	a2, d, l := w.a2, w.d, w.lab
+	marker := []byte("outcall-mac-theft-marker")
+	p1, p2 := plainPair(t, l)
+	l.InNS(l.Host, "ip", "addr", "add", "10.201.0.1/24", "dev", l.Prefix+"pb")
+
+	// hostSend sends marked datagrams from the host to ip:7000.
+	hostSend := func(ip string) {
+		t.Helper()
+		err := Do(l.Host, func() error {
+			c, err := net.Dial("udp4", ip+":7000")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for range 5 {
+				_, _ = c.Write(marker)
+				time.Sleep(10 * time.Millisecond)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// steal has thief send frames from victim's MAC, then counts how many
+	// of the host's datagrams for the victim reach the thief.
+	steal := func(thief, victim Agent) int {
+		t.Helper()
+		hostSend(victim.IP) // the host learns the victim's MAC first
+		vmac := mustMAC(victim.MAC)
+		for range 3 {
+			f := udpPayloadFrame(vmac, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, net.ParseIP(victim.IP), net.ParseIP("10.201.0.1"), 1, 9, nil)
+			if err := SendFrame(thief.NS, "eth0", f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, err := CatchFrames(thief.NS, "eth0", marker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		hostSend(victim.IP)
+		return c.Count(300 * time.Millisecond)
+	}
+	if n := steal(p1, p2); n == 0 {
+		t.Fatal("positive control: stealing a MAC on a plain bridge diverted nothing")
+	}
+
+	if !UDP(l.Host, a2.IP+":7000") {
+		t.Fatalf("the host does not reach a2 before the theft\n%s", d.Log)
+	}
+	if err := d.Signal(syscall.SIGKILL); err == nil {
+		t.Log("outcalld exited cleanly on SIGKILL?")
+	}
+	thief := l.AddAgent("th", "10.200.0.77", "02:00:0a:c8:00:4d")
+	if n := steal(thief, a2); n != 0 {
+		t.Errorf("%d of the host's datagrams for a2 reached a port that sent from a2's MAC", n)
+	}
+	if !UDP(l.Host, a2.IP+":7000") {
+		t.Error("the host no longer reaches a2 after the theft")
 	}
 }
