@@ -70,7 +70,9 @@ func bridgeAction(verb, short, done string) *cobra.Command {
 }
 
 // formatBridgeStatus renders S001-IF-005 (values start at column 12; no Index
-// line when the index is null), without the final newline.
+// line when the index is null), without the final newline. A Datapath line
+// follows only while some port lacks its program, so the spec's output is
+// unchanged when everything is enforced.
 func formatBridgeStatus(st api.BridgeStatus) string {
 	status, nft := "down", "inactive"
 	if st.Up {
@@ -83,5 +85,9 @@ func formatBridgeStatus(st api.BridgeStatus) string {
 	if st.Index != nil {
 		s += fmt.Sprintf("Index:     %d\n", *st.Index)
 	}
-	return s + "nftables:  " + nft
+	s += "nftables:  " + nft
+	if st.PortsEnforced < st.Ports {
+		s += fmt.Sprintf("\nDatapath:  %d of %d ports enforced (a program is missing; outcalld re-attaches it)", st.PortsEnforced, st.Ports)
+	}
+	return s
 }

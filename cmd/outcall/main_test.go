@@ -138,6 +138,13 @@ func TestCLI(t *testing.T) {
 			wantReqs: []string{"GET /api/v1/bridge"},
 		},
 		{
+			name:     "bridge status with a port missing its program",
+			args:     []string{"bridge", "status"},
+			routes:   map[string]string{"GET /api/v1/bridge": `{"success":true,"data":{"name":"outcall0","up":true,"index":42,"nftables_active":true,"ports":3,"ports_enforced":2}}`},
+			wantOut:  "Bridge:    outcall0\nStatus:    up\nIndex:     42\nnftables:  active\nDatapath:  2 of 3 ports enforced (a program is missing; outcalld re-attaches it)\n",
+			wantReqs: []string{"GET /api/v1/bridge"},
+		},
+		{
 			name:     "bridge status down",
 			args:     []string{"bridge", "status"},
 			routes:   map[string]string{"GET /api/v1/bridge": bridgeDown},

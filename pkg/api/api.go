@@ -80,6 +80,11 @@ type BridgeStatus struct {
 	Up             bool    `json:"up"`
 	Index          *uint32 `json:"index"`
 	NftablesActive bool    `json:"nftables_active"`
+	// Ports is how many ports the bridge has; PortsEnforced how many of
+	// them the kernel says carry Outcall's program right now. They differ
+	// while a detached program is being re-attached.
+	Ports         int `json:"ports"`
+	PortsEnforced int `json:"ports_enforced"`
 }
 
 // BridgeDownRequest is the optional body of POST /api/v1/bridge/down; the

@@ -48,6 +48,14 @@ func (d *Daemon) BridgeStatus(ctx context.Context) (api.BridgeStatus, error) {
 		idx := uint32(st.Index)
 		out.Index = &idx
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out.Ports = len(d.ports)
+	for ifindex := range d.ports {
+		if d.dp != nil && d.dp.LinkAlive(ifindex) {
+			out.PortsEnforced++
+		}
+	}
 	return out, nil
 }
 

@@ -325,6 +325,9 @@ func TestLabDetachedStateReported(t *testing.T) {
 	if out := mustCLI(t, d, "endpoint", "list"); !strings.Contains(lineOf(out, "a1"), "no") {
 		t.Errorf("endpoint list after detach still says attached:\n%s", out)
 	}
+	if out := mustCLI(t, d, "bridge", "status"); !strings.Contains(out, "Datapath:  1 of 2 ports enforced") {
+		t.Errorf("bridge status after detach:\n%s", out)
+	}
 }
 
 func lineOf(out, prefix string) string {
