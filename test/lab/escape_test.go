@@ -513,3 +513,60 @@ func TestLabMACTheftWhileDown(t *testing.T) {
 		t.Error("the host no longer reaches a2 after the theft")
 	}
 }
+
+// TestLabRestartWindow: a port plugged in while the daemon was killed has
+// no program until the restarted daemon takes it over, and streams frames at
+// an agent's MAC meanwhile; none gets through, because the new floor names
+// the bridge's existing ports from its first instant (it used to start with
+// an empty port set, leaving the agent's port uncovered until it was taken
+// over again). Positive control: the same stream crosses a plain bridge.
+func TestLabRestartWindow(t *testing.T) {
+	w := setUp(t)
+	a1, l := w.a1, w.lab
+	marker := []byte("outcall-restart-window-marker")
+	stream := func(src, dst Agent, during func()) int {
+		t.Helper()
+		frame := udpPayloadFrame(mustMAC(src.MAC), mustMAC(dst.MAC), net.ParseIP(src.IP), net.ParseIP(dst.IP), 5000, 7000, marker)
+		c, err := CatchFrames(dst.NS, "eth0", marker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		stop, sent := make(chan struct{}), make(chan int)
+		go func() {
+			n, err := StreamFrames(src.NS, "eth0", frame, 100*time.Microsecond, stop)
+			if err != nil {
+				t.Error(err)
+			}
+			sent <- n
+		}()
+		got := c.CountDuring(func() {
+			during()
+			close(stop)
+		})
+		t.Logf("%d frames sent, %d reached %s", <-sent, got, dst.NS)
+		return got
+	}
+	p1, p2 := plainPair(t, l)
+	if stream(p1, p2, func() { time.Sleep(200 * time.Millisecond) }) == 0 {
+		t.Fatal("positive control: no frame crossed a plain bridge")
+	}
+	if err := w.d.Signal(syscall.SIGKILL); err == nil {
+		t.Log("outcalld exited cleanly on SIGKILL?")
+	}
+	rogue := l.AddAgent("rg", "10.200.0.78", "02:00:0a:c8:00:4e")
+	var d *Daemon
+	got := stream(rogue, a1, func() {
+		// The first start meets the rogue without a program; the later
+		// ones restart over a floor and programs already in place.
+		for range 3 {
+			if d != nil {
+				_ = d.Signal(syscall.SIGTERM)
+			}
+			d = l.StartDaemon(filepath.Join(bins, "outcalld"))
+		}
+	})
+	if got != 0 {
+		t.Errorf("%d frames crossed from a port without a program to a1 during restarts", got)
+	}
+}

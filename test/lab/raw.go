@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,39 @@ func SendFrame(ns, ifname string, frame []byte) error {
 		copy(sa.Addr[:], frame[:6])
 		return unix.Sendto(fd, frame, 0, sa)
 	})
+}
+
+// StreamFrames sends a burst of frame copies on ifname inside ns every
+// interval until stop is closed, from one socket, and returns how many it
+// sent.
+func StreamFrames(ns, ifname string, frame []byte, interval time.Duration, stop <-chan struct{}) (int, error) {
+	n := 0
+	err := Do(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		copy(sa.Addr[:], frame[:6])
+		for {
+			select {
+			case <-stop:
+				return nil
+			case <-time.After(interval):
+			}
+			for range 20 {
+				if unix.Sendto(fd, frame, 0, sa) == nil {
+					n++
+				}
+			}
+		}
+	})
+	return n, err
 }
 
 // FrameCatcher counts frames containing a marker that arrive on an
@@ -68,12 +102,38 @@ func CatchFrames(ns, ifname string, marker []byte) (*FrameCatcher, error) {
 
 // Count reads for d and returns how many frames carried the marker.
 func (c *FrameCatcher) Count(d time.Duration) int {
+	deadline := time.Now().Add(d)
+	return c.countUntil(func() bool { return time.Now().After(deadline) })
+}
+
+// CountDuring counts the frames carrying the marker that arrive while fn
+// runs, and a short grace period after, for frames still in flight.
+func (c *FrameCatcher) CountDuring(fn func()) int {
+	var done atomic.Bool
+	n := make(chan int)
+	go func() {
+		var graceEnd time.Time
+		n <- c.countUntil(func() bool {
+			if !done.Load() {
+				return false
+			}
+			if graceEnd.IsZero() {
+				graceEnd = time.Now().Add(200 * time.Millisecond)
+			}
+			return time.Now().After(graceEnd)
+		})
+	}()
+	fn()
+	done.Store(true)
+	return <-n
+}
+
+func (c *FrameCatcher) countUntil(over func() bool) int {
 	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
 	_ = unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	buf := make([]byte, 65536)
 	n := 0
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
+	for !over() {
 		m, _, err := unix.Recvfrom(c.fd, buf, 0)
 		if err != nil {
 			continue
