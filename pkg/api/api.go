@@ -83,8 +83,8 @@ type BridgeStatus struct {
 	// Ports is how many ports the bridge has; PortsEnforced how many of
 	// them the kernel says carry Outcall's program right now. They differ
 	// while a detached program is being re-attached.
-	Ports         int `json:"ports"`
-	PortsEnforced int `json:"ports_enforced"`
+	Ports         int `json:"ports,omitempty"`
+	PortsEnforced int `json:"ports_enforced,omitempty"`
 }
 
 // BridgeDownRequest is the optional body of POST /api/v1/bridge/down; the
