@@ -447,7 +447,20 @@ func (d *Daemon) handlePortEvent(ev bridge.PortEvent) {
 // sweepGrants reclaims expired grants once a second. Expiry itself is
 // enforced per packet in the datapath.
 func (d *Daemon) sweepGrants(ctx context.Context) error {
-	t := time.NewTicker(time.Second)
+	return every(ctx, time.Second, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.dp != nil {
+			if _, err := d.dp.SweepExpired(); err != nil {
+				d.log.Warn("sweep expired grants", "err", err)
+			}
+		}
+	})
+}
+
+// every runs fn once per interval until ctx is done.
+func every(ctx context.Context, interval time.Duration, fn func()) error {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -455,13 +468,7 @@ func (d *Daemon) sweepGrants(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		d.mu.Lock()
-		if d.dp != nil {
-			if _, err := d.dp.SweepExpired(); err != nil {
-				d.log.Warn("sweep expired grants", "err", err)
-			}
-		}
-		d.mu.Unlock()
+		fn()
 	}
 }
 

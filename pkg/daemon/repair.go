@@ -21,16 +21,7 @@ func (d *Daemon) repair(ctx context.Context) error {
 	if interval == 0 {
 		interval = DefaultRepairInterval
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		d.repairOnce()
-	}
+	return every(ctx, interval, d.repairOnce)
 }
 
 func (d *Daemon) repairOnce() {

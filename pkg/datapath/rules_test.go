@@ -484,6 +484,18 @@ func TestInstallManyRules(t *testing.T) {
 	expectVerdict(t, d, agentPort, tcp(agentIP, addr("198.19.255.1"), 443).Bytes(), DropNoRule, "")
 }
 
+// swapSet is one of the two generations the swap tests alternate: the
+// destination 203.0.113.0/24 has a class only this set has, so a packet that
+// mixed one set's prefixes with the other's table finds no entry.
+func swapSet(class uint32, action RuleAction, id string) *RuleTables {
+	return &RuleTables{
+		Rules:    []RuleRef{{id, action}},
+		Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), class}},
+		Agents:   map[uint32]uint32{agentID: class},
+		Entries:  []RuleEntry{{AgentClass: class, DstClass: class, Proto: tcp6, AnyPort: true, Action: action, Rule: 0}},
+	}
+}
+
 // TestRuleSwapIsAtomic sends packets while generations alternate. The two
 // sets give the destination different classes, so a packet that mixed one
 // set's prefixes with the other's table would find no entry and count as
@@ -491,15 +503,7 @@ func TestInstallManyRules(t *testing.T) {
 func TestRuleSwapIsAtomic(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	set := func(class uint32, action RuleAction, id string) *RuleTables {
-		return &RuleTables{
-			Rules:    []RuleRef{{id, action}},
-			Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), class}},
-			Agents:   map[uint32]uint32{agentID: class},
-			Entries:  []RuleEntry{{AgentClass: class, DstClass: class, Proto: tcp6, AnyPort: true, Action: action, Rule: 0}},
-		}
-	}
-	a, b := set(1, RuleAllow, "a"), set(2, RuleBlock, "b")
+	a, b := swapSet(1, RuleAllow, "a"), swapSet(2, RuleBlock, "b")
 	must(t, d.InstallRules(a))
 	data := tcp(agentIP, addr("203.0.113.5"), 80).Bytes()
 	before := map[Reason]Counter{}
@@ -557,16 +561,8 @@ func TestRuleSwapIsAtomic(t *testing.T) {
 func TestRuleSlotFlipStress(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	set := func(class uint32, action RuleAction, id string) *RuleTables {
-		return &RuleTables{
-			Rules:    []RuleRef{{id, action}},
-			Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), class}},
-			Agents:   map[uint32]uint32{agentID: class},
-			Entries:  []RuleEntry{{AgentClass: class, DstClass: class, Proto: tcp6, AnyPort: true, Action: action, Rule: 0}},
-		}
-	}
-	must(t, d.InstallRules(set(1, RuleAllow, "a")))
-	must(t, d.InstallRules(set(2, RuleBlock, "b")))
+	must(t, d.InstallRules(swapSet(1, RuleAllow, "a")))
+	must(t, d.InstallRules(swapSet(2, RuleBlock, "b")))
 	gen, err := d.Generation()
 	must(t, err)
 	before := map[Reason]uint64{}

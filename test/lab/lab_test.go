@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -312,23 +311,7 @@ func TestLabShutdownAndRestart(t *testing.T) {
 
 	// Probe continuously during the restart: a destination that was never
 	// granted must not answer once.
-	var leaks, probes atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; i < 2000; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			probes.Add(1)
-			if TCP(a1.NS, Upstream2+":80") {
-				leaks.Add(1)
-			}
-		}
-	}()
+	prober := StartProber(2000, func() bool { return TCP(a1.NS, Upstream2+":80") })
 
 	if err := d.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, d.Log)
@@ -362,13 +345,12 @@ func TestLabShutdownAndRestart(t *testing.T) {
 	if TCP(a1.NS, Upstream+":80") {
 		t.Error("grant survived a restart (S009-FR-010: containers must ask again)")
 	}
-	close(stop)
-	<-done
-	if leaks.Load() != 0 {
-		t.Errorf("%d of %d probes to an ungranted destination passed during SIGTERM/SIGKILL/restart", leaks.Load(), probes.Load())
+	leaks, probes := prober.Stop()
+	if leaks != 0 {
+		t.Errorf("%d of %d probes to an ungranted destination passed during SIGTERM/SIGKILL/restart", leaks, probes)
 	}
-	if probes.Load() < 3 {
-		t.Errorf("only %d probes ran during the restarts", probes.Load())
+	if probes < 3 {
+		t.Errorf("only %d probes ran during the restarts", probes)
 	}
 	if out := mustCLI(t, d3, "endpoint", "list"); !strings.Contains(out, "a1") {
 		t.Errorf("endpoints lost across restarts:\n%s", out)

@@ -1,15 +1,17 @@
 package lab
 
 import (
-	"bufio"
 	"errors"
 	"net"
 	"os"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // ServeTCP answers "ok\n" on every connection to addr inside ns until the
@@ -60,27 +62,21 @@ const probeTimeout = 800 * time.Millisecond
 
 // TCP reports whether a connection from ns to addr completes and the
 // responder's greeting arrives.
-func TCP(ns, addr string) bool {
+func TCP(ns, addr string) bool { return TCPFrom(ns, 0, addr) }
+
+// UDP reports whether a datagram from ns to addr is echoed back.
+func UDP(ns, addr string) bool { return UDPFrom(ns, 0, addr) }
+
+// UDPFrom reports whether a datagram from ns, sent from local port lport,
+// to addr is echoed back: the same 5-tuple every call.
+func UDPFrom(ns string, lport int, addr string) bool {
 	ok := false
 	_ = Do(ns, func() error {
-		c, err := net.DialTimeout("tcp4", addr, probeTimeout)
+		raddr, err := net.ResolveUDPAddr("udp4", addr)
 		if err != nil {
 			return nil
 		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(probeTimeout))
-		line, err := bufio.NewReader(c).ReadString('\n')
-		ok = err == nil && line == "ok\n"
-		return nil
-	})
-	return ok
-}
-
-// UDP reports whether a datagram from ns to addr is echoed back.
-func UDP(ns, addr string) bool {
-	ok := false
-	_ = Do(ns, func() error {
-		c, err := net.Dial("udp4", addr)
+		c, err := net.DialUDP("udp4", &net.UDPAddr{Port: lport}, raddr)
 		if err != nil {
 			return nil
 		}
@@ -95,6 +91,38 @@ func UDP(ns, addr string) bool {
 		return nil
 	})
 	return ok
+}
+
+// TCPFrom is TCP from local port lport: the same 4-tuple every call.
+func TCPFrom(ns string, lport int, addr string) bool {
+	ok := false
+	_ = Do(ns, func() error {
+		d := net.Dialer{Timeout: probeTimeout, LocalAddr: &net.TCPAddr{Port: lport},
+			Control: func(_, _ string, rc syscall.RawConn) error { return reuseAddr(rc) }}
+		c, err := d.Dial("tcp4", addr)
+		if err != nil {
+			return nil
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(probeTimeout))
+		buf := make([]byte, 3)
+		n, err := c.Read(buf)
+		ok = err == nil && n == 3 && string(buf) == "ok\n"
+		return nil
+	})
+	return ok
+}
+
+// reuseAddr lets a probe bind a local port a closed connection used.
+func reuseAddr(rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // ICMP reports whether an echo request from ns to dst is answered.
@@ -136,4 +164,38 @@ func ICMP(ns, dst string) bool {
 		return nil
 	})
 	return ok
+}
+
+// Prober runs a probe over and over in the background, at most max times,
+// counting the runs and the runs that got through (leaks).
+type Prober struct {
+	leaks, probes atomic.Int64
+	stop, done    chan struct{}
+}
+
+// StartProber starts probing; leaked reports whether one probe got through.
+func StartProber(max int, leaked func() bool) *Prober {
+	p := &Prober{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for range max {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			p.probes.Add(1)
+			if leaked() {
+				p.leaks.Add(1)
+			}
+		}
+	}()
+	return p
+}
+
+// Stop ends the probing and returns the leaks and the probes run.
+func (p *Prober) Stop() (leaks, probes int64) {
+	close(p.stop)
+	<-p.done
+	return p.leaks.Load(), p.probes.Load()
 }

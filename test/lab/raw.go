@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,22 +17,38 @@ import (
 // its protocol argument.
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// packetSocket opens an AF_PACKET socket for every EtherType on ifname, in
+// the calling thread's namespace, and returns it with the interface's index.
+func packetSocket(ifname string) (fd, ifindex int, err error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return -1, 0, err
+	}
+	fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return -1, 0, fmt.Errorf("packet socket: %w", err)
+	}
+	return fd, ifi.Index, nil
+}
+
+// sendTo is where a raw frame goes: out of ifindex, to the frame's own
+// destination MAC.
+func sendTo(ifindex int, frame []byte) *unix.SockaddrLinklayer {
+	sa := &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}
+	copy(sa.Addr[:], frame[:6])
+	return sa
+}
+
 // SendFrame writes one raw Ethernet frame on ifname inside ns, as a root
 // agent can: any source, destination, EtherType or trailer.
 func SendFrame(ns, ifname string, frame []byte) error {
 	return Do(ns, func() error {
-		ifi, err := net.InterfaceByName(ifname)
+		fd, ifindex, err := packetSocket(ifname)
 		if err != nil {
 			return err
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
 		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		copy(sa.Addr[:], frame[:6])
-		return unix.Sendto(fd, frame, 0, sa)
+		return unix.Sendto(fd, frame, 0, sendTo(ifindex, frame))
 	})
 }
 
@@ -43,17 +58,12 @@ func SendFrame(ns, ifname string, frame []byte) error {
 func StreamFrames(ns, ifname string, frame []byte, interval time.Duration, stop <-chan struct{}) (int, error) {
 	n := 0
 	err := Do(ns, func() error {
-		ifi, err := net.InterfaceByName(ifname)
+		fd, ifindex, err := packetSocket(ifname)
 		if err != nil {
 			return err
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
 		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		copy(sa.Addr[:], frame[:6])
+		sa := sendTo(ifindex, frame)
 		for {
 			select {
 			case <-stop:
@@ -82,15 +92,11 @@ type FrameCatcher struct {
 func CatchFrames(ns, ifname string, marker []byte) (*FrameCatcher, error) {
 	c := &FrameCatcher{fd: -1, marker: marker}
 	err := Do(ns, func() error {
-		ifi, err := net.InterfaceByName(ifname)
+		fd, ifindex, err := packetSocket(ifname)
 		if err != nil {
 			return err
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
 			unix.Close(fd)
 			return fmt.Errorf("bind packet socket to %s: %w", ifname, err)
 		}
@@ -148,52 +154,6 @@ func (c *FrameCatcher) countUntil(over func() bool) int {
 // Close releases the socket.
 func (c *FrameCatcher) Close() { unix.Close(c.fd) }
 
-// UDPFrom reports whether a datagram from ns, sent from local port lport,
-// to addr is echoed back: the same 5-tuple every call.
-func UDPFrom(ns string, lport int, addr string) bool {
-	ok := false
-	_ = Do(ns, func() error {
-		raddr, err := net.ResolveUDPAddr("udp4", addr)
-		if err != nil {
-			return nil
-		}
-		c, err := net.DialUDP("udp4", &net.UDPAddr{Port: lport}, raddr)
-		if err != nil {
-			return nil
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(probeTimeout))
-		if _, err := c.Write([]byte("probe")); err != nil {
-			return nil
-		}
-		buf := make([]byte, 16)
-		n, err := c.Read(buf)
-		ok = err == nil && string(buf[:n]) == "probe"
-		return nil
-	})
-	return ok
-}
-
-// TCPFrom is TCP from local port lport: the same 4-tuple every call.
-func TCPFrom(ns string, lport int, addr string) bool {
-	ok := false
-	_ = Do(ns, func() error {
-		d := net.Dialer{Timeout: probeTimeout, LocalAddr: &net.TCPAddr{Port: lport},
-			Control: func(_, _ string, rc syscall.RawConn) error { return reuseAddr(rc) }}
-		c, err := d.Dial("tcp4", addr)
-		if err != nil {
-			return nil
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(probeTimeout))
-		buf := make([]byte, 3)
-		n, err := c.Read(buf)
-		ok = err == nil && n == 3 && string(buf) == "ok\n"
-		return nil
-	})
-	return ok
-}
-
 // udpPayloadFrame is an IPv4/UDP frame carrying payload, for raw sends.
 func udpPayloadFrame(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) []byte {
 	s, _ := netip.AddrFromSlice(src.To4())
@@ -201,16 +161,4 @@ func udpPayloadFrame(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dp
 	f := packet.UDP(srcMAC, dstMAC, s, d, sport, dport)
 	f.Payload = payload
 	return f.Bytes()
-}
-
-// reuseAddr lets a probe bind a local port a closed connection used.
-func reuseAddr(rc syscall.RawConn) error {
-	var serr error
-	err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
 }

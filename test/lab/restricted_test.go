@@ -185,3 +185,32 @@ rules:
 		t.Error("drop/ip_options did not count every datagram with options")
 	}
 }
+
+// TestLabConnectionCap: one agent holds at most --max-conns-per-agent
+// conntrack entries through the gateway; the first connections pass (the
+// positive control), the ones beyond the cap are dropped, and another agent
+// is not affected.
+func TestLabConnectionCap(t *testing.T) {
+	w := setUpWithRules(t, map[string]string{"50-echo.yaml": `version: "1"
+rules:
+  - id: echo
+    condition: cidr("198.51.100.10/32").containsIP(network.ip) && network.port == 9000 && network.protocol == "udp"
+    action: allow
+`}, "--max-conns-per-agent", "5")
+	a1, a2 := w.a1, w.a2
+	passed := 0
+	for i := range 10 {
+		if UDPFrom(a1.NS, 46000+i, Upstream+":9000") {
+			passed++
+		}
+	}
+	if passed != 5 {
+		t.Errorf("%d of 10 new UDP flows of one agent passed, want exactly the cap of 5", passed)
+	}
+	if !UDPFrom(a2.NS, 46000, Upstream+":9000") {
+		t.Error("another agent was held back by the first agent's cap")
+	}
+	if !UDPFrom(a1.NS, 46000, Upstream+":9000") {
+		t.Error("a flow within the cap stopped passing")
+	}
+}
