@@ -497,5 +497,10 @@ func (d *Daemon) GrantCount(ctx context.Context) (int, error) {
 	return len(g), err
 }
 
+// FloorCounters implements metrics.Source.
+func (d *Daemon) FloorCounters(ctx context.Context) (map[string]uint64, error) {
+	return d.floor.Counters()
+}
+
 // EndpointCount implements metrics.Source.
 func (d *Daemon) EndpointCount() int { return len(d.endpoints.List()) }

@@ -31,6 +31,10 @@ type Source interface {
 	// DatapathRuleHits returns what each packet-level rule decided in the
 	// datapath since the daemon started.
 	DatapathRuleHits(ctx context.Context) ([]RuleHit, error)
+	// FloorCounters returns the packets counted by the nftables floor's
+	// named rules (nft.Floor.Counters): what the floor dropped behind the
+	// datapath, and what the per-agent connection cap refused.
+	FloorCounters(ctx context.Context) (map[string]uint64, error)
 }
 
 // RuleHit is what one rule decided at the packet layer.
@@ -64,6 +68,9 @@ var (
 		[]string{"rule_id", "layer", "decision"}, nil)
 	ruleBytesDesc = prometheus.NewDesc("outcall_rule_datapath_bytes_total",
 		"Bytes decided by each packet-level rule in the datapath.", []string{"rule_id", "decision"}, nil)
+	floorDesc = prometheus.NewDesc("outcall_floor_packets_total",
+		"Packets counted by each named rule of the nftables floor (e.g. forward_drop_in, bridge_forward_to_port, arp_input_drop, forward_conn_limit_drop).",
+		[]string{"rule"}, nil)
 )
 
 type decisionKey struct {
@@ -125,7 +132,7 @@ func (c *Collector) ObserveReload(err error) {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, bridgeUpDesc, nftDesc, grantsDesc, endpointsDesc, scrapeErrDesc, ruleHitsDesc, ruleBytesDesc} {
+	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, bridgeUpDesc, nftDesc, grantsDesc, endpointsDesc, scrapeErrDesc, ruleHitsDesc, ruleBytesDesc, floorDesc} {
 		ch <- d
 	}
 	c.DropEvents.Describe(ch)
@@ -161,6 +168,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, h := range hits {
 			ch <- prometheus.MustNewConstMetric(ruleHitsDesc, prometheus.CounterValue, float64(h.Packets), h.RuleID, LayerDatapath, string(h.Decision))
 			ch <- prometheus.MustNewConstMetric(ruleBytesDesc, prometheus.CounterValue, float64(h.Bytes), h.RuleID, string(h.Decision))
+		}
+	} else {
+		failed++
+	}
+	if counts, err := c.src.FloorCounters(ctx); err == nil {
+		for rule, n := range counts {
+			ch <- prometheus.MustNewConstMetric(floorDesc, prometheus.CounterValue, float64(n), rule)
 		}
 	} else {
 		failed++

@@ -22,6 +22,9 @@ func (fakeSource) BridgeStatus(context.Context) (api.BridgeStatus, error) {
 }
 func (fakeSource) GrantCount(context.Context) (int, error) { return 2, nil }
 func (fakeSource) EndpointCount() int                      { return 1 }
+func (fakeSource) FloorCounters(context.Context) (map[string]uint64, error) {
+	return map[string]uint64{"forward_conn_limit_drop": 4}, nil
+}
 func (f fakeSource) DatapathRuleHits(context.Context) ([]RuleHit, error) {
 	return []RuleHit{{RuleID: "allow-db", Decision: api.DecisionAllow, Packets: 7, Bytes: 700}}, f.hitsErr
 }
@@ -39,12 +42,15 @@ func TestRuleMetrics(t *testing.T) {
 outcall_rule_hits_total{decision="allow",layer="datapath",rule_id="allow-db"} 7
 outcall_rule_hits_total{decision="allow",layer="dns",rule_id="allow-pypi"} 2
 outcall_rule_hits_total{decision="block",layer="proxy",rule_id="default-block"} 1
+# HELP outcall_floor_packets_total Packets counted by each named rule of the nftables floor (e.g. forward_drop_in, bridge_forward_to_port, arp_input_drop, forward_conn_limit_drop).
+# TYPE outcall_floor_packets_total counter
+outcall_floor_packets_total{rule="forward_conn_limit_drop"} 4
 # HELP outcall_rule_reloads_total Rule set reloads by result (success or failure; a failure keeps the previous set).
 # TYPE outcall_rule_reloads_total counter
 outcall_rule_reloads_total{result="failure"} 1
 outcall_rule_reloads_total{result="success"} 1
 `
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "outcall_rule_hits_total", "outcall_rule_reloads_total"); err != nil {
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "outcall_rule_hits_total", "outcall_floor_packets_total", "outcall_rule_reloads_total"); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewPedanticRegistry()

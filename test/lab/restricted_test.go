@@ -3,6 +3,7 @@ package lab
 import (
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +213,8 @@ rules:
 	}
 	if !UDPFrom(a1.NS, 46000, Upstream+":9000") {
 		t.Error("a flow within the cap stopped passing")
+	}
+	if body := scrape(t, w.lab); !regexp.MustCompile(`outcall_floor_packets_total\{rule="forward_conn_limit_drop"\} [1-9]`).MatchString(body) {
+		t.Error("the cap's drops are not counted in outcall_floor_packets_total")
 	}
 }
