@@ -21,7 +21,7 @@ func TestRestricted(t *testing.T) {
 		{"172.32.0.1", false},
 		{"198.51.100.10", false},
 		{"192.0.2.1", false},
-		{"8.8.4.4", false},
+		{"203.0.113.77", false},
 	} {
 		if got := IsRestricted(netip.MustParseAddr(tc.addr)); got != tc.want {
 			t.Errorf("IsRestricted(%s) = %v, want %v", tc.addr, got, tc.want)

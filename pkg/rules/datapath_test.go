@@ -184,14 +184,7 @@ rules:
 			t.Errorf("a2 with a grant to %s:%d: allowed %v, want %v", tt.dst, tt.port, got, tt.allowed)
 		}
 	}
-	hits, err := dp.RuleHits()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]uint64{}
-	for _, h := range hits {
-		got[h.RuleID] += h.Packets
-	}
+	got := hitsByRule(t, dp)
 	if got["allow-db"] != 3 || got["block-meta"] != 1 {
 		t.Fatalf("rule hits %v, want allow-db 3 and block-meta 1", got)
 	}
@@ -325,6 +318,15 @@ rules:
 			}
 		}
 	}
+	got := hitsByRule(t, dp)
+	if got["no-meta"] != 6 || got["no-doc"] != 6 {
+		t.Errorf("rule hits %v, want no-meta 6 and no-doc 6", got)
+	}
+}
+
+// hitsByRule sums the datapath's rule hits per rule ID, over decisions.
+func hitsByRule(t *testing.T, dp *datapath.Datapath) map[string]uint64 {
+	t.Helper()
 	hits, err := dp.RuleHits()
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +335,5 @@ rules:
 	for _, h := range hits {
 		got[h.RuleID] += h.Packets
 	}
-	if got["no-meta"] != 6 || got["no-doc"] != 6 {
-		t.Errorf("rule hits %v, want no-meta 6 and no-doc 6", got)
-	}
+	return got
 }
