@@ -322,11 +322,12 @@ static __always_inline int established_fast(struct __sk_buff *skb, __u32 ifindex
 	struct flow_state *st;
 	__u8 *l4 = (void *)(ip + 1);
 
-	if ((void *)(l4 + 20) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	/* Ports for UDP; the TCP flags (byte 13) are checked below. */
+	if ((void *)(l4 + 8) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
 	    ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
 		return 0;
 	if (ip->protocol == IPPROTO_TCP) {
-		if (l4[13] & TCP_FLAG_SYN)
+		if ((void *)(l4 + 20) > data_end || (l4[13] & TCP_FLAG_SYN))
 			return 0;
 	} else if (ip->protocol != IPPROTO_UDP) {
 		return 0;
