@@ -19,6 +19,7 @@ import (
 	"outcall.dev/outcall/pkg/bridge"
 	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/endpoint"
+	"outcall.dev/outcall/pkg/grants"
 	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/metrics"
 	"outcall.dev/outcall/pkg/nft"
@@ -52,7 +53,10 @@ type Daemon struct {
 	// services counts the listeners holding each gateway service; only
 	// held services are open to containers (services.go).
 	services map[datapath.Service]int
-	ports    map[int]string // ports of the bridge by ifindex
+	// grants indexes the datapath's allow entries by owner and identity;
+	// nil while the bridge is down, like dp.
+	grants *grants.Manager
+	ports  map[int]string // ports of the bridge by ifindex
 	// packetRules are the packet tables of the active rule set, kept for
 	// installing into a datapath opened later.
 	packetRules *rules.PacketTables
@@ -224,7 +228,8 @@ func (d *Daemon) up() error {
 		evCtx, d.stopEvents = context.WithCancel(context.Background())
 		go d.readDropEvents(evCtx, dp)
 		// Grants do not survive a restart (S009-FR-010): containers ask again.
-		if n, err := d.flushGrantsLocked(); err != nil {
+		d.grants = grants.New(dp)
+		if n, err := d.grants.ClearKernel(); err != nil {
 			return err
 		} else if n > 0 {
 			d.log.Info("revoked grants left by an earlier daemon", "count", n)
@@ -451,7 +456,7 @@ func (d *Daemon) sweepGrants(ctx context.Context) error {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.dp != nil {
-			if _, err := d.dp.SweepExpired(); err != nil {
+			if _, err := d.grants.Sweep(); err != nil {
 				d.log.Warn("sweep expired grants", "err", err)
 			}
 		}
@@ -494,7 +499,7 @@ func (d *Daemon) shutdown() {
 	if d.dp == nil {
 		return
 	}
-	if n, err := d.flushGrantsLocked(); err != nil {
+	if n, err := d.grants.Flush(); err != nil {
 		d.log.Error("revoke grants at shutdown", "err", err)
 	} else {
 		d.log.Info("revoked grants at shutdown", "count", n)
@@ -514,4 +519,5 @@ func (d *Daemon) closeDatapathLocked() {
 	d.stopEvents()
 	d.dp.Close()
 	d.dp = nil
+	d.grants = nil
 }

@@ -16,6 +16,7 @@ import (
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/endpoint"
+	"outcall.dev/outcall/pkg/grants"
 	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/netrange"
 )
@@ -253,7 +254,7 @@ func (d *Daemon) RemoveEndpoint(ctx context.Context, name string) error {
 				d.log.Warn("unpin a removed endpoint's addresses", "endpoint", e.Name, "err", err)
 			}
 		}
-		if _, err := d.revokeIdentityLocked(e.Identity); err != nil {
+		if _, err := d.grants.RevokeIdentity(e.Identity); err != nil {
 			return err
 		}
 		// Every flow the endpoint opened ends, the rules' too.
@@ -322,7 +323,7 @@ func (d *Daemon) Allow(ctx context.Context, req api.AllowRequest) (api.ActiveRul
 	if d.dp == nil {
 		return api.ActiveRule{}, errBridgeDown
 	}
-	if err := d.dp.PutGrant(g); err != nil {
+	if err := d.grants.Put(grants.Grant{Grant: g, Owner: grants.Operator}); err != nil {
 		return api.ActiveRule{}, err
 	}
 	d.log.Info("grant added", "endpoint", e.Name, "identity", e.Identity, "dst", key.Dst, "proto", datapath.ProtoName(key.Proto), "port", key.Port)
@@ -342,7 +343,7 @@ func (d *Daemon) Revoke(ctx context.Context, req api.RevokeRequest) error {
 	}
 	// The grant's flows end with it: an operator's revoke closes the
 	// tuple, where an expiry does not.
-	ok, err := d.dp.RevokeGrant(key)
+	ok, err := d.grants.Revoke(key)
 	if err != nil {
 		return err
 	}
@@ -370,28 +371,23 @@ func activeRule(e endpoint.Endpoint, g datapath.Grant, now time.Time) api.Active
 	return r
 }
 
-// ActiveRules implements hostapi.Service: live grants, expired ones left out.
+// ActiveRules implements hostapi.Service: live grants, expired ones left
+// out, from the grant index (the kernel map is not walked).
 func (d *Daemon) ActiveRules(ctx context.Context) ([]api.ActiveRule, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	gm := d.grants
+	d.mu.Unlock()
 	out := []api.ActiveRule{}
-	if d.dp == nil {
+	if gm == nil {
 		return out, nil
 	}
-	grants, err := d.dp.Grants()
-	if err != nil {
-		return nil, err
-	}
 	now := time.Now()
-	for _, g := range grants {
-		if !g.Expires.IsZero() && !g.Expires.After(now) {
-			continue
-		}
+	for _, g := range gm.List() {
 		e, ok := d.endpoints.ByIdentity(g.Identity)
 		if !ok {
 			e = endpoint.Endpoint{Name: fmt.Sprintf("identity-%d", g.Identity)}
 		}
-		out = append(out, activeRule(e, g, now))
+		out = append(out, activeRule(e, g.Grant, now))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Container != out[j].Container {
@@ -406,46 +402,10 @@ func (d *Daemon) ActiveRules(ctx context.Context) ([]api.ActiveRule, error) {
 func (d *Daemon) FlushRules(ctx context.Context) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.dp == nil {
+	if d.grants == nil {
 		return 0, nil
 	}
-	return d.flushGrantsLocked()
-}
-
-func (d *Daemon) flushGrantsLocked() (int, error) {
-	return d.deleteGrantsLocked(func(datapath.Grant) bool { return true })
-}
-
-func (d *Daemon) revokeIdentityLocked(id uint32) (int, error) {
-	return d.deleteGrantsLocked(func(g datapath.Grant) bool { return g.Identity == id })
-}
-
-// deleteGrantsLocked revokes the grants match selects and ends their flows.
-func (d *Daemon) deleteGrantsLocked(match func(datapath.Grant) bool) (int, error) {
-	grants, err := d.dp.Grants()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	identities := map[uint32]bool{}
-	for _, g := range grants {
-		if !match(g) {
-			continue
-		}
-		if _, err := d.dp.DeleteGrant(g.GrantKey); err != nil {
-			return n, err
-		}
-		identities[g.Identity] = true
-		n++
-	}
-	// One pass over the flow table per identity, after every grant is
-	// gone, instead of one per grant.
-	for id := range identities {
-		if _, err := d.dp.EndFlows(datapath.FlowMatch{Identity: id, GrantsOnly: true}); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+	return d.grants.Flush()
 }
 
 // checkGrantDestination refuses what a grant may never open (an Outcall
@@ -489,12 +449,12 @@ func (d *Daemon) DatapathCounters(ctx context.Context) ([]api.DatapathCounter, e
 // GrantCount implements metrics.Source.
 func (d *Daemon) GrantCount(ctx context.Context) (int, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.dp == nil {
+	gm := d.grants
+	d.mu.Unlock()
+	if gm == nil {
 		return 0, nil
 	}
-	g, err := d.dp.Grants()
-	return len(g), err
+	return gm.Count(), nil
 }
 
 // FloorCounters implements metrics.Source.

@@ -83,11 +83,31 @@ func (d *Datapath) Flows() ([]Flow, error) {
 	return out, nil
 }
 
+// EndGrantFlows removes the flows that grants with these keys opened (a flow
+// a key matches the way the grant matched its first packet), after one wait
+// for running programs and in one pass over the flow table, and returns how
+// many. Revoking many grants at once costs one grace period, not one each.
+func (d *Datapath) EndGrantFlows(keys []GrantKey) (int, error) {
+	ms := make([]FlowMatch, 0, len(keys))
+	for _, k := range keys {
+		ms = append(ms, FlowMatch{Identity: k.Identity, Dst: k.Dst, Proto: k.Proto, Port: k.Port, GrantsOnly: true})
+	}
+	return d.endFlows(ms)
+}
+
 // EndFlows removes the flows m matches and returns how many. It first waits
 // until every program run that started before the call has finished, so a
 // packet that saw a grant the caller just deleted has already written its
 // flow, and that flow is removed too.
 func (d *Datapath) EndFlows(m FlowMatch) (int, error) {
+	return d.endFlows([]FlowMatch{m})
+}
+
+// endFlows removes the flows any of ms matches.
+func (d *Datapath) endFlows(ms []FlowMatch) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
 	if err := d.waitForPrograms(); err != nil {
 		return 0, err
 	}
@@ -98,8 +118,11 @@ func (d *Datapath) EndFlows(m FlowMatch) (int, error) {
 	)
 	it := d.objs.Flows.Iterate()
 	for it.Next(&k, &v) {
-		if m.matches(&k, &v) {
-			keys = append(keys, k)
+		for _, m := range ms {
+			if m.matches(&k, &v) {
+				keys = append(keys, k)
+				break
+			}
 		}
 	}
 	if err := it.Err(); err != nil {

@@ -135,7 +135,7 @@ func (d *Datapath) RevokeGrant(k GrantKey) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := d.EndFlows(FlowMatch{Identity: k.Identity, Dst: k.Dst, Proto: k.Proto, Port: k.Port, GrantsOnly: true}); err != nil {
+	if _, err := d.EndGrantFlows([]GrantKey{k}); err != nil {
 		return ok, err
 	}
 	return ok, nil
