@@ -8,11 +8,11 @@ import (
 	"strings"
 
 	"outcall.dev/outcall/pkg/api"
-	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/metrics"
 	"outcall.dev/outcall/pkg/rulereq"
 	"outcall.dev/outcall/pkg/rules"
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
 var errEvaluationUnavailable = &hostapi.StatusError{Status: http.StatusConflict,
@@ -75,7 +75,7 @@ func (d *Daemon) DatapathRuleHits(ctx context.Context) ([]metrics.RuleHit, error
 	out := make([]metrics.RuleHit, 0, len(hits))
 	for _, h := range hits {
 		decision := api.DecisionBlock
-		if h.Action == datapath.RuleAllow {
+		if h.Action == ruletable.Allow {
 			decision = api.DecisionAllow
 		}
 		out = append(out, metrics.RuleHit{RuleID: h.RuleID, Decision: decision, Packets: h.Packets, Bytes: h.Bytes})

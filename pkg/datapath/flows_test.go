@@ -99,8 +99,8 @@ func TestReloadRedecidesFlows(t *testing.T) {
 	web := netip.MustParseAddr("203.0.113.7")
 	tables := func(action RuleAction, grants bool) *RuleTables {
 		return &RuleTables{
-			Rules:    []RuleRef{{"web-" + action.String(), action}},
-			Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), 1}, {netip.PrefixFrom(upstream2, 32), 2}},
+			Rules:    []RuleRef{{ID: "web-" + action.String(), Action: action}},
+			Prefixes: []RulePrefix{{Prefix: pfx("203.0.113.0/24"), Class: 1}, {Prefix: netip.PrefixFrom(upstream2, 32), Class: 2}},
 			Entries: []RuleEntry{
 				{DstClass: 1, Proto: tcp6, AnyPort: true, Action: action, Rule: 0},
 				{DstClass: 2, Proto: tcp6, AnyPort: true, Action: RuleBlock, Grants: grants, Rule: 0},

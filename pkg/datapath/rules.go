@@ -5,112 +5,27 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
+
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
-// RuleAction is what a rule table entry decides.
-type RuleAction uint8
-
-// Rule actions, as the program numbers them.
-const (
-	// RuleNone decides nothing: grants, then conntrack, then no_rule, as for
-	// a packet no entry matches. It shadows less specific entries.
-	RuleNone RuleAction = RuleAction(portIngressRuleActionRULE_NONE)
-	// RuleAllow allows and counts a hit on the rule.
-	RuleAllow RuleAction = RuleAction(portIngressRuleActionRULE_ALLOW)
-	// RuleBlock drops and counts a hit on the rule, unless conntrack knows
-	// the flow or, with Grants, a grant allows it.
-	RuleBlock RuleAction = RuleAction(portIngressRuleActionRULE_BLOCK)
-)
-
-// String is "none", "allow" or "block".
-func (a RuleAction) String() string {
-	switch a {
-	case RuleNone:
-		return "none"
-	case RuleAllow:
-		return "allow"
-	case RuleBlock:
-		return "block"
-	}
-	return fmt.Sprintf("action_%d", uint8(a))
-}
-
-// RuleEntry is one row of the packet-layer rule table. For a packet, the
-// program tries {agent class, dst class, proto, port}, then the same with
-// AnyPort, then both again with agent class 0; the first row found decides.
-type RuleEntry struct {
-	AgentClass uint32 // 0: any agent
-	DstClass   uint32 // 0: destinations no prefix matches
-	// Proto is 6, 17 or 1, or 0 for every other IP protocol (GRE, SCTP,
-	// ...), whose packets have no ports: a proto 0 entry is AnyPort.
-	Proto uint8
-	// AnyPort covers every port not listed for the same agent class, dst
-	// class and proto; Port must then be 0. ICMP packets have port 0, so
-	// an ICMP entry with another port never matches.
-	AnyPort bool
-	Port    uint16
-	Action  RuleAction
-	// Grants lets a grant still allow what a RuleBlock entry blocks. The
-	// other actions ignore it: RuleAllow allows anyway, and RuleNone always
-	// leaves the decision to grants.
-	Grants bool
-	// Rule indexes RuleTables.Rules: the hit counter of RuleAllow and
-	// RuleBlock entries, whatever the rule's own action (a block entry may
-	// stand for an allow rule whose condition cannot be decided). RuleNone
-	// entries count nothing and may leave it 0.
-	Rule uint32
-	// License is, for a RuleAllow entry, the length of the longest prefix
-	// the allowing rule names around DstClass when the rule sets
-	// egress.allow_private_ips, else 0. The program opens a fenced
-	// destination (SetFences) only when License is at least the fence's
-	// prefix length, so a broad rule never opens one.
-	License uint8
-}
-
-// String names the entry's key, for error messages.
-func (e RuleEntry) String() string {
-	port := "any"
-	if !e.AnyPort {
-		port = fmt.Sprint(e.Port)
-	}
-	proto := ProtoName(e.Proto)
-	if proto == "" {
-		proto = "0"
-	}
-	return fmt.Sprintf("{agent class %d, dst class %d, %s/%s}", e.AgentClass, e.DstClass, proto, port)
-}
-
-// RulePrefix maps an IPv4 prefix to a destination class (>0). Host bits are
-// ignored.
-type RulePrefix struct {
-	Prefix netip.Prefix
-	Class  uint32
-}
-
-// RuleRef names a rule of a table set, for the hit counters.
-type RuleRef struct {
-	ID     string
-	Action RuleAction // the rule's action: RuleAllow or RuleBlock
-}
-
-// RuleTables is one complete packet-layer rule set.
-type RuleTables struct {
-	Rules    []RuleRef
-	Prefixes []RulePrefix
-	Agents   map[uint32]uint32 // identity → agent class (>0)
-	Entries  []RuleEntry
+// The program numbers actions as package ruletable does; this does not
+// compile when bpf2go's enum and ruletable's constants disagree.
+func _() {
+	var x [1]struct{}
+	_ = x[int(portIngressRuleActionRULE_NONE)-int(ruletable.None)]
+	_ = x[int(portIngressRuleActionRULE_ALLOW)-int(ruletable.Allow)]
+	_ = x[int(portIngressRuleActionRULE_BLOCK)-int(ruletable.Block)]
 }
 
 // RuleHit is the packets and bytes a rule decided at the packet layer.
 type RuleHit struct {
 	RuleID  string
-	Action  RuleAction
+	Action  ruletable.Action
 	Packets uint64
 	Bytes   uint64
 }
@@ -122,7 +37,7 @@ const ruleSlots = 2
 // ruleGen is one generation of inner maps as this process created them.
 type ruleGen struct {
 	dsts, table, agents, hits *ebpf.Map
-	rules                     []RuleRef
+	rules                     []ruletable.Rule
 }
 
 func (g *ruleGen) close() {
@@ -143,7 +58,7 @@ type ruleState struct {
 	// totals and closed.
 	live     *ruleGen
 	liveSlot uint32
-	totals   map[RuleRef]RuleHit
+	totals   map[ruletable.Rule]RuleHit
 }
 
 func (s *ruleState) setTemplates(spec *ebpf.CollectionSpec) error {
@@ -157,7 +72,7 @@ func (s *ruleState) setTemplates(spec *ebpf.CollectionSpec) error {
 		}
 		*dst = m.InnerMap.Copy()
 	}
-	s.totals = map[RuleRef]RuleHit{}
+	s.totals = map[ruletable.Rule]RuleHit{}
 	return nil
 }
 
@@ -170,9 +85,9 @@ func (s *ruleState) close() {
 	}
 }
 
-// rawTables is a validated RuleTables in the program's layout.
+// rawTables is a validated ruletable.Tables in the program's layout.
 type rawTables struct {
-	rules               []RuleRef
+	rules               []ruletable.Rule
 	dstKeys             []portIngressRuleDstKey
 	dstClasses          []uint32
 	keys                []portIngressRuleKey
@@ -180,8 +95,11 @@ type rawTables struct {
 	identities, classes []uint32
 }
 
-// raw checks everything the kernel would not and converts t.
-func (t *RuleTables) raw() (*rawTables, error) {
+// rawOf validates t (ruletable.Tables.Validate) and converts it.
+func rawOf(t *ruletable.Tables) (*rawTables, error) {
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
 	r := &rawTables{
 		rules:      slices.Clone(t.Rules),
 		dstKeys:    make([]portIngressRuleDstKey, 0, len(t.Prefixes)),
@@ -191,53 +109,20 @@ func (t *RuleTables) raw() (*rawTables, error) {
 		identities: make([]uint32, 0, len(t.Agents)),
 		classes:    make([]uint32, 0, len(t.Agents)),
 	}
-	for i, ref := range t.Rules {
-		if ref.ID == "" {
-			return nil, fmt.Errorf("rule %d: empty ID", i)
-		}
-		if ref.Action != RuleAllow && ref.Action != RuleBlock {
-			return nil, fmt.Errorf("rule %d (%s): action %s, want allow or block", i, ref.ID, ref.Action)
-		}
-	}
-	dstClasses := make(map[uint32]bool, len(t.Prefixes))
-	seenPrefix := make(map[netip.Prefix]int, len(t.Prefixes))
-	for i, p := range t.Prefixes {
-		if !p.Prefix.IsValid() || !p.Prefix.Addr().Is4() {
-			return nil, fmt.Errorf("prefix %d (%s): not an IPv4 prefix", i, p.Prefix)
-		}
-		if p.Class == 0 {
-			return nil, fmt.Errorf("prefix %d (%s): class 0, want > 0", i, p.Prefix)
-		}
+	for _, p := range t.Prefixes {
 		masked := p.Prefix.Masked()
-		if j, dup := seenPrefix[masked]; dup {
-			return nil, fmt.Errorf("prefix %d (%s): duplicates prefix %d (%s)", i, p.Prefix, j, t.Prefixes[j].Prefix)
-		}
-		seenPrefix[masked] = i
-		dstClasses[p.Class] = true
 		r.dstKeys = append(r.dstKeys, portIngressRuleDstKey{Prefixlen: uint32(masked.Bits()), Addr: masked.Addr().As4()})
 		r.dstClasses = append(r.dstClasses, p.Class)
 	}
 	for _, id := range slices.Sorted(maps.Keys(t.Agents)) {
-		class := t.Agents[id]
-		if class == 0 {
-			return nil, fmt.Errorf("agent identity %d: class 0, want > 0", id)
-		}
 		r.identities = append(r.identities, id)
-		r.classes = append(r.classes, class)
+		r.classes = append(r.classes, t.Agents[id])
 	}
-	seenKey := make(map[portIngressRuleKey]int, len(t.Entries))
-	for i, e := range t.Entries {
-		if err := e.check(len(t.Rules), dstClasses); err != nil {
-			return nil, fmt.Errorf("entry %d %s: %w", i, e, err)
-		}
+	for _, e := range t.Entries {
 		k := portIngressRuleKey{AgentClass: e.AgentClass, DstClass: e.DstClass, Dport: e.Port, Proto: e.Proto}
 		if e.AnyPort {
 			k.AnyPort = 1
 		}
-		if j, dup := seenKey[k]; dup {
-			return nil, fmt.Errorf("entry %d %s: duplicates entry %d", i, e, j)
-		}
-		seenKey[k] = i
 		v := portIngressRuleVerdict{Rule: e.Rule, Action: uint8(e.Action), LicensePlen: e.License}
 		if e.Grants {
 			v.Grants = 1
@@ -248,37 +133,6 @@ func (t *RuleTables) raw() (*rawTables, error) {
 	return r, nil
 }
 
-func (e RuleEntry) check(rules int, dstClasses map[uint32]bool) error {
-	switch e.Proto {
-	case unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_ICMP:
-	case 0:
-		if !e.AnyPort {
-			return errors.New("protocol 0 (every other protocol) without AnyPort")
-		}
-	default:
-		return fmt.Errorf("protocol %d, want 0 (other), 1 (icmp), 6 (tcp) or 17 (udp)", e.Proto)
-	}
-	if e.License > 32 {
-		return fmt.Errorf("license prefix length %d, want 0-32", e.License)
-	}
-	if e.AnyPort && e.Port != 0 {
-		return fmt.Errorf("port %d with AnyPort", e.Port)
-	}
-	if e.DstClass != 0 && !dstClasses[e.DstClass] {
-		return fmt.Errorf("dst class %d has no prefix", e.DstClass)
-	}
-	switch e.Action {
-	case RuleNone:
-	case RuleAllow, RuleBlock:
-		if int64(e.Rule) >= int64(rules) {
-			return fmt.Errorf("rule %d out of range (%d rules)", e.Rule, rules)
-		}
-	default:
-		return fmt.Errorf("unknown action %d", uint8(e.Action))
-	}
-	return nil
-}
-
 // InstallRules builds a new generation off to the side (fresh inner maps sized
 // to the tables, filled with batch updates), then publishes it with a single
 // write to rule_active: a packet sees the old tables or the new ones, never a
@@ -287,8 +141,8 @@ func (e RuleEntry) check(rules int, dstClasses map[uint32]bool) error {
 // RuleHits reports. Invalid tables are refused with an error naming the bad
 // element, and nothing changes. Besides filling the maps (about 50 ms for
 // 10k entries, 300 ms for 100k), an install waits for two RCU grace periods.
-func (d *Datapath) InstallRules(t *RuleTables) error {
-	raw, err := t.raw()
+func (d *Datapath) InstallRules(t *ruletable.Tables) error {
+	raw, err := rawOf(t)
 	if err != nil {
 		return fmt.Errorf("install rule tables: %w", err)
 	}
@@ -460,7 +314,7 @@ func newInner[K, V any](what string, template *ebpf.MapSpec, keys []K, values []
 // map or the new one. The classes must be those of the tables this process
 // installed last, so it fails when there are none.
 func (d *Datapath) SetRuleAgents(agents map[uint32]uint32) error {
-	raw, err := (&RuleTables{Agents: agents}).raw()
+	raw, err := rawOf(&ruletable.Tables{Agents: agents})
 	if err != nil {
 		return fmt.Errorf("set rule agents: %w", err)
 	}
@@ -497,7 +351,7 @@ func (d *Datapath) RuleHits() ([]RuleHit, error) {
 	s := &d.rules
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sum := make(map[RuleRef]RuleHit, len(s.totals))
+	sum := make(map[ruletable.Rule]RuleHit, len(s.totals))
 	for ref, h := range s.totals {
 		sum[ref] = h
 	}
@@ -517,7 +371,7 @@ func (d *Datapath) RuleHits() ([]RuleHit, error) {
 }
 
 // addHits adds g's per-CPU counters to sum, by rule.
-func addHits(sum map[RuleRef]RuleHit, g *ruleGen) error {
+func addHits(sum map[ruletable.Rule]RuleHit, g *ruleGen) error {
 	for _, ref := range g.rules {
 		if _, ok := sum[ref]; !ok {
 			sum[ref] = RuleHit{RuleID: ref.ID, Action: ref.Action}

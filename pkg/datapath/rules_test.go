@@ -12,6 +12,22 @@ import (
 	"outcall.dev/outcall/internal/packet"
 	"outcall.dev/outcall/internal/privtest"
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/ruletable"
+)
+
+// Names flows_test.go uses for the table types, which live in package
+// ruletable since the rule engine became kernel-free.
+type (
+	RuleTables = ruletable.Tables
+	RuleRef    = ruletable.Rule
+	RulePrefix = ruletable.Prefix
+	RuleEntry  = ruletable.Entry
+	RuleAction = ruletable.Action
+)
+
+const (
+	RuleAllow = ruletable.Allow
+	RuleBlock = ruletable.Block
 )
 
 const (
@@ -44,48 +60,48 @@ const (
 	agentA    = 1
 )
 
-var testRules = []RuleRef{
-	{"allow-10-https", RuleAllow},       // 0
-	{"block-10-1-tcp", RuleBlock},       // 1
-	{"allow-host", RuleAllow},           // 2
-	{"allow-agent-ssh", RuleAllow},      // 3
-	{"block-udp", RuleBlock},            // 4
-	{"allow-icmp", RuleAllow},           // 5
-	{"block-tcp-granted", RuleBlock},    // 6
-	{"block-bridge", RuleBlock},         // 7
-	{"allow-10-udp", RuleAllow},         // 8
-	{"allow-web", RuleAllow},            // 9
-	{"allow-agent-10-1-tcp", RuleAllow}, // 10
+var testRules = []ruletable.Rule{
+	{ID: "allow-10-https", Action: ruletable.Allow},       // 0
+	{ID: "block-10-1-tcp", Action: ruletable.Block},       // 1
+	{ID: "allow-host", Action: ruletable.Allow},           // 2
+	{ID: "allow-agent-ssh", Action: ruletable.Allow},      // 3
+	{ID: "block-udp", Action: ruletable.Block},            // 4
+	{ID: "allow-icmp", Action: ruletable.Allow},           // 5
+	{ID: "block-tcp-granted", Action: ruletable.Block},    // 6
+	{ID: "block-bridge", Action: ruletable.Block},         // 7
+	{ID: "allow-10-udp", Action: ruletable.Allow},         // 8
+	{ID: "allow-web", Action: ruletable.Allow},            // 9
+	{ID: "allow-agent-10-1-tcp", Action: ruletable.Allow}, // 10
 }
 
-func testTables() *RuleTables {
-	return &RuleTables{
+func testTables() *ruletable.Tables {
+	return &ruletable.Tables{
 		Rules: testRules,
-		Prefixes: []RulePrefix{
-			{pfx("10.0.0.0/8"), dst10}, {pfx("10.1.0.0/16"), dst10_1}, {pfx("10.1.2.3/32"), dstHost},
-			{pfx("203.0.113.0/24"), dstNet}, {pfx("10.200.0.0/16"), dstBridge},
+		Prefixes: []ruletable.Prefix{
+			{Prefix: pfx("10.0.0.0/8"), Class: dst10}, {Prefix: pfx("10.1.0.0/16"), Class: dst10_1}, {Prefix: pfx("10.1.2.3/32"), Class: dstHost},
+			{Prefix: pfx("203.0.113.0/24"), Class: dstNet}, {Prefix: pfx("10.200.0.0/16"), Class: dstBridge},
 		},
 		Agents: map[uint32]uint32{agentID: agentA},
-		Entries: []RuleEntry{
-			{DstClass: dst10, Proto: tcp6, Port: 443, Action: RuleAllow, Rule: 0, License: 8},
-			{DstClass: dst10_1, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: 1},
-			{DstClass: dstHost, Proto: tcp6, AnyPort: true, Action: RuleAllow, Rule: 2, License: 32},
-			{AgentClass: agentA, DstClass: dst10, Proto: tcp6, Port: 22, Action: RuleAllow, Rule: 3, License: 8},
-			{Proto: udp17, AnyPort: true, Action: RuleBlock, Rule: 4},
-			{DstClass: dstNet, Proto: icmp1, Action: RuleAllow, Rule: 5},
-			{Proto: tcp6, AnyPort: true, Action: RuleBlock, Grants: true, Rule: 6},
-			{DstClass: dstBridge, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: 7},
-			{DstClass: dstBridge, Proto: udp17, AnyPort: true, Action: RuleBlock, Rule: 7},
-			{DstClass: dst10, Proto: udp17, AnyPort: true, Action: RuleAllow, Rule: 8, License: 8},
-			{DstClass: dstNet, Proto: tcp6, AnyPort: true, Action: RuleAllow, Rule: 9},
-			{DstClass: dstNet, Proto: tcp6, Port: 80, Action: RuleNone},
-			{AgentClass: agentA, DstClass: dstNet, Proto: tcp6, Port: 8000, Action: RuleNone},
-			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, AnyPort: true, Action: RuleAllow, Rule: 10, License: 16},
-			{DstClass: dst10_1, Proto: tcp6, Port: 7, Action: RuleAllow, Rule: 0, License: 0},
-			{DstClass: dst10_1, Proto: tcp6, Port: 9, Action: RuleAllow, Rule: 0, License: 0},
-			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, Port: 9, Action: RuleAllow, Rule: 10, License: 0},
-			{Proto: 0, AnyPort: true, Action: RuleBlock, Rule: 4},
-			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, Port: 25, Action: RuleNone},
+		Entries: []ruletable.Entry{
+			{DstClass: dst10, Proto: tcp6, Port: 443, Action: ruletable.Allow, Rule: 0, License: 8},
+			{DstClass: dst10_1, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Rule: 1},
+			{DstClass: dstHost, Proto: tcp6, AnyPort: true, Action: ruletable.Allow, Rule: 2, License: 32},
+			{AgentClass: agentA, DstClass: dst10, Proto: tcp6, Port: 22, Action: ruletable.Allow, Rule: 3, License: 8},
+			{Proto: udp17, AnyPort: true, Action: ruletable.Block, Rule: 4},
+			{DstClass: dstNet, Proto: icmp1, Action: ruletable.Allow, Rule: 5},
+			{Proto: tcp6, AnyPort: true, Action: ruletable.Block, Grants: true, Rule: 6},
+			{DstClass: dstBridge, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Rule: 7},
+			{DstClass: dstBridge, Proto: udp17, AnyPort: true, Action: ruletable.Block, Rule: 7},
+			{DstClass: dst10, Proto: udp17, AnyPort: true, Action: ruletable.Allow, Rule: 8, License: 8},
+			{DstClass: dstNet, Proto: tcp6, AnyPort: true, Action: ruletable.Allow, Rule: 9},
+			{DstClass: dstNet, Proto: tcp6, Port: 80, Action: ruletable.None},
+			{AgentClass: agentA, DstClass: dstNet, Proto: tcp6, Port: 8000, Action: ruletable.None},
+			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, AnyPort: true, Action: ruletable.Allow, Rule: 10, License: 16},
+			{DstClass: dst10_1, Proto: tcp6, Port: 7, Action: ruletable.Allow, Rule: 0, License: 0},
+			{DstClass: dst10_1, Proto: tcp6, Port: 9, Action: ruletable.Allow, Rule: 0, License: 0},
+			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, Port: 9, Action: ruletable.Allow, Rule: 10, License: 0},
+			{Proto: 0, AnyPort: true, Action: ruletable.Block, Rule: 4},
+			{AgentClass: agentA, DstClass: dst10_1, Proto: tcp6, Port: 25, Action: ruletable.None},
 		},
 	}
 }
@@ -140,11 +156,11 @@ func TestRuleVerdicts(t *testing.T) {
 // seed's grants: agentID may reach upstream on tcp/443 and any udp port, and
 // has an expired grant for upstream tcp/8443.
 func TestRulePrecedence(t *testing.T) {
-	rules := []RuleRef{{"allow", RuleAllow}, {"block", RuleBlock}, {"block-granted", RuleBlock}}
-	up := []RulePrefix{{netip.PrefixFrom(upstream, 32), 1}}
+	rules := []ruletable.Rule{{ID: "allow", Action: ruletable.Allow}, {ID: "block", Action: ruletable.Block}, {ID: "block-granted", Action: ruletable.Block}}
+	up := []ruletable.Prefix{{Prefix: netip.PrefixFrom(upstream, 32), Class: 1}}
 	tests := []struct {
 		name    string
-		entries []RuleEntry
+		entries []ruletable.Entry
 		frame   packet.Frame
 		reason  Reason
 		rule    string
@@ -152,26 +168,26 @@ func TestRulePrecedence(t *testing.T) {
 		{"no entry: grant", nil, tcp(agentIP, upstream, 443), AllowGrant, ""},
 		{"no entry: expired grant", nil, tcp(agentIP, upstream, 8443), DropExpired, ""},
 		{"no entry: no rule", nil, tcp(agentIP, upstream, 444), DropNoRule, ""},
-		{"allow beats grant", []RuleEntry{{DstClass: 1, Proto: tcp6, Port: 443, Action: RuleAllow, Rule: 0}},
+		{"allow beats grant", []ruletable.Entry{{DstClass: 1, Proto: tcp6, Port: 443, Action: ruletable.Allow, Rule: 0}},
 			tcp(agentIP, upstream, 443), AllowRule, "allow"},
-		{"block without grants beats a live grant", []RuleEntry{{DstClass: 1, Proto: udp17, AnyPort: true, Action: RuleBlock, Rule: 1}},
+		{"block without grants beats a live grant", []ruletable.Entry{{DstClass: 1, Proto: udp17, AnyPort: true, Action: ruletable.Block, Rule: 1}},
 			udp(upstream, 9999), DropRule, "block"},
-		{"block with grants lets a grant allow", []RuleEntry{{DstClass: 1, Proto: tcp6, AnyPort: true, Action: RuleBlock, Grants: true, Rule: 2}},
+		{"block with grants lets a grant allow", []ruletable.Entry{{DstClass: 1, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Grants: true, Rule: 2}},
 			tcp(agentIP, upstream, 443), AllowGrant, ""},
-		{"block with grants and only an expired grant", []RuleEntry{{DstClass: 1, Proto: tcp6, AnyPort: true, Action: RuleBlock, Grants: true, Rule: 2}},
+		{"block with grants and only an expired grant", []ruletable.Entry{{DstClass: 1, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Grants: true, Rule: 2}},
 			tcp(agentIP, upstream, 8443), DropRule, "block-granted"},
-		{"block entry of an allow rule counts on that rule", []RuleEntry{{DstClass: 1, Proto: tcp6, Port: 444, Action: RuleBlock, Rule: 0}},
+		{"block entry of an allow rule counts on that rule", []ruletable.Entry{{DstClass: 1, Proto: tcp6, Port: 444, Action: ruletable.Block, Rule: 0}},
 			tcp(agentIP, upstream, 444), DropRule, "allow"},
-		{"none entry: grant", []RuleEntry{{DstClass: 1, Proto: tcp6, Port: 443, Action: RuleNone}, {DstClass: 1, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: 1}},
+		{"none entry: grant", []ruletable.Entry{{DstClass: 1, Proto: tcp6, Port: 443, Action: ruletable.None}, {DstClass: 1, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Rule: 1}},
 			tcp(agentIP, upstream, 443), AllowGrant, ""},
-		{"none entry: no rule", []RuleEntry{{DstClass: 1, Proto: tcp6, Port: 444, Action: RuleNone}, {DstClass: 1, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: 1}},
+		{"none entry: no rule", []ruletable.Entry{{DstClass: 1, Proto: tcp6, Port: 444, Action: ruletable.None}, {DstClass: 1, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Rule: 1}},
 			tcp(agentIP, upstream, 444), DropNoRule, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := openTest(t)
 			seed(t, d)
-			must(t, d.InstallRules(&RuleTables{Rules: rules, Prefixes: up, Entries: tt.entries}))
+			must(t, d.InstallRules(&ruletable.Tables{Rules: rules, Prefixes: up, Entries: tt.entries}))
 			expectVerdict(t, d, agentPort, tt.frame.Bytes(), tt.reason, tt.rule)
 		})
 	}
@@ -225,22 +241,22 @@ func hitsByID(t testing.TB, d *Datapath) map[string]RuleHit {
 func TestRuleGenerations(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	net := []RulePrefix{{pfx("203.0.113.0/24"), 1}}
-	a := &RuleTables{
-		Rules:    []RuleRef{{"shared", RuleAllow}, {"a-block", RuleBlock}},
+	net := []ruletable.Prefix{{Prefix: pfx("203.0.113.0/24"), Class: 1}}
+	a := &ruletable.Tables{
+		Rules:    []ruletable.Rule{{ID: "shared", Action: ruletable.Allow}, {ID: "a-block", Action: ruletable.Block}},
 		Prefixes: net,
-		Entries: []RuleEntry{
-			{DstClass: 1, Proto: tcp6, Port: 443, Action: RuleAllow, Rule: 0},
-			{DstClass: 1, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: 1},
+		Entries: []ruletable.Entry{
+			{DstClass: 1, Proto: tcp6, Port: 443, Action: ruletable.Allow, Rule: 0},
+			{DstClass: 1, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Rule: 1},
 		},
 	}
 	// B moves "shared" to another index and blocks what A allowed on 80.
-	b := &RuleTables{
-		Rules:    []RuleRef{{"b-allow", RuleAllow}, {"shared", RuleAllow}},
+	b := &ruletable.Tables{
+		Rules:    []ruletable.Rule{{ID: "b-allow", Action: ruletable.Allow}, {ID: "shared", Action: ruletable.Allow}},
 		Prefixes: net,
-		Entries: []RuleEntry{
-			{DstClass: 1, Proto: tcp6, Port: 443, Action: RuleAllow, Rule: 1},
-			{DstClass: 1, Proto: tcp6, Port: 80, Action: RuleAllow, Rule: 0},
+		Entries: []ruletable.Entry{
+			{DstClass: 1, Proto: tcp6, Port: 443, Action: ruletable.Allow, Rule: 1},
+			{DstClass: 1, Proto: tcp6, Port: 80, Action: ruletable.Allow, Rule: 0},
 		},
 	}
 	https := tcp(agentIP, addr("203.0.113.5"), 443).Bytes()
@@ -299,12 +315,12 @@ func TestSetRuleAgents(t *testing.T) {
 		t.Fatal("SetRuleAgents before any InstallRules succeeded")
 	}
 	ssh := tcp(agentIP, addr("203.0.113.5"), 22).Bytes()
-	must(t, d.InstallRules(&RuleTables{
-		Rules:    []RuleRef{{"ssh", RuleAllow}, {"web", RuleAllow}},
-		Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), 1}},
-		Entries: []RuleEntry{
-			{AgentClass: 1, DstClass: 1, Proto: tcp6, Port: 22, Action: RuleAllow, Rule: 0},
-			{AgentClass: 2, DstClass: 1, Proto: tcp6, Port: 22, Action: RuleAllow, Rule: 1},
+	must(t, d.InstallRules(&ruletable.Tables{
+		Rules:    []ruletable.Rule{{ID: "ssh", Action: ruletable.Allow}, {ID: "web", Action: ruletable.Allow}},
+		Prefixes: []ruletable.Prefix{{Prefix: pfx("203.0.113.0/24"), Class: 1}},
+		Entries: []ruletable.Entry{
+			{AgentClass: 1, DstClass: 1, Proto: tcp6, Port: 22, Action: ruletable.Allow, Rule: 0},
+			{AgentClass: 2, DstClass: 1, Proto: tcp6, Port: 22, Action: ruletable.Allow, Rule: 1},
 		},
 	}))
 	for _, step := range []struct {
@@ -328,14 +344,14 @@ func TestSetRuleAgents(t *testing.T) {
 func TestRuleValidation(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	good := func() *RuleTables {
-		return &RuleTables{
-			Rules:    []RuleRef{{"allow", RuleAllow}, {"block", RuleBlock}},
-			Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), 1}},
+	good := func() *ruletable.Tables {
+		return &ruletable.Tables{
+			Rules:    []ruletable.Rule{{ID: "allow", Action: ruletable.Allow}, {ID: "block", Action: ruletable.Block}},
+			Prefixes: []ruletable.Prefix{{Prefix: pfx("203.0.113.0/24"), Class: 1}},
 			Agents:   map[uint32]uint32{agentID: 1},
-			Entries: []RuleEntry{
-				{DstClass: 1, Proto: tcp6, Port: 443, Action: RuleAllow, Rule: 0},
-				{DstClass: 1, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: 1},
+			Entries: []ruletable.Entry{
+				{DstClass: 1, Proto: tcp6, Port: 443, Action: ruletable.Allow, Rule: 0},
+				{DstClass: 1, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Rule: 1},
 			},
 		}
 	}
@@ -345,25 +361,25 @@ func TestRuleValidation(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		mutate func(*RuleTables)
+		mutate func(*ruletable.Tables)
 		want   string
 	}{
-		{"empty rule id", func(t *RuleTables) { t.Rules[1].ID = "" }, "rule 1: empty ID"},
-		{"rule action none", func(t *RuleTables) { t.Rules[1].Action = RuleNone }, "rule 1 (block): action none"},
-		{"prefix class 0", func(t *RuleTables) { t.Prefixes[0].Class = 0 }, "prefix 0 (203.0.113.0/24): class 0"},
-		{"ipv6 prefix", func(t *RuleTables) { t.Prefixes = append(t.Prefixes, RulePrefix{pfx("2001:db8::/32"), 2}) }, "prefix 1 (2001:db8::/32): not an IPv4 prefix"},
-		{"invalid prefix", func(t *RuleTables) { t.Prefixes = append(t.Prefixes, RulePrefix{Class: 2}) }, "prefix 1 (invalid Prefix): not an IPv4 prefix"},
-		{"duplicate prefix after masking", func(t *RuleTables) { t.Prefixes = append(t.Prefixes, RulePrefix{pfx("203.0.113.9/24"), 2}) }, "prefix 1 (203.0.113.9/24): duplicates prefix 0"},
-		{"agent class 0", func(t *RuleTables) { t.Agents[otherID] = 0 }, "agent identity 8: class 0"},
-		{"protocol", func(t *RuleTables) { t.Entries[1].Proto = 47 }, "entry 1 {agent class 0, dst class 1, 47/any}: protocol 47"},
-		{"protocol 0 with a port", func(t *RuleTables) { t.Entries[0].Proto = 0 }, "entry 0 {agent class 0, dst class 1, 0/443}: protocol 0 (every other protocol) without AnyPort"},
-		{"license beyond 32", func(t *RuleTables) { t.Entries[0].License = 33 }, "entry 0 {agent class 0, dst class 1, tcp/443}: license prefix length 33"},
-		{"port with any port", func(t *RuleTables) { t.Entries[1].Port = 80 }, "entry 1 {agent class 0, dst class 1, tcp/any}: port 80 with AnyPort"},
-		{"unknown dst class", func(t *RuleTables) { t.Entries[0].DstClass = 9 }, "entry 0 {agent class 0, dst class 9, tcp/443}: dst class 9 has no prefix"},
-		{"rule out of range", func(t *RuleTables) { t.Entries[1].Rule = 2 }, "entry 1 {agent class 0, dst class 1, tcp/any}: rule 2 out of range (2 rules)"},
-		{"unknown action", func(t *RuleTables) { t.Entries[1].Action = 3 }, "entry 1 {agent class 0, dst class 1, tcp/any}: unknown action 3"},
-		{"duplicate key", func(t *RuleTables) {
-			t.Entries = append(t.Entries, RuleEntry{DstClass: 1, Proto: tcp6, AnyPort: true, Action: RuleNone})
+		{"empty rule id", func(t *ruletable.Tables) { t.Rules[1].ID = "" }, "rule 1: empty ID"},
+		{"rule action none", func(t *ruletable.Tables) { t.Rules[1].Action = ruletable.None }, "rule 1 (block): action none"},
+		{"prefix class 0", func(t *ruletable.Tables) { t.Prefixes[0].Class = 0 }, "prefix 0 (203.0.113.0/24): class 0"},
+		{"ipv6 prefix", func(t *ruletable.Tables) { t.Prefixes = append(t.Prefixes, ruletable.Prefix{Prefix: pfx("2001:db8::/32"), Class: 2}) }, "prefix 1 (2001:db8::/32): not an IPv4 prefix"},
+		{"invalid prefix", func(t *ruletable.Tables) { t.Prefixes = append(t.Prefixes, ruletable.Prefix{Class: 2}) }, "prefix 1 (invalid Prefix): not an IPv4 prefix"},
+		{"duplicate prefix after masking", func(t *ruletable.Tables) { t.Prefixes = append(t.Prefixes, ruletable.Prefix{Prefix: pfx("203.0.113.9/24"), Class: 2}) }, "prefix 1 (203.0.113.9/24): duplicates prefix 0"},
+		{"agent class 0", func(t *ruletable.Tables) { t.Agents[otherID] = 0 }, "agent identity 8: class 0"},
+		{"protocol", func(t *ruletable.Tables) { t.Entries[1].Proto = 47 }, "entry 1 {agent class 0, dst class 1, 47/any}: protocol 47"},
+		{"protocol 0 with a port", func(t *ruletable.Tables) { t.Entries[0].Proto = 0 }, "entry 0 {agent class 0, dst class 1, 0/443}: protocol 0 (every other protocol) without AnyPort"},
+		{"license beyond 32", func(t *ruletable.Tables) { t.Entries[0].License = 33 }, "entry 0 {agent class 0, dst class 1, tcp/443}: license prefix length 33"},
+		{"port with any port", func(t *ruletable.Tables) { t.Entries[1].Port = 80 }, "entry 1 {agent class 0, dst class 1, tcp/any}: port 80 with AnyPort"},
+		{"unknown dst class", func(t *ruletable.Tables) { t.Entries[0].DstClass = 9 }, "entry 0 {agent class 0, dst class 9, tcp/443}: dst class 9 has no prefix"},
+		{"rule out of range", func(t *ruletable.Tables) { t.Entries[1].Rule = 2 }, "entry 1 {agent class 0, dst class 1, tcp/any}: rule 2 out of range (2 rules)"},
+		{"unknown action", func(t *ruletable.Tables) { t.Entries[1].Action = 3 }, "entry 1 {agent class 0, dst class 1, tcp/any}: unknown action 3"},
+		{"duplicate key", func(t *ruletable.Tables) {
+			t.Entries = append(t.Entries, ruletable.Entry{DstClass: 1, Proto: tcp6, AnyPort: true, Action: ruletable.None})
 		}, "entry 2 {agent class 0, dst class 1, tcp/any}: duplicates entry 1"},
 	}
 	for _, tt := range tests {
@@ -403,17 +419,17 @@ func TestRulesAcrossRestart(t *testing.T) {
 		return d
 	}
 	web := tcp(agentIP, addr("203.0.113.5"), 80).Bytes()
-	tables := func(action RuleAction, id string) *RuleTables {
-		return &RuleTables{
-			Rules:    []RuleRef{{id, action}},
-			Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), 1}},
-			Entries:  []RuleEntry{{DstClass: 1, Proto: tcp6, AnyPort: true, Action: action, Rule: 0}},
+	tables := func(action ruletable.Action, id string) *ruletable.Tables {
+		return &ruletable.Tables{
+			Rules:    []ruletable.Rule{{ID: id, Action: action}},
+			Prefixes: []ruletable.Prefix{{Prefix: pfx("203.0.113.0/24"), Class: 1}},
+			Entries:  []ruletable.Entry{{DstClass: 1, Proto: tcp6, AnyPort: true, Action: action, Rule: 0}},
 		}
 	}
 
 	first := open()
-	must(t, first.InstallRules(tables(RuleAllow, "first")))
-	must(t, first.InstallRules(tables(RuleAllow, "first")))
+	must(t, first.InstallRules(tables(ruletable.Allow, "first")))
+	must(t, first.InstallRules(tables(ruletable.Allow, "first")))
 	expectVerdict(t, first, agentPort, web, AllowRule, "first")
 	must(t, first.Close())
 
@@ -428,10 +444,10 @@ func TestRulesAcrossRestart(t *testing.T) {
 	// The first process's tables still decide, counted in no total here.
 	expectVerdict(t, second, agentPort, web, AllowRule, "")
 	for _, step := range []struct {
-		action RuleAction
+		action ruletable.Action
 		id     string
 		reason Reason
-	}{{RuleBlock, "second-block", DropRule}, {RuleAllow, "second-allow", AllowRule}, {RuleBlock, "second-block", DropRule}} {
+	}{{ruletable.Block, "second-block", DropRule}, {ruletable.Allow, "second-allow", AllowRule}, {ruletable.Block, "second-block", DropRule}} {
 		must(t, second.InstallRules(tables(step.action, step.id)))
 		expectVerdict(t, second, agentPort, web, step.reason, step.id)
 	}
@@ -449,21 +465,21 @@ func TestRulesAcrossRestart(t *testing.T) {
 
 // bigTables lowers nPrefixes /32 destinations in 198.18.0.0/15, each with six
 // entries of two rules (allow and block), and gives agentID class 1.
-func bigTables(nPrefixes int) *RuleTables {
-	t := &RuleTables{Agents: map[uint32]uint32{agentID: 1, otherID: 2}}
+func bigTables(nPrefixes int) *ruletable.Tables {
+	t := &ruletable.Tables{Agents: map[uint32]uint32{agentID: 1, otherID: 2}}
 	for i := range nPrefixes {
 		class := uint32(i + 1)
 		a := netip.AddrFrom4([4]byte{198, 18 | byte(i>>16), byte(i >> 8), byte(i)})
 		allow, block := uint32(len(t.Rules)), uint32(len(t.Rules)+1)
-		t.Rules = append(t.Rules, RuleRef{fmt.Sprintf("allow-%d", i), RuleAllow}, RuleRef{fmt.Sprintf("block-%d", i), RuleBlock})
-		t.Prefixes = append(t.Prefixes, RulePrefix{netip.PrefixFrom(a, 32), class})
+		t.Rules = append(t.Rules, ruletable.Rule{ID: fmt.Sprintf("allow-%d", i), Action: ruletable.Allow}, ruletable.Rule{ID: fmt.Sprintf("block-%d", i), Action: ruletable.Block})
+		t.Prefixes = append(t.Prefixes, ruletable.Prefix{Prefix: netip.PrefixFrom(a, 32), Class: class})
 		t.Entries = append(t.Entries,
-			RuleEntry{DstClass: class, Proto: tcp6, Port: 443, Action: RuleAllow, Rule: allow},
-			RuleEntry{AgentClass: 1, DstClass: class, Proto: tcp6, Port: 22, Action: RuleAllow, Rule: allow},
-			RuleEntry{DstClass: class, Proto: tcp6, AnyPort: true, Action: RuleBlock, Rule: block},
-			RuleEntry{DstClass: class, Proto: udp17, Port: 443, Action: RuleAllow, Rule: allow},
-			RuleEntry{DstClass: class, Proto: udp17, AnyPort: true, Action: RuleBlock, Grants: true, Rule: block},
-			RuleEntry{DstClass: class, Proto: icmp1, Action: RuleAllow, Rule: allow},
+			ruletable.Entry{DstClass: class, Proto: tcp6, Port: 443, Action: ruletable.Allow, Rule: allow},
+			ruletable.Entry{AgentClass: 1, DstClass: class, Proto: tcp6, Port: 22, Action: ruletable.Allow, Rule: allow},
+			ruletable.Entry{DstClass: class, Proto: tcp6, AnyPort: true, Action: ruletable.Block, Rule: block},
+			ruletable.Entry{DstClass: class, Proto: udp17, Port: 443, Action: ruletable.Allow, Rule: allow},
+			ruletable.Entry{DstClass: class, Proto: udp17, AnyPort: true, Action: ruletable.Block, Grants: true, Rule: block},
+			ruletable.Entry{DstClass: class, Proto: icmp1, Action: ruletable.Allow, Rule: allow},
 		)
 	}
 	return t
@@ -487,12 +503,12 @@ func TestInstallManyRules(t *testing.T) {
 // swapSet is one of the two generations the swap tests alternate: the
 // destination 203.0.113.0/24 has a class only this set has, so a packet that
 // mixed one set's prefixes with the other's table finds no entry.
-func swapSet(class uint32, action RuleAction, id string) *RuleTables {
-	return &RuleTables{
-		Rules:    []RuleRef{{id, action}},
-		Prefixes: []RulePrefix{{pfx("203.0.113.0/24"), class}},
+func swapSet(class uint32, action ruletable.Action, id string) *ruletable.Tables {
+	return &ruletable.Tables{
+		Rules:    []ruletable.Rule{{ID: id, Action: action}},
+		Prefixes: []ruletable.Prefix{{Prefix: pfx("203.0.113.0/24"), Class: class}},
 		Agents:   map[uint32]uint32{agentID: class},
-		Entries:  []RuleEntry{{AgentClass: class, DstClass: class, Proto: tcp6, AnyPort: true, Action: action, Rule: 0}},
+		Entries:  []ruletable.Entry{{AgentClass: class, DstClass: class, Proto: tcp6, AnyPort: true, Action: action, Rule: 0}},
 	}
 }
 
@@ -503,7 +519,7 @@ func swapSet(class uint32, action RuleAction, id string) *RuleTables {
 func TestRuleSwapIsAtomic(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	a, b := swapSet(1, RuleAllow, "a"), swapSet(2, RuleBlock, "b")
+	a, b := swapSet(1, ruletable.Allow, "a"), swapSet(2, ruletable.Block, "b")
 	must(t, d.InstallRules(a))
 	data := tcp(agentIP, addr("203.0.113.5"), 80).Bytes()
 	before := map[Reason]Counter{}
@@ -530,7 +546,7 @@ func TestRuleSwapIsAtomic(t *testing.T) {
 		}
 	}()
 	for i := range 20 {
-		must(t, d.InstallRules([]*RuleTables{b, a}[i%2]))
+		must(t, d.InstallRules([]*ruletable.Tables{b, a}[i%2]))
 	}
 	close(stop)
 	// At least: a run that a signal interrupts is started over.
@@ -561,8 +577,8 @@ func TestRuleSwapIsAtomic(t *testing.T) {
 func TestRuleSlotFlipStress(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	must(t, d.InstallRules(swapSet(1, RuleAllow, "a")))
-	must(t, d.InstallRules(swapSet(2, RuleBlock, "b")))
+	must(t, d.InstallRules(swapSet(1, ruletable.Allow, "a")))
+	must(t, d.InstallRules(swapSet(2, ruletable.Block, "b")))
 	gen, err := d.Generation()
 	must(t, err)
 	before := map[Reason]uint64{}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
 // ruleGen generates random packet-level rule sets and packets for the
@@ -176,6 +177,11 @@ func (g ruleGen) probe() probe {
 
 // other reports whether p goes through the datapath's protocol 0 row.
 func (p probe) other() bool { return p.proto != 6 && p.proto != 17 && p.proto != 1 }
+
+// packet is p as the reference model of the datapath reads it.
+func (p probe) packet(identity uint32) ruletable.Packet {
+	return ruletable.Packet{Identity: identity, Dst: p.dst, Proto: p.proto, Port: p.port}
+}
 
 func (p probe) context() *api.EvaluationContext {
 	return &api.EvaluationContext{

@@ -13,8 +13,8 @@ import (
 	"cel.dev/cel-go/common/types"
 
 	"outcall.dev/outcall/pkg/api"
-	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/netrange"
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
 // Lowering turns the rule list into the datapath's tables (DESIGN §4) so
@@ -257,14 +257,14 @@ type lowerer struct {
 type PacketTables struct {
 	// Tables has every field but Agents, which depends on the endpoints of
 	// the moment: see WithAgents.
-	Tables datapath.RuleTables
+	Tables ruletable.Tables
 	// AgentClasses maps each agent name a packet rule mentions to its class.
 	AgentClasses map[string]uint32
 }
 
 // WithAgents returns the tables completed with the agent class of each
 // identity, given the agent name of each identity.
-func (p *PacketTables) WithAgents(names map[uint32]string) *datapath.RuleTables {
+func (p *PacketTables) WithAgents(names map[uint32]string) *ruletable.Tables {
 	t := p.Tables
 	t.Agents = make(map[uint32]uint32)
 	for id, name := range names {
@@ -285,17 +285,17 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 		l.restricted = append(l.restricted, l.prefix(p))
 	}
 	out := &PacketTables{AgentClasses: map[string]uint32{}}
-	out.Tables.Rules = make([]datapath.RuleRef, len(rules))
+	out.Tables.Rules = make([]ruletable.Rule, len(rules))
 	var lrules []*lrule
 	// requestAllowBefore[i]: some request-level allow rule precedes rule i,
 	// so a grant it gave (DNS-learned) may still open what rule i blocks.
 	requestAllowBefore := make([]bool, len(rules)+1)
 	for i, r := range rules {
-		action := datapath.RuleBlock
+		action := ruletable.Block
 		if r.Action == api.ActionAllow {
-			action = datapath.RuleAllow
+			action = ruletable.Allow
 		}
-		out.Tables.Rules[i] = datapath.RuleRef{ID: r.ID, Action: action}
+		out.Tables.Rules[i] = ruletable.Rule{ID: r.ID, Action: action}
 		l.packet, l.vague = true, false
 		// Request-level parts of an allow rule never reach a table, so
 		// they need not be evaluated.
@@ -520,7 +520,7 @@ func (l *lowerer) reads(a *celast.AST, e celast.Expr) uint8 {
 
 // verdict is what a table row decides.
 type verdict struct {
-	action  datapath.RuleAction
+	action  ruletable.Action
 	rule    uint32
 	grants  bool
 	license uint8
@@ -547,14 +547,14 @@ func decide(rules []*lrule, cands []int, requestAllowBefore []bool, t *tuple, cl
 			if class.restricted && int(license) < class.rangeBits {
 				continue // it may not open the class: the next rule decides
 			}
-			return verdict{action: datapath.RuleAllow, rule: uint32(r.index), license: license}
+			return verdict{action: ruletable.Allow, rule: uint32(r.index), license: license}
 		}
 		// A block rule that holds or might hold, or an allow rule whose
 		// condition errors (CEL blocks on errors, naming the rule) or is
 		// unknown for some protocols of the protocol 0 row.
-		return verdict{action: datapath.RuleBlock, rule: uint32(r.index), grants: requestAllowBefore[r.index]}
+		return verdict{action: ruletable.Block, rule: uint32(r.index), grants: requestAllowBefore[r.index]}
 	}
-	return verdict{action: datapath.RuleNone, grants: true}
+	return verdict{action: ruletable.None, grants: true}
 }
 
 // rows are the verdicts of one agent class and destination class: per
@@ -656,7 +656,7 @@ func (l *lowerer) restrictedWarnings(rules []*lrule, ancestors [][]int) {
 func (l *lowerer) tables(rules []*lrule, requestAllowBefore []bool, ancestors [][]int, out *PacketTables) error {
 	n := len(l.prefixes)
 	for i, p := range l.prefixes {
-		out.Tables.Prefixes = append(out.Tables.Prefixes, datapath.RulePrefix{Prefix: p, Class: uint32(i + 1)})
+		out.Tables.Prefixes = append(out.Tables.Prefixes, ruletable.Prefix{Prefix: p, Class: uint32(i + 1)})
 	}
 	// A rule that cannot hold while all its destination atoms are false
 	// applies only to the classes under the prefixes it mentions; the
@@ -747,10 +747,10 @@ func mentions(rules []*lrule, cands []int) (ports []int64, agents []string) {
 // agent class 0 leave out what a lookup miss means anyway (no rule); rows of
 // a named agent always carry their any-port row, which stops the lookup from
 // falling back to agent class 0.
-func emit(entries []datapath.RuleEntry, rs rows, agentClass, dstClass uint32, ports []int64) []datapath.RuleEntry {
+func emit(entries []ruletable.Entry, rs rows, agentClass, dstClass uint32, ports []int64) []ruletable.Entry {
 	for pi, proto := range packetProtocols {
 		anyPort := rs[pi][0]
-		if agentClass != 0 || anyPort.action != datapath.RuleNone {
+		if agentClass != 0 || anyPort.action != ruletable.None {
 			entries = append(entries, entry(agentClass, dstClass, proto.number, true, 0, anyPort))
 		}
 		if proto.other {
@@ -765,8 +765,8 @@ func emit(entries []datapath.RuleEntry, rs rows, agentClass, dstClass uint32, po
 	return entries
 }
 
-func entry(agentClass, dstClass uint32, proto uint8, anyPort bool, port uint16, v verdict) datapath.RuleEntry {
-	return datapath.RuleEntry{
+func entry(agentClass, dstClass uint32, proto uint8, anyPort bool, port uint16, v verdict) ruletable.Entry {
+	return ruletable.Entry{
 		AgentClass: agentClass, DstClass: dstClass, Proto: proto, AnyPort: anyPort, Port: port,
 		Action: v.action, Grants: v.grants, Rule: v.rule, License: v.license,
 	}

@@ -8,60 +8,19 @@ import (
 	"testing"
 
 	"outcall.dev/outcall/pkg/api"
-	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/netrange"
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
-// simKey is a rule table key, as the datapath builds it.
-type simKey struct {
-	agent, dst uint32
-	proto      uint8
-	anyPort    bool
-	port       uint16
+// simulate is the tables' entry for a packet after the fences, as the
+// reference model of the program (ruletable.Model.Entry) finds it.
+func simulate(tables *ruletable.Tables, identity uint32, p probe) ruletable.Entry {
+	return ruletable.NewModel(tables, nil, nil).Entry(p.packet(identity))
 }
 
-// simulate looks a packet up in the tables the way bpf/port_ingress.c does:
-// longest prefix to a destination class, then agent+port, agent+any port,
-// any agent+port, any agent+any port, with protocol 0 and port 0 for every
-// protocol but TCP, UDP and ICMP; then, as the program's fences do, an
-// allow entry whose license is shorter than the restricted range of the
-// destination decides nothing. It lets the pure-Go differential test run
-// many more cases than BPF_PROG_TEST_RUN can; the privileged test checks
-// the real program the same way.
-func simulate(tables *datapath.RuleTables, identity uint32, p probe) datapath.RuleEntry {
-	e := lookup(tables, identity, p)
-	if r, ok := netrange.RangeOf(p.dst); ok && e.Action == datapath.RuleAllow && int(e.License) < r.Bits() {
-		return datapath.RuleEntry{Action: datapath.RuleNone, Grants: true}
-	}
-	return e
-}
-
-func lookup(tables *datapath.RuleTables, identity uint32, p probe) datapath.RuleEntry {
-	if p.other() {
-		p.proto, p.port = 0, 0
-	}
-	var dst uint32
-	bits := -1
-	for _, rp := range tables.Prefixes {
-		if rp.Prefix.Contains(p.dst) && rp.Prefix.Bits() > bits {
-			dst, bits = rp.Class, rp.Prefix.Bits()
-		}
-	}
-	entries := map[simKey]datapath.RuleEntry{}
-	for _, e := range tables.Entries {
-		entries[simKey{e.AgentClass, e.DstClass, e.Proto, e.AnyPort, e.Port}] = e
-	}
-	agent := tables.Agents[identity]
-	keys := []simKey{{0, dst, p.proto, false, p.port}, {0, dst, p.proto, true, 0}}
-	if agent != 0 {
-		keys = append([]simKey{{agent, dst, p.proto, false, p.port}, {agent, dst, p.proto, true, 0}}, keys...)
-	}
-	for _, k := range keys {
-		if e, ok := entries[k]; ok {
-			return e
-		}
-	}
-	return datapath.RuleEntry{Action: datapath.RuleNone}
+// lookup is the entry before the fences (ruletable.Model.Lookup).
+func lookup(tables *ruletable.Tables, identity uint32, p probe) ruletable.Entry {
+	return ruletable.NewModel(tables, nil, nil).Lookup(p.packet(identity))
 }
 
 // agentIdentities gives each packet agent name an identity.
@@ -124,18 +83,18 @@ func TestLoweringAgreesWithCEL(t *testing.T) {
 			if inexactOther(p, conditions(set)...) {
 				// An unknown protocol atom: the tables may be more closed
 				// than CEL and name another rule, never more open.
-				if got.Action == datapath.RuleAllow && want.Decision != api.DecisionAllow {
+				if got.Action == ruletable.Allow && want.Decision != api.DecisionAllow {
 					t.Fatalf("seed %d set %d: packet %+v (dst %s): CEL says %s (rule %v), tables allow by %s\n%s",
 						seed, i, p, p.dst, want.Decision, want.Rule, set.Rules()[got.Rule].ID, strings.Join(files, "\n"))
 				}
 				inexact++
 				continue
 			}
-			if (want.Decision == api.DecisionAllow) != (got.Action == datapath.RuleAllow) {
+			if (want.Decision == api.DecisionAllow) != (got.Action == ruletable.Allow) {
 				t.Fatalf("seed %d set %d: packet %+v (dst %s): CEL says %s (rule %v), tables say %v\n%s",
 					seed, i, p, p.dst, want.Decision, want.Rule, got, strings.Join(files, "\n"))
 			}
-			if want.Rule != nil && got.Action != datapath.RuleNone && set.Rules()[got.Rule].ID != want.Rule.ID {
+			if want.Rule != nil && got.Action != ruletable.None && set.Rules()[got.Rule].ID != want.Rule.ID {
 				t.Fatalf("seed %d set %d: packet %+v: CEL rule %s, tables rule %s\n%s",
 					seed, i, p, want.Rule.ID, set.Rules()[got.Rule].ID, strings.Join(files, "\n"))
 			}
@@ -182,9 +141,9 @@ rules:
 		t.Errorf("want a warning about the rule allowing DNS over TLS, got %q", w)
 	}
 	tables := set.PacketTables().WithAgents(nil)
-	verdict := func(ip string, port uint16) (datapath.RuleAction, string, bool) {
+	verdict := func(ip string, port uint16) (ruletable.Action, string, bool) {
 		e := simulate(tables, 0, probe{dst: netip.MustParseAddr(ip), proto: 6, port: port})
-		if e.Action == datapath.RuleNone {
+		if e.Action == ruletable.None {
 			return e.Action, "", e.Grants
 		}
 		return e.Action, set.Rules()[e.Rule].ID, e.Grants
@@ -192,16 +151,16 @@ rules:
 	tests := []struct {
 		ip     string
 		port   uint16
-		action datapath.RuleAction
+		action ruletable.Action
 		rule   string
 		grants bool
 	}{
-		{"192.0.2.1", 443, datapath.RuleAllow, "ip", false},
-		{"10.1.2.3", 22, datapath.RuleAllow, "cidr-agent", false},
+		{"192.0.2.1", 443, ruletable.Allow, "ip", false},
+		{"10.1.2.3", 22, ruletable.Allow, "cidr-agent", false},
 		// mixed never allows a packet, admin is false without a request,
 		// vague might hold: it blocks, after request-level allows.
-		{"192.0.2.2", 443, datapath.RuleBlock, "vague", true},
-		{"172.16.0.1", 22, datapath.RuleBlock, "vague", true},
+		{"192.0.2.2", 443, ruletable.Block, "vague", true},
+		{"172.16.0.1", 22, ruletable.Block, "vague", true},
 	}
 	for _, tt := range tests {
 		action, rule, grants := verdict(tt.ip, tt.port)
@@ -247,7 +206,7 @@ func FuzzLowering(f *testing.F) {
 			fuzzed := set.Rules()[0]
 			for _, p := range probes {
 				want := set.Evaluate(p.context())
-				got := simulate(tables, agentIdentities[p.agent], p).Action == datapath.RuleAllow
+				got := simulate(tables, agentIdentities[p.agent], p).Action == ruletable.Allow
 				switch {
 				case got == (want.Decision == api.DecisionAllow):
 				case !got && fuzzed.Level == api.LevelRequest:

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"outcall.dev/outcall/pkg/api"
-	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
 // restrictedCase is a rule file and packets with the verdict both CEL and
@@ -208,10 +208,10 @@ func TestRestrictedDestinations(t *testing.T) {
 				}
 				e := simulate(tables, agentIdentities["a1"], p.probe())
 				got := "none"
-				if e.Action != datapath.RuleNone {
+				if e.Action != ruletable.None {
 					got = set.Rules()[e.Rule].ID
 				}
-				if (e.Action == datapath.RuleAllow) != p.allow || got != cmpRule(p.rule) {
+				if (e.Action == ruletable.Allow) != p.allow || got != cmpRule(p.rule) {
 					t.Errorf("%s: tables %v (license %d) by %s, want allow=%v by %s", p, e.Action, e.License, got, p.allow, cmpRule(p.rule))
 				}
 			}
@@ -248,7 +248,7 @@ rules:
 		{"93.184.216.34", 80, "web", 0},
 	} {
 		e := lookup(tables, 0, probe{dst: netip.MustParseAddr(tt.dst), proto: 6, port: tt.port})
-		if e.Action != datapath.RuleAllow || set.Rules()[e.Rule].ID != tt.rule || e.License != tt.license {
+		if e.Action != ruletable.Allow || set.Rules()[e.Rule].ID != tt.rule || e.License != tt.license {
 			t.Errorf("%s:%d: %v by rule %d, license %d; want allow by %s, license %d", tt.dst, tt.port, e.Action, e.Rule, e.License, tt.rule, tt.license)
 		}
 	}
@@ -336,7 +336,7 @@ rules:
 			t.Errorf("proto %d: CEL %s by %s, want %s", tt.proto, out.Decision, ruleID(out.Rule), tt.cel)
 		}
 		e := simulate(tables, 0, p)
-		if (e.Action == datapath.RuleAllow) != tt.tableAllow || set.Rules()[e.Rule].ID != tt.tables {
+		if (e.Action == ruletable.Allow) != tt.tableAllow || set.Rules()[e.Rule].ID != tt.tables {
 			t.Errorf("proto %d: tables %v by %d, want %s", tt.proto, e.Action, e.Rule, tt.tables)
 		}
 	}
