@@ -19,6 +19,7 @@ import (
 	"outcall.dev/outcall/pkg/bridge"
 	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/endpoint"
+	"outcall.dev/outcall/pkg/events"
 	"outcall.dev/outcall/pkg/grants"
 	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/metrics"
@@ -53,6 +54,8 @@ type Daemon struct {
 	// services counts the listeners holding each gateway service; only
 	// held services are open to containers (services.go).
 	services map[datapath.Service]int
+	// events is the feed metrics and logs read (and the dashboard will).
+	events *events.Bus
 	// grants indexes the datapath's allow entries by owner and identity;
 	// nil while the bridge is down, like dp.
 	grants *grants.Manager
@@ -93,10 +96,13 @@ func New(cfg Config) (*Daemon, error) {
 		endpoints: reg,
 		ports:     map[int]string{},
 		services:  map[datapath.Service]int{},
+		events:    events.New(),
 	}
 	d.collector = metrics.NewCollector(d)
+	d.events.Handle(d.collector.Handle)
+	d.events.Handle(logEvents(cfg.Logger))
 	d.rules, err = rules.NewEngine(rules.Options{Dir: cfg.RulesDir, Logger: cfg.Logger.With("target", "rules"),
-		Observer: d.collector, Packet: d})
+		Observer: ruleEvents{d.events}, Packet: d})
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +234,7 @@ func (d *Daemon) up() error {
 		evCtx, d.stopEvents = context.WithCancel(context.Background())
 		go d.readDropEvents(evCtx, dp)
 		// Grants do not survive a restart (S009-FR-010): containers ask again.
-		d.grants = grants.New(dp)
+		d.grants = grants.New(dp, grants.Options{OnChange: func(g grants.Grant, added bool) { d.events.Publish(grantEvent(g, added)) }})
 		if n, err := d.grants.ClearKernel(); err != nil {
 			return err
 		} else if n > 0 {
@@ -446,7 +452,9 @@ func (d *Daemon) handlePortEvent(ev bridge.PortEvent) {
 		// The port stays closed: without its program the floor and
 		// the datapath drop what it sends.
 		d.log.Error("port update failed", "port", ev.Port.Name, "ifindex", ev.Port.Index, "joined", ev.Joined, "err", err)
+		return
 	}
+	d.events.Publish(events.Port{Ifindex: ev.Port.Index, Name: ev.Port.Name, Joined: ev.Joined})
 }
 
 // sweepGrants reclaims expired grants once a second. Expiry itself is
@@ -479,14 +487,12 @@ func every(ctx context.Context, interval time.Duration, fn func()) error {
 
 // readDropEvents counts and logs sampled drops of dp until ctx is done.
 func (d *Daemon) readDropEvents(ctx context.Context, dp *datapath.Datapath) {
-	log := d.log.With("target", "datapath")
 	err := dp.ReadDropEvents(ctx, func(ev datapath.DropEvent) {
-		d.collector.DropEvents.WithLabelValues(ev.Reason.String()).Inc()
-		log.Debug("drop", "reason", ev.Reason.String(), "identity", ev.Identity, "ifindex", ev.Ifindex,
-			"src", ev.Src, "dst", ev.Dst, "proto", ev.Proto, "sport", ev.SrcPort, "dport", ev.DstPort)
+		d.events.Publish(events.Drop{Reason: ev.Reason.String(), Identity: ev.Identity, Ifindex: int(ev.Ifindex),
+			Src: ev.Src, Dst: ev.Dst, Proto: ev.Proto, SrcPort: ev.SrcPort, DstPort: ev.DstPort})
 	})
 	if err != nil && ctx.Err() == nil {
-		log.Warn("drop events stopped", "err", err)
+		d.log.Warn("drop events stopped", "target", "datapath", "err", err)
 	}
 }
 

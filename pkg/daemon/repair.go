@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"time"
+
+	"outcall.dev/outcall/pkg/events"
 )
 
 // DefaultRepairInterval is how often the daemon checks that what enforces
@@ -38,14 +40,14 @@ func (d *Daemon) repairOnce() {
 			d.log.Error("re-attach detached datapath program", "port", name, "ifindex", ifindex, "err", err)
 			continue
 		}
-		d.collector.Repairs.WithLabelValues("tcx_link").Inc()
+		d.events.Publish(events.Repair{What: "tcx_link"})
 		d.log.Warn("datapath program was detached from a port; re-attached", "port", name, "ifindex", ifindex)
 	}
 	if !d.floor.Intact() {
 		if err := d.floor.Apply(d.floorConfigLocked()); err != nil {
 			d.log.Error("restore nftables floor", "err", err)
 		} else {
-			d.collector.Repairs.WithLabelValues("nftables").Inc()
+			d.events.Publish(events.Repair{What: "nftables"})
 			d.log.Warn("nftables floor tables were missing or changed; restored")
 		}
 	}

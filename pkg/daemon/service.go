@@ -326,7 +326,6 @@ func (d *Daemon) Allow(ctx context.Context, req api.AllowRequest) (api.ActiveRul
 	if err := d.grants.Put(grants.Grant{Grant: g, Owner: grants.Operator}); err != nil {
 		return api.ActiveRule{}, err
 	}
-	d.log.Info("grant added", "endpoint", e.Name, "identity", e.Identity, "dst", key.Dst, "proto", datapath.ProtoName(key.Proto), "port", key.Port)
 	return activeRule(e, g, time.Now()), nil
 }
 
@@ -350,7 +349,6 @@ func (d *Daemon) Revoke(ctx context.Context, req api.RevokeRequest) error {
 	if !ok {
 		return notFound(fmt.Errorf("no grant for container '%s' to %s", e.Name, req.Destination))
 	}
-	d.log.Info("grant revoked", "endpoint", e.Name, "dst", key.Dst, "proto", datapath.ProtoName(key.Proto), "port", key.Port)
 	return nil
 }
 

@@ -65,8 +65,9 @@ type Grant struct {
 
 // Manager is the index of grants. Safe for concurrent use.
 type Manager struct {
-	k   Kernel
-	now func() time.Time
+	k        Kernel
+	now      func() time.Time
+	onChange func(Grant, bool)
 
 	mu         sync.Mutex
 	byKey      map[datapath.GrantKey]Grant
@@ -74,9 +75,16 @@ type Manager struct {
 	byOwner    map[Owner]map[datapath.GrantKey]struct{}
 }
 
+// Options configure New.
+type Options struct {
+	// OnChange, if set, is called after every grant the index gains
+	// (added) or loses, outside the Manager's lock.
+	OnChange func(g Grant, added bool)
+}
+
 // New returns a Manager over k with an empty index.
-func New(k Kernel) *Manager {
-	return &Manager{k: k, now: time.Now,
+func New(k Kernel, opts Options) *Manager {
+	return &Manager{k: k, now: time.Now, onChange: opts.OnChange,
 		byKey:      map[datapath.GrantKey]Grant{},
 		byIdentity: map[uint32]map[datapath.GrantKey]struct{}{},
 		byOwner:    map[Owner]map[datapath.GrantKey]struct{}{},
@@ -105,14 +113,21 @@ func (m *Manager) Put(g Grant) error {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if old, ok := m.byKey[g.GrantKey]; ok {
 		m.unindexLocked(old)
 	}
 	m.byKey[g.GrantKey] = g
 	add(m.byIdentity, g.Identity, g.GrantKey)
 	add(m.byOwner, g.Owner, g.GrantKey)
+	m.mu.Unlock()
+	m.notify(g, true)
 	return nil
+}
+
+func (m *Manager) notify(g Grant, added bool) {
+	if m.onChange != nil {
+		m.onChange(g, added)
+	}
 }
 
 // Revoke removes one grant and ends its flows. It reports whether the grant
@@ -172,11 +187,15 @@ func (m *Manager) revoke(pick func() []datapath.GrantKey) (int, error) {
 		}
 		deleted = append(deleted, k)
 		m.mu.Lock()
-		if g, ok := m.byKey[k]; ok {
+		g, ok := m.byKey[k]
+		if ok {
 			m.unindexLocked(g)
 			existed = true
 		}
 		m.mu.Unlock()
+		if ok {
+			m.notify(g, false)
+		}
 		if existed {
 			n++
 		}
@@ -208,11 +227,15 @@ func (m *Manager) Sweep() (int, error) {
 			continue
 		}
 		m.mu.Lock()
-		if g, ok := m.byKey[k]; ok {
+		g, ok := m.byKey[k]
+		if ok {
 			m.unindexLocked(g)
 			n++
 		}
 		m.mu.Unlock()
+		if ok {
+			m.notify(g, false)
+		}
 	}
 	return n, errors.Join(errs...)
 }

@@ -63,7 +63,7 @@ func grant(k datapath.GrantKey, o Owner) Grant {
 
 func TestOwnersAndIdentities(t *testing.T) {
 	k := newFake()
-	m := New(k)
+	m := New(k, Options{})
 	a1web, a1db, a2web := key(1, "198.51.100.10", 443), key(1, "198.51.100.20", 5432), key(2, "198.51.100.10", 443)
 	pypi := Owner{Rule: "allow-pypi"}
 	for _, g := range []Grant{grant(a1web, pypi), grant(a1db, Operator), grant(a2web, pypi)} {
@@ -104,7 +104,7 @@ func TestOwnersAndIdentities(t *testing.T) {
 // TestPutChangesHands: one kernel entry per key, so a key another owner
 // held is then the new owner's alone.
 func TestPutChangesHands(t *testing.T) {
-	m := New(newFake())
+	m := New(newFake(), Options{})
 	k1 := key(1, "198.51.100.10", 443)
 	_ = m.Put(grant(k1, Owner{Rule: "a"}))
 	_ = m.Put(grant(k1, Operator))
@@ -120,7 +120,7 @@ func TestPutChangesHands(t *testing.T) {
 // dropped from the index (it still allows), and the next attempt clears it.
 func TestFailedRevokeStaysListed(t *testing.T) {
 	k := newFake()
-	m := New(k)
+	m := New(k, Options{})
 	stuck, fine := key(1, "198.51.100.10", 443), key(1, "198.51.100.11", 443)
 	_ = m.Put(grant(stuck, Operator))
 	_ = m.Put(grant(fine, Operator))
@@ -145,7 +145,7 @@ func TestFailedRevokeStaysListed(t *testing.T) {
 func TestFailedPutIndexesNothing(t *testing.T) {
 	k := newFake()
 	k.failPuts = true
-	m := New(k)
+	m := New(k, Options{})
 	if err := m.Put(grant(key(1, "198.51.100.10", 443), Operator)); err == nil {
 		t.Fatal("Put succeeded on a failing kernel")
 	}
@@ -158,7 +158,7 @@ func TestFailedPutIndexesNothing(t *testing.T) {
 // DeleteGrant (flows live on), never with RevokeGrant.
 func TestSweepDeletesWithoutEndingFlows(t *testing.T) {
 	k := newFake()
-	m := New(k)
+	m := New(k, Options{})
 	now := time.Now()
 	m.now = func() time.Time { return now }
 	old, live := key(1, "198.51.100.10", 443), key(1, "198.51.100.11", 443)
@@ -185,8 +185,25 @@ func TestSweepDeletesWithoutEndingFlows(t *testing.T) {
 func TestClearKernel(t *testing.T) {
 	k := newFake()
 	k.entries[key(9, "198.51.100.10", 443)] = datapath.Grant{GrantKey: key(9, "198.51.100.10", 443)}
-	m := New(k)
+	m := New(k, Options{})
 	if n, err := m.ClearKernel(); err != nil || n != 1 || len(k.entries) != 0 {
 		t.Fatalf("ClearKernel = %d, %v, kernel %v", n, err, k.entries)
+	}
+}
+
+func TestOnChange(t *testing.T) {
+	var added, removed int
+	m := New(newFake(), Options{OnChange: func(_ Grant, add bool) {
+		if add {
+			added++
+		} else {
+			removed++
+		}
+	}})
+	_ = m.Put(grant(key(1, "198.51.100.10", 443), Operator))
+	_ = m.Put(grant(key(1, "198.51.100.11", 443), Operator))
+	_, _ = m.Flush()
+	if added != 2 || removed != 2 {
+		t.Fatalf("OnChange saw %d added, %d removed; want 2 and 2", added, removed)
 	}
 }

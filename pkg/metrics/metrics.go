@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/events"
 )
 
 // Source is what the collector reads at each scrape.
@@ -114,20 +115,25 @@ func NewCollector(src Source) *Collector {
 	}
 }
 
-// ObserveDecision counts one rule engine decision (rules.Observer).
-func (c *Collector) ObserveDecision(layer, ruleID string, decision api.Decision) {
-	c.mu.Lock()
-	c.decisions[decisionKey{layer, ruleID, decision}]++
-	c.mu.Unlock()
-}
-
-// ObserveReload counts one reload (rules.Observer).
-func (c *Collector) ObserveReload(err error) {
-	result := "success"
-	if err != nil {
-		result = "failure"
+// Handle counts what an event says; the daemon registers it as an inline
+// handler of its event bus, so a counter has moved when Publish returns.
+func (c *Collector) Handle(e events.Event) {
+	switch e := e.(type) {
+	case events.Decision:
+		c.mu.Lock()
+		c.decisions[decisionKey{e.Layer, e.RuleID, e.Decision}]++
+		c.mu.Unlock()
+	case events.Reload:
+		result := "success"
+		if e.Err != nil {
+			result = "failure"
+		}
+		c.Reloads.WithLabelValues(result).Inc()
+	case events.Drop:
+		c.DropEvents.WithLabelValues(e.Reason).Inc()
+	case events.Repair:
+		c.Repairs.WithLabelValues(e.What).Inc()
 	}
-	c.Reloads.WithLabelValues(result).Inc()
 }
 
 // Describe implements prometheus.Collector.

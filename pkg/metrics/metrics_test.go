@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/events"
 )
 
 type fakeSource struct{ hitsErr error }
@@ -31,11 +32,17 @@ func (f fakeSource) DatapathRuleHits(context.Context) ([]RuleHit, error) {
 
 func TestRuleMetrics(t *testing.T) {
 	c := NewCollector(fakeSource{})
-	c.ObserveDecision("dns", "allow-pypi", api.DecisionAllow)
-	c.ObserveDecision("dns", "allow-pypi", api.DecisionAllow)
-	c.ObserveDecision("proxy", "default-block", api.DecisionBlock)
-	c.ObserveReload(nil)
-	c.ObserveReload(errors.New("bad rule"))
+	for _, e := range []events.Event{
+		events.Decision{Layer: "dns", RuleID: "allow-pypi", Decision: api.DecisionAllow},
+		events.Decision{Layer: "dns", RuleID: "allow-pypi", Decision: api.DecisionAllow},
+		events.Decision{Layer: "proxy", RuleID: "default-block", Decision: api.DecisionBlock},
+		events.Reload{},
+		events.Reload{Err: errors.New("bad rule")},
+		events.Repair{What: "nftables"},
+		events.Drop{Reason: "no_rule"},
+	} {
+		c.Handle(e)
+	}
 	want := `
 # HELP outcall_rule_hits_total Decisions by rule, enforcement layer and decision; rule_id is default-block when no rule matched. Datapath hits are packets.
 # TYPE outcall_rule_hits_total counter
@@ -49,8 +56,14 @@ outcall_floor_packets_total{rule="forward_conn_limit_drop"} 4
 # TYPE outcall_rule_reloads_total counter
 outcall_rule_reloads_total{result="failure"} 1
 outcall_rule_reloads_total{result="success"} 1
+# HELP outcall_repairs_total Enforcement found missing and restored, by what (tcx_link, nftables).
+# TYPE outcall_repairs_total counter
+outcall_repairs_total{what="nftables"} 1
+# HELP outcall_datapath_drop_events_total Sampled drop events received from the datapath ring buffer.
+# TYPE outcall_datapath_drop_events_total counter
+outcall_datapath_drop_events_total{reason="no_rule"} 1
 `
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "outcall_rule_hits_total", "outcall_floor_packets_total", "outcall_rule_reloads_total"); err != nil {
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "outcall_rule_hits_total", "outcall_floor_packets_total", "outcall_rule_reloads_total", "outcall_repairs_total", "outcall_datapath_drop_events_total"); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewPedanticRegistry()
