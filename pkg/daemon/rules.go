@@ -99,7 +99,7 @@ func (d *Daemon) Evaluate(ctx context.Context, c api.EvaluationContext) (api.Eva
 	if err := d.requireBridgeUp(ctx); err != nil {
 		return api.EvaluateResult{}, err
 	}
-	return d.rules.Evaluate(ctx, rules.LayerHostAPI, &c), nil
+	return d.rules.Evaluate(ctx, rules.LayerHostAPI, &c).Result(), nil
 }
 
 // TestExpression implements hostapi.Service (S003-IF-005).

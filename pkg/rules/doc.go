@@ -32,7 +32,9 @@
 //	e, err := rules.NewEngine(rules.Options{Dir: "/etc/outcall/rules.d", Logger: log})
 //	if err != nil { ... }
 //	if _, err := e.Reload(ctx); err != nil { ... } // a bad rule set aborts startup
-//	res := e.Evaluate(ctx, rules.LayerDNS, &api.EvaluationContext{
+//	out := e.Evaluate(ctx, rules.LayerDNS, &api.EvaluationContext{
 //		DNS: &api.DNSContext{Query: "pypi.org", RecordType: "A"},
 //	})
+//	// out.Decision; out.Rule (nil for the default block) with its Egress
+//	// mode and ports; out.Result() is the host API's EvaluateResult.
 package rules

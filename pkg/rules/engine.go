@@ -19,15 +19,21 @@ import (
 	"outcall.dev/outcall/pkg/rulefile"
 )
 
-// Layers name the enforcement point that asked for an evaluation; they
-// label the per-rule metrics.
+// Layer names the enforcement point that asked for an evaluation; its
+// string labels the per-rule metrics (outcall_rule_hits_total{layer}).
+type Layer string
+
+// The layers.
 const (
-	LayerDatapath = "datapath"
-	LayerDNS      = "dns"
-	LayerProxy    = "proxy"
-	LayerAgent    = "agent"
-	LayerHostAPI  = "host_api"
+	LayerDatapath Layer = "datapath"
+	LayerDNS      Layer = "dns"
+	LayerProxy    Layer = "proxy"
+	LayerAgent    Layer = "agent"
+	LayerHostAPI  Layer = "host_api"
 )
+
+// String is the layer's metrics label.
+func (l Layer) String() string { return string(l) }
 
 // DefaultRuleLabel is the rule label of decisions no rule made.
 const DefaultRuleLabel = "default-block"
@@ -36,7 +42,8 @@ const DefaultRuleLabel = "default-block"
 // (S003-FR-031).
 const Budget = api.EvaluationBudgetMS * time.Millisecond
 
-// Observer is told about every decision and reload, for metrics.
+// Observer is told about every decision and reload, for metrics. layer is
+// a Layer's label.
 type Observer interface {
 	ObserveDecision(layer, ruleID string, decision api.Decision)
 	ObserveReload(err error)
@@ -144,16 +151,16 @@ func (e *Engine) build() (*Set, error) {
 }
 
 // Evaluate decides c against the active set for the enforcement point
-// layer, and logs and counts the decision.
-func (e *Engine) Evaluate(ctx context.Context, layer string, c *api.EvaluationContext) api.EvaluateResult {
+// layer, and logs and counts the decision. The outcome carries the rule that
+// decided, so the caller can act on the rule's egress mode and ports.
+func (e *Engine) Evaluate(ctx context.Context, layer Layer, c *api.EvaluationContext) Outcome {
 	start := time.Now()
 	out := e.active.Load().Evaluate(c)
+	out.Layer = layer
 	took := time.Since(start)
-	res := api.EvaluateResult{Decision: out.Decision}
 	label := DefaultRuleLabel
-	if r := out.Rule; r != nil {
-		label = r.ID
-		res.MatchedRule, res.File, res.Logged = &r.ID, &r.File, r.Log
+	if out.Rule != nil {
+		label = out.Rule.ID
 	}
 	for _, r := range out.NonBool {
 		e.log.WarnContext(ctx, "rule condition did not yield a bool; treated as no match",
@@ -172,7 +179,7 @@ func (e *Engine) Evaluate(ctx context.Context, layer string, c *api.EvaluationCo
 	switch {
 	case out.Err != nil:
 		e.log.WarnContext(ctx, "rule condition failed; blocking", append(attrs, "err", out.Err)...)
-	case res.Logged:
+	case out.Logged():
 		e.log.InfoContext(ctx, "rule matched", attrs...)
 	default:
 		e.log.DebugContext(ctx, "rule evaluated", attrs...)
@@ -181,9 +188,9 @@ func (e *Engine) Evaluate(ctx context.Context, layer string, c *api.EvaluationCo
 		e.log.WarnContext(ctx, "rule evaluation exceeded its budget", "took", took, "budget", e.opts.Budget, "layer", layer)
 	}
 	if e.opts.Observer != nil {
-		e.opts.Observer.ObserveDecision(layer, label, out.Decision)
+		e.opts.Observer.ObserveDecision(string(layer), label, out.Decision)
 	}
-	return res
+	return out
 }
 
 // Watch reloads when a rule file in the directory is created, changed,

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -62,7 +63,7 @@ func TestEngineStartsEmptyAndBlocks(t *testing.T) {
 		if res.RulesLoaded != 0 || res.FilesLoaded != 0 {
 			t.Fatalf("%s: %+v", dir, res)
 		}
-		if got := e.Evaluate(context.Background(), LayerHostAPI, webContext(443)); got.Decision != api.DecisionBlock || got.MatchedRule != nil {
+		if got := e.Evaluate(context.Background(), LayerHostAPI, webContext(443)); got.Decision != api.DecisionBlock || got.Rule != nil || got.Layer != LayerHostAPI {
 			t.Fatalf("%s: empty set must block with no rule, got %+v", dir, got)
 		}
 	}
@@ -109,7 +110,7 @@ func TestReloadIsAtomic(t *testing.T) {
 	if res, err := e.Reload(ctx); err != nil || res.RulesLoaded != 2 {
 		t.Fatalf("reload: %+v, %v", res, err)
 	}
-	if got := e.Evaluate(ctx, LayerHostAPI, webContext(22)); got.Decision != api.DecisionAllow || *got.MatchedRule != "ssh" || *got.File != "50-custom.yaml" {
+	if got := e.Evaluate(ctx, LayerHostAPI, webContext(22)); got.Decision != api.DecisionAllow || got.RuleID() != "ssh" || got.Rule.File != "50-custom.yaml" {
 		t.Fatalf("new rule not in force: %+v", got)
 	}
 }
@@ -240,7 +241,7 @@ rules:
 	res := e.Evaluate(ctx, LayerProxy, &api.EvaluationContext{HTTP: &api.HTTPContext{
 		Method: "POST", Host: "api.example.com", Path: "/v1/charge?key=s3cr3t-token",
 		Headers: map[string]string{"authorization": secret}}})
-	if res.Decision != api.DecisionBlock || !res.Logged {
+	if res.Decision != api.DecisionBlock || !res.Logged() {
 		t.Fatalf("got %+v", res)
 	}
 	entry := buf.String()
@@ -313,5 +314,30 @@ func TestCheckRequest(t *testing.T) {
 	}
 	if len(e.Active().Rules()) != 0 {
 		t.Fatal("checking a request must not change the active set")
+	}
+}
+
+// TestOutcomeResult: the host API's view of an outcome is the wire format of
+// S003-IF-001, whatever the outcome carries besides.
+func TestOutcomeResult(t *testing.T) {
+	set := mustCompile(t, "00-base.yaml", `version: "1"
+rules:
+  - {id: pypi, condition: 'dns.query == "pypi.org"', action: allow, log: true, egress: {mode: direct_ip, ports: [443]}}
+`)
+	out := set.Evaluate(&api.EvaluationContext{DNS: &api.DNSContext{Query: "pypi.org"}})
+	if out.Rule == nil || out.Rule.Egress == nil || out.Rule.Egress.Mode != api.EgressDirectIP || out.Rule.AllowPrivateIPs() {
+		t.Fatalf("outcome %+v: want rule pypi with egress direct_ip", out)
+	}
+	for _, tt := range []struct {
+		out  Outcome
+		want string
+	}{
+		{out, `{"decision":"allow","matched_rule":"pypi","file":"00-base.yaml","logged":true}`},
+		{set.Evaluate(&api.EvaluationContext{}), `{"decision":"block","matched_rule":null,"file":null,"logged":false}`},
+	} {
+		got, err := json.Marshal(tt.out.Result())
+		if err != nil || string(got) != tt.want {
+			t.Errorf("Result() = %s, %v; want %s", got, err, tt.want)
+		}
 	}
 }

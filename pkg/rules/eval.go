@@ -11,8 +11,13 @@ import (
 
 // Outcome is one evaluation of a context against a rule set.
 type Outcome struct {
+	// Layer is the enforcement point the evaluation was for; empty from
+	// Set.Evaluate, which serves every layer.
+	Layer    Layer
 	Decision api.Decision
-	// Rule decided; nil for the default block.
+	// Rule decided, with its file, action, egress mode and ports
+	// (Rule.Egress) and egress.allow_private_ips (Rule.AllowPrivateIPs);
+	// nil for the default block.
 	Rule *Rule
 	// Err is the runtime error of Rule. An erroring rule blocks, whatever its
 	// action (DESIGN §7: fail closed, naming the rule).
@@ -23,6 +28,28 @@ type Outcome struct {
 	// Skipped lists allow rules whose condition held but which may not open
 	// the context's restricted destination (see restricted.go), in order.
 	Skipped []*Rule
+}
+
+// RuleID is the ID of the rule that decided, or DefaultRuleLabel.
+func (o Outcome) RuleID() string {
+	if o.Rule == nil {
+		return DefaultRuleLabel
+	}
+	return o.Rule.ID
+}
+
+// Logged reports whether the deciding rule asks for an audit entry.
+func (o Outcome) Logged() bool { return o.Rule != nil && o.Rule.Log }
+
+// Result is the outcome as the host API reports it (S003-IF-001):
+// matched_rule and file null for the default block.
+func (o Outcome) Result() api.EvaluateResult {
+	res := api.EvaluateResult{Decision: o.Decision, Logged: o.Logged()}
+	if r := o.Rule; r != nil {
+		id, file := r.ID, r.File
+		res.MatchedRule, res.File = &id, &file
+	}
+	return res
 }
 
 // Evaluate runs the rules in order against c: the first condition that is

@@ -18,6 +18,7 @@ rules:
   - id: pypi
     condition: dns.query in ["pypi.org", "files.pythonhosted.org"]
     action: allow
+    egress: {mode: direct_ip, ports: [443]}
   - id: internal-db
     condition: cidr("10.20.0.0/16").containsIP(network.ip) && network.port == 5432
     action: allow
@@ -36,14 +37,16 @@ rules:
 
 	for _, q := range []string{"pypi.org", "evil.example.com"} {
 		out := e.Evaluate(ctx, rules.LayerDNS, &api.EvaluationContext{DNS: &api.DNSContext{Query: q, RecordType: "A"}})
-		rule := "none"
-		if out.MatchedRule != nil {
-			rule = *out.MatchedRule
+		// A DNS filter opens the answer's addresses for the matched
+		// rule's egress mode and ports.
+		if r := out.Rule; r != nil && r.Egress != nil {
+			fmt.Println(q, out.Decision, "by", r.ID, r.Egress.Mode, r.Egress.Ports)
+			continue
 		}
-		fmt.Println(q, out.Decision, rule)
+		fmt.Println(q, out.Decision, "by", out.RuleID())
 	}
 	// Output:
 	// 2 rules, 1 lowered into the datapath
-	// pypi.org allow pypi
-	// evil.example.com block none
+	// pypi.org allow by pypi direct_ip [443]
+	// evil.example.com block by default-block
 }

@@ -152,6 +152,11 @@ func (r *Rule) allowsPrivate() bool {
 	return r.Egress != nil && r.Egress.AllowPrivateIPs
 }
 
+// AllowPrivateIPs reports whether r sets egress.allow_private_ips: an allow
+// rule opens a restricted destination only with it, and only one the
+// condition names (see licenses).
+func (r *Rule) AllowPrivateIPs() bool { return r.allowsPrivate() }
+
 // licenses reports whether r, an allow rule whose condition holds, may open
 // addr: always for an unrestricted address, else only with the flag and a
 // named prefix inside addr's range that contains it.
