@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"outcall.dev/outcall/pkg/api"
-	"outcall.dev/outcall/pkg/hostclient"
 )
 
 // newBridgeCmd is `outcall bridge status|up|down` (S001-IF-004).
@@ -18,14 +17,14 @@ func newBridgeCmd() *cobra.Command {
 			Short: "Show the bridge and nftables state",
 			Args:  cobra.NoArgs,
 			RunE: action(func(cmd *cobra.Command, _ []string) error {
-				st, err := hostclient.Do[api.BridgeStatus](client(cmd), "GET", "/api/v1/bridge", nil)
+				st, err := client(cmd).BridgeStatus(cmd.Context())
 				if err != nil {
 					return err
 				}
 				return printLine(cmd, formatBridgeStatus(st))
 			}),
 		},
-		bridgeAction("up", "Create or attach the bridge and apply the base ruleset", "Bridge is up."),
+		newBridgeUpCmd(),
 		newBridgeDownCmd(),
 	)
 	return cmd
@@ -42,11 +41,7 @@ func newBridgeDownCmd() *cobra.Command {
 	}
 	removePorts := cmd.Flags().Bool("remove-ports", false, "delete every port of the bridge (host-side links; a veth's peer goes with it) before the teardown")
 	cmd.RunE = action(func(cmd *cobra.Command, _ []string) error {
-		path := "/api/v1/bridge/down"
-		if *removePorts {
-			path += "?remove_ports=true"
-		}
-		if err := client(cmd).Exec("POST", path, nil); err != nil {
+		if err := client(cmd).BridgeDown(cmd.Context(), api.BridgeDownRequest{RemovePorts: *removePorts}); err != nil {
 			return err
 		}
 		return printLine(cmd, "Bridge is down.")
@@ -54,17 +49,17 @@ func newBridgeDownCmd() *cobra.Command {
 	return cmd
 }
 
-// bridgeAction is `bridge up`: a bodiless POST and a fixed success message.
-func bridgeAction(verb, short, done string) *cobra.Command {
+// newBridgeUpCmd is `bridge up`: idempotent, a fixed success message.
+func newBridgeUpCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   verb,
-		Short: short,
+		Use:   "up",
+		Short: "Create or attach the bridge and apply the base ruleset",
 		Args:  cobra.NoArgs,
 		RunE: action(func(cmd *cobra.Command, _ []string) error {
-			if err := client(cmd).Exec("POST", "/api/v1/bridge/"+verb, nil); err != nil {
+			if err := client(cmd).BridgeUp(cmd.Context()); err != nil {
 				return err
 			}
-			return printLine(cmd, done)
+			return printLine(cmd, "Bridge is up.")
 		}),
 	}
 }

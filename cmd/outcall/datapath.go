@@ -4,9 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"outcall.dev/outcall/pkg/api"
-	"outcall.dev/outcall/pkg/hostclient"
 )
 
 // newDatapathCmd is `outcall datapath counters`.
@@ -17,7 +14,7 @@ func newDatapathCmd() *cobra.Command {
 		Short: "Show packet and byte counters per verdict and reason",
 		Args:  cobra.NoArgs,
 		RunE: action(func(cmd *cobra.Command, _ []string) error {
-			counters, err := hostclient.Do[[]api.DatapathCounter](client(cmd), "GET", "/api/v1/datapath/counters", nil)
+			counters, err := client(cmd).DatapathCounters(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -4,13 +4,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"outcall.dev/outcall/pkg/api"
-	"outcall.dev/outcall/pkg/hostclient"
 )
 
 // newEndpointCmd is `outcall endpoint add|list|remove`.
@@ -44,7 +42,7 @@ func newEndpointAddCmd() *cobra.Command {
 			return usagef("invalid --mac %q: must be a MAC address like 02:00:00:00:00:01", *mac)
 		}
 		req := api.EndpointAddRequest{Name: *name, Interface: *iface, IP: addr.String(), MAC: hw.String()}
-		ep, err := hostclient.Do[api.Endpoint](client(cmd), "POST", "/api/v1/endpoints", req)
+		ep, err := client(cmd).AddEndpoint(cmd.Context(), req)
 		if err != nil {
 			return err
 		}
@@ -59,7 +57,7 @@ func newEndpointListCmd() *cobra.Command {
 		Short: "List registered endpoints",
 		Args:  cobra.NoArgs,
 		RunE: action(func(cmd *cobra.Command, _ []string) error {
-			eps, err := hostclient.Do[[]api.Endpoint](client(cmd), "GET", "/api/v1/endpoints", nil)
+			eps, err := client(cmd).Endpoints(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -86,7 +84,7 @@ func newEndpointRemoveCmd() *cobra.Command {
 			if name == "" {
 				return usagef("endpoint name must not be empty")
 			}
-			if err := client(cmd).Exec("DELETE", "/api/v1/endpoints/"+url.PathEscape(name), nil); err != nil {
+			if err := client(cmd).RemoveEndpoint(cmd.Context(), name); err != nil {
 				return err
 			}
 			return printLine(cmd, fmt.Sprintf("Endpoint %s removed.", name))

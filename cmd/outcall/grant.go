@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"outcall.dev/outcall/pkg/api"
-	"outcall.dev/outcall/pkg/hostclient"
 )
 
 // maxTTLSecs is S009's MAX_DYNAMIC_RULE_TTL_SECS.
@@ -101,7 +100,7 @@ func newGrantAddCmd() *cobra.Command {
 		}
 		// The daemon answers with the api.ActiveRule it holds; the message
 		// echoes the request, which is what the operator asked for.
-		if err := client(cmd).Exec("POST", "/api/v1/rule/allow", req); err != nil {
+		if _, err := client(cmd).Allow(cmd.Context(), req); err != nil {
 			return err
 		}
 		return printLine(cmd, "Granted "+describeGrant(g.endpoint, dst, proto, port)+suffix+".")
@@ -123,7 +122,7 @@ func newGrantRemoveCmd() *cobra.Command {
 			return err
 		}
 		req := api.RevokeRequest{Container: g.endpoint, Destination: dst, Protocol: proto, Port: port}
-		if err := client(cmd).Exec("POST", "/api/v1/rule/revoke", req); err != nil {
+		if err := client(cmd).Revoke(cmd.Context(), req); err != nil {
 			return err
 		}
 		return printLine(cmd, "Revoked "+describeGrant(g.endpoint, dst, proto, port)+".")
@@ -137,7 +136,7 @@ func newGrantListCmd() *cobra.Command {
 		Short: "List active grants",
 		Args:  cobra.NoArgs,
 		RunE: action(func(cmd *cobra.Command, _ []string) error {
-			rules, err := hostclient.Do[[]api.ActiveRule](client(cmd), "GET", "/api/v1/rules/active", nil)
+			rules, err := client(cmd).ActiveRules(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -161,7 +160,7 @@ func newGrantFlushCmd() *cobra.Command {
 		Short: "Remove every grant",
 		Args:  cobra.NoArgs,
 		RunE: action(func(cmd *cobra.Command, _ []string) error {
-			res, err := hostclient.Do[api.FlushResult](client(cmd), "POST", "/api/v1/rules/flush", nil)
+			res, err := client(cmd).FlushRules(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -68,7 +69,9 @@ func (c cli) run(args []string) int {
 	root.SetIn(c.stdin)
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
-	err := root.Execute()
+	// Every command passes cmd.Context() to the client; cancelling it ends
+	// the exchange with the daemon.
+	err := root.ExecuteContext(context.Background())
 	if err == nil {
 		return exitOK
 	}

@@ -34,7 +34,7 @@ func newRequestsListCmd() *cobra.Command {
 		Short: "List pending rule requests",
 		Args:  cobra.NoArgs,
 		RunE: ruleAction(func(cmd *cobra.Command, _ []string) error {
-			reqs, err := client(cmd).RuleRequests()
+			reqs, err := client(cmd).RuleRequests(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -63,7 +63,7 @@ func newRequestsShowCmd() *cobra.Command {
 			}
 			// The host API has no single-request route; the pending list
 			// carries every field.
-			reqs, err := client(cmd).RuleRequests()
+			reqs, err := client(cmd).RuleRequests(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -102,7 +102,7 @@ func newRequestsApproveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := client(cmd).ApproveRuleRequest(id)
+			res, err := client(cmd).ApproveRuleRequest(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -130,7 +130,7 @@ func newRequestsRejectCmd() *cobra.Command {
 			}
 			why = reason
 		}
-		if _, err := client(cmd).RejectRuleRequest(id, why); err != nil {
+		if _, err := client(cmd).RejectRuleRequest(cmd.Context(), id, why); err != nil {
 			return err
 		}
 		return printLine(cmd, fmt.Sprintf("Rule request %q rejected.", id))

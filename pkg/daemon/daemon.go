@@ -36,8 +36,8 @@ const rulesDebounce = 250 * time.Millisecond
 type Daemon struct {
 	cfg       Config
 	log       *slog.Logger
-	bridges   *bridge.Manager
-	floor     *nft.Floor
+	bridges   bridgeOps
+	floor     floorOps
 	endpoints *endpoint.Registry
 	collector *metrics.Collector
 	rules     *rules.Engine
@@ -46,7 +46,7 @@ type Daemon struct {
 	// mu serialises everything that changes enforcement: bridge up/down,
 	// ports joining and leaving, endpoints and grants.
 	mu          sync.Mutex
-	dp          *datapath.Datapath // nil while the bridge is down
+	dp          datapathOps        // nil while the bridge is down
 	stopEvents  context.CancelFunc // stops dp's drop event reader
 	bridgeIndex int
 	bridgeMAC   net.HardwareAddr // every frame a port sends goes here
@@ -56,6 +56,9 @@ type Daemon struct {
 	services map[datapath.Service]int
 	// events is the feed metrics and logs read (and the dashboard will).
 	events *events.Bus
+	// openDatapath and hostAddrs reach the kernel; tests replace them.
+	openDatapath func(datapath.Options) (datapathOps, error)
+	hostAddrs    func() ([]netip.Addr, error)
 	// grants indexes the datapath's allow entries by owner and identity;
 	// nil while the bridge is down, like dp.
 	grants *grants.Manager
@@ -89,14 +92,16 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
 	d := &Daemon{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		bridges:   bridge.NewManager(h, cfg.Logger.With("target", "bridge")),
-		floor:     nft.New(0),
-		endpoints: reg,
-		ports:     map[int]string{},
-		services:  map[datapath.Service]int{},
-		events:    events.New(),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		bridges:      bridge.NewManager(h, cfg.Logger.With("target", "bridge")),
+		floor:        nft.New(0),
+		endpoints:    reg,
+		ports:        map[int]string{},
+		services:     map[datapath.Service]int{},
+		events:       events.New(),
+		openDatapath: openDatapath,
+		hostAddrs:    listHostAddrs,
 	}
 	d.collector = metrics.NewCollector(d)
 	d.events.Handle(d.collector.Handle)
@@ -224,7 +229,7 @@ func (d *Daemon) up() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.dp == nil {
-		dp, err := datapath.Open(datapath.Options{PinDir: d.cfg.PinDir, AllowPrivatePins: d.cfg.AllowPrivatePins, Logger: d.log.With("target", "datapath")})
+		dp, err := d.openDatapath(datapath.Options{PinDir: d.cfg.PinDir, AllowPrivatePins: d.cfg.AllowPrivatePins, Logger: d.log.With("target", "datapath")})
 		if err != nil {
 			return fmt.Errorf("BPF datapath unavailable: %w", err)
 		}
@@ -486,7 +491,7 @@ func every(ctx context.Context, interval time.Duration, fn func()) error {
 }
 
 // readDropEvents counts and logs sampled drops of dp until ctx is done.
-func (d *Daemon) readDropEvents(ctx context.Context, dp *datapath.Datapath) {
+func (d *Daemon) readDropEvents(ctx context.Context, dp datapathOps) {
 	err := dp.ReadDropEvents(ctx, func(ev datapath.DropEvent) {
 		d.events.Publish(events.Drop{Reason: ev.Reason.String(), Identity: ev.Identity, Ifindex: int(ev.Ifindex),
 			Src: ev.Src, Dst: ev.Dst, Proto: ev.Proto, SrcPort: ev.SrcPort, DstPort: ev.DstPort})

@@ -10,18 +10,33 @@ import (
 	"outcall.dev/outcall/pkg/datapath"
 )
 
-// hostAddresses lists the host's own IPv4 addresses outside the Outcall
-// subnets, asked afresh from the kernel: a rule or grant opens one only when
-// it names it and allows private destinations.
-func (d *Daemon) hostAddresses() ([]netip.Addr, error) {
+// listHostAddrs lists the host's IPv4 addresses, asked afresh from the
+// kernel.
+func listHostAddrs() ([]netip.Addr, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("list host addresses: %w", err)
 	}
-	var out []netip.Addr
+	out := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
-		if ok && !d.cfg.SubnetBlock.Contains(ip) {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
+
+// hostAddresses lists the host's own IPv4 addresses outside the Outcall
+// subnets: a rule or grant opens one only when it names it and allows
+// private destinations.
+func (d *Daemon) hostAddresses() ([]netip.Addr, error) {
+	addrs, err := d.hostAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, ip := range addrs {
+		if !d.cfg.SubnetBlock.Contains(ip) {
 			out = append(out, ip)
 		}
 	}

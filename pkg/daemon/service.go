@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/endpoint"
@@ -200,9 +198,7 @@ func (d *Daemon) AddEndpoint(ctx context.Context, req api.EndpointAddRequest) (a
 	// The bridge delivers frames for its own MAC, and for its ports'
 	// host-side MACs, to the host: an endpoint claiming one would be judged
 	// by the wrong address, or answered as the gateway.
-	if br, err := netlink.LinkByName(d.cfg.Bridge); err != nil {
-		return api.Endpoint{}, fmt.Errorf("read the MAC of bridge %s: %w", d.cfg.Bridge, err)
-	} else if bytes.Equal(br.Attrs().HardwareAddr, e.MAC) {
+	if bytes.Equal(d.bridgeMAC, e.MAC) {
 		return api.Endpoint{}, badRequest("invalid mac %q: it is the address of bridge %s itself", e.MACText, d.cfg.Bridge)
 	}
 	ports, err := d.bridges.Ports(d.bridgeIndex)

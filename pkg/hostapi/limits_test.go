@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"outcall.dev/outcall/pkg/apikit"
 )
 
 // TestBridgeDownRoute: remove_ports comes as a query parameter or a body
@@ -122,7 +124,7 @@ func TestStalledClientsAreCutOff(t *testing.T) {
 // TestSlowHandlerKeepsContext: the body deadline is lifted once the body is
 // read, so a handler slower than it is not cancelled.
 func TestSlowHandlerKeepsContext(t *testing.T) {
-	h := boundBodies(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := apikit.BoundBodies(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.ReadAll(r.Body)
 		select {
 		case <-r.Context().Done():
@@ -130,7 +132,7 @@ func TestSlowHandlerKeepsContext(t *testing.T) {
 		case <-time.After(600 * time.Millisecond):
 			_, _ = io.WriteString(w, "ok")
 		}
-	}), 200*time.Millisecond)
+	}), maxBody, 200*time.Millisecond)
 	srv := httptest.NewUnstartedServer(h)
 	srv.Start()
 	defer srv.Close()

@@ -5,10 +5,15 @@
 // piece, the response read until the daemon closes the connection, split at the
 // first "\r\n\r\n", and the body decoded as the api.Response envelope. The status
 // line is never interpreted; only the envelope's success flag counts.
+//
+// Every route of the host API has a typed method, and every method takes a
+// context.Context first: cancelling it, or its deadline, ends the exchange
+// (as does the Client's own Timeout, whichever comes first).
 package hostclient
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,12 +98,12 @@ func (e *ResponseError) Error() string {
 // Unwrap returns the underlying decode error.
 func (e *ResponseError) Unwrap() error { return e.Err }
 
-// Do sends one request and returns the envelope's data decoded as T. body is
+// do sends one request and returns the envelope's data decoded as T. body is
 // marshalled as JSON; nil means no body. A success response without a "data"
 // member is a ResponseError; "data": null yields the zero T.
-func Do[T any](c *Client, method, path string, body any) (T, error) {
+func do[T any](ctx context.Context, c *Client, method, path string, body any) (T, error) {
 	var zero T
-	env, err := c.exchange(method, path, body)
+	env, err := c.exchange(ctx, method, path, body)
 	if err != nil {
 		return zero, err
 	}
@@ -112,10 +117,10 @@ func Do[T any](c *Client, method, path string, body any) (T, error) {
 	return out, nil
 }
 
-// Exec sends one request for which only success matters; any data in the
+// exec sends one request for which only success matters; any data in the
 // response is ignored.
-func (c *Client) Exec(method, path string, body any) error {
-	_, err := c.exchange(method, path, body)
+func (c *Client) exec(ctx context.Context, method, path string, body any) error {
+	_, err := c.exchange(ctx, method, path, body)
 	return err
 }
 
@@ -128,12 +133,12 @@ type envelope struct {
 }
 
 // exchange performs the round trip and returns a successful envelope.
-func (c *Client) exchange(method, path string, body any) (*envelope, error) {
+func (c *Client) exchange(ctx context.Context, method, path string, body any) (*envelope, error) {
 	req, err := buildRequest(method, path, body)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := c.roundTrip(req)
+	raw, err := c.roundTrip(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -165,27 +170,38 @@ func buildRequest(method, path string, body any) ([]byte, error) {
 }
 
 // roundTrip writes req and reads the response until EOF, all within the
-// client's deadline.
-func (c *Client) roundTrip(req []byte) ([]byte, error) {
+// client's timeout and ctx: whichever ends first ends the exchange.
+func (c *Client) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("request to outcalld at %s: %w", c.SocketPath, err)
+	}
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
 	deadline := time.Now().Add(timeout)
-	conn, err := net.DialTimeout("unix", c.SocketPath, timeout)
+	d := net.Dialer{Deadline: deadline}
+	conn, err := d.DialContext(ctx, "unix", c.SocketPath)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connecting to outcalld at %s: %w", c.SocketPath, context.Cause(ctx))
+		}
 		return nil, &UnreachableError{SocketPath: c.SocketPath, Err: err}
 	}
 	defer conn.Close()
 	if err := conn.SetDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("setting deadline on %s: %w", c.SocketPath, err)
 	}
+	// A done ctx moves the deadline into the past, which ends a blocked
+	// write or read at once.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if _, err := conn.Write(req); err != nil {
-		return nil, c.ioError("sending request", timeout, err)
+		return nil, c.ioError(ctx, "sending request", timeout, err)
 	}
 	raw, err := io.ReadAll(io.LimitReader(conn, MaxResponseBytes+1))
 	if err != nil {
-		return nil, c.ioError("reading response", timeout, err)
+		return nil, c.ioError(ctx, "reading response", timeout, err)
 	}
 	if len(raw) > MaxResponseBytes {
 		return nil, &ResponseError{Reason: fmt.Sprintf("response exceeds %d bytes", MaxResponseBytes)}
@@ -194,7 +210,10 @@ func (c *Client) roundTrip(req []byte) ([]byte, error) {
 }
 
 // ioError describes a failure after the connection was established.
-func (c *Client) ioError(what string, timeout time.Duration, err error) error {
+func (c *Client) ioError(ctx context.Context, what string, timeout time.Duration, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: outcalld at %s: %w", what, c.SocketPath, context.Cause(ctx))
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("%s: outcalld at %s did not answer within %s: %w", what, c.SocketPath, timeout, err)
 	}

@@ -2,11 +2,13 @@ package hostclient
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,37 +100,97 @@ func reply(body string) string {
 	return "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body
 }
 
+// TestRequestBytes pins the exact request of every route without a rule
+// engine method (those are in rules_test.go).
 func TestRequestBytes(t *testing.T) {
+	ctx := context.Background()
 	tests := []struct {
-		name, method, path string
-		body               any
-		want               string
+		name     string
+		call     func(*Client) error
+		response string // the envelope
+		want     string
 	}{
 		{
-			name: "GET without body", method: "GET", path: "/api/v1/bridge",
-			want: "GET /api/v1/bridge HTTP/1.0\r\nHost: localhost\r\n\r\n",
+			name: "bridge status", call: func(c *Client) error { _, err := c.BridgeStatus(ctx); return err },
+			response: `{"success":true,"data":{"name":"outcall0","up":false,"index":null,"nftables_active":false}}`,
+			want:     "GET /api/v1/bridge HTTP/1.0\r\nHost: localhost\r\n\r\n",
 		},
 		{
-			name: "POST without body", method: "POST", path: "/api/v1/bridge/up",
+			name: "bridge up", call: func(c *Client) error { return c.BridgeUp(ctx) },
 			want: "POST /api/v1/bridge/up HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
 		},
 		{
-			name: "POST with JSON body", method: "POST", path: "/api/v1/rule/revoke",
-			body: api.RevokeRequest{Container: "web", Destination: "203.0.113.10"},
+			name: "bridge down", call: func(c *Client) error { return c.BridgeDown(ctx, api.BridgeDownRequest{}) },
+			want: "POST /api/v1/bridge/down HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+		},
+		{
+			name: "bridge down removing ports", call: func(c *Client) error { return c.BridgeDown(ctx, api.BridgeDownRequest{RemovePorts: true}) },
+			want: "POST /api/v1/bridge/down?remove_ports=true HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+		},
+		{
+			name: "endpoints", call: func(c *Client) error { _, err := c.Endpoints(ctx); return err },
+			response: `{"success":true,"data":[]}`,
+			want:     "GET /api/v1/endpoints HTTP/1.0\r\nHost: localhost\r\n\r\n",
+		},
+		{
+			name: "add endpoint",
+			call: func(c *Client) error {
+				_, err := c.AddEndpoint(ctx, api.EndpointAddRequest{Name: "web", Interface: "veth-web", IP: "10.200.0.2", MAC: "02:00:00:00:00:0a"})
+				return err
+			},
+			response: `{"success":true,"data":{"name":"web","interface":"veth-web","ip":"10.200.0.2","mac":"02:00:00:00:00:0a","identity":3,"ifindex":7,"attached":true}}`,
+			want: "POST /api/v1/endpoints HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 81\r\n\r\n" +
+				`{"name":"web","interface":"veth-web","ip":"10.200.0.2","mac":"02:00:00:00:00:0a"}`,
+		},
+		{
+			name: "remove endpoint escapes the name", call: func(c *Client) error { return c.RemoveEndpoint(ctx, "a b/c") },
+			want: "DELETE /api/v1/endpoints/a%20b%2Fc HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+		},
+		{
+			name: "allow",
+			call: func(c *Client) error {
+				_, err := c.Allow(ctx, api.AllowRequest{Container: "web", Destination: "203.0.113.10"})
+				return err
+			},
+			response: `{"success":true,"data":{"container":"web","src_ip":"10.200.0.2","destination":"203.0.113.10","port":null,"protocol":null}}`,
+			want: "POST /api/v1/rule/allow HTTP/1.0\r\nHost: localhost\r\n" +
+				"Content-Type: application/json\r\nContent-Length: 48\r\n\r\n" +
+				`{"container":"web","destination":"203.0.113.10"}`,
+		},
+		{
+			name: "revoke",
+			call: func(c *Client) error {
+				return c.Revoke(ctx, api.RevokeRequest{Container: "web", Destination: "203.0.113.10"})
+			},
 			want: "POST /api/v1/rule/revoke HTTP/1.0\r\nHost: localhost\r\n" +
 				"Content-Type: application/json\r\nContent-Length: 48\r\n\r\n" +
 				`{"container":"web","destination":"203.0.113.10"}`,
 		},
 		{
-			name: "DELETE without body", method: "DELETE", path: "/api/v1/endpoints/a%20b",
-			want: "DELETE /api/v1/endpoints/a%20b HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+			name: "active grants", call: func(c *Client) error { _, err := c.ActiveRules(ctx); return err },
+			response: `{"success":true,"data":[]}`,
+			want:     "GET /api/v1/rules/active HTTP/1.0\r\nHost: localhost\r\n\r\n",
+		},
+		{
+			name: "flush", call: func(c *Client) error { _, err := c.FlushRules(ctx); return err },
+			response: `{"success":true,"data":{"removed":0}}`,
+			want:     "POST /api/v1/rules/flush HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+		},
+		{
+			name: "datapath counters", call: func(c *Client) error { _, err := c.DatapathCounters(ctx); return err },
+			response: `{"success":true,"data":[]}`,
+			want:     "GET /api/v1/datapath/counters HTTP/1.0\r\nHost: localhost\r\n\r\n",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := startFake(t, reply(`{"success":true}`))
-			if err := New(f.path).Exec(tt.method, tt.path, tt.body); err != nil {
-				t.Fatalf("Exec: %v", err)
+			resp := tt.response
+			if resp == "" {
+				resp = `{"success":true}`
+			}
+			f := startFake(t, reply(resp))
+			if err := tt.call(New(f.path)); err != nil {
+				t.Fatalf("call: %v", err)
 			}
 			if got := f.received(t); got != tt.want {
 				t.Errorf("request bytes:\n got %q\nwant %q", got, tt.want)
@@ -137,7 +199,45 @@ func TestRequestBytes(t *testing.T) {
 	}
 }
 
-func TestDoDecodesData(t *testing.T) {
+// TestTypedResults: each call hands back the envelope's data as its type.
+func TestTypedResults(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name, data string
+		call       func(*Client) (any, error)
+		want       any
+	}{
+		{"endpoint", `{"name":"web","interface":"veth-web","ip":"10.200.0.2","mac":"02:00:00:00:00:0a","identity":3,"ifindex":7,"attached":true}`,
+			func(c *Client) (any, error) { return c.AddEndpoint(ctx, api.EndpointAddRequest{}) },
+			api.Endpoint{Name: "web", Interface: "veth-web", IP: "10.200.0.2", MAC: "02:00:00:00:00:0a", Identity: 3, Ifindex: 7, Attached: true}},
+		{"grant", `{"container":"web","src_ip":"10.200.0.2","destination":"203.0.113.10","port":443,"protocol":"tcp"}`,
+			func(c *Client) (any, error) { return c.Allow(ctx, api.AllowRequest{}) },
+			api.ActiveRule{Container: "web", SrcIP: "10.200.0.2", Destination: "203.0.113.10", Port: ptr(uint16(443)), Protocol: ptr("tcp")}},
+		{"grants", `[{"container":"web","src_ip":"","destination":"203.0.113.10","port":null,"protocol":null}]`,
+			func(c *Client) (any, error) { return c.ActiveRules(ctx) },
+			[]api.ActiveRule{{Container: "web", Destination: "203.0.113.10"}}},
+		{"flush", `{"removed":3}`,
+			func(c *Client) (any, error) { return c.FlushRules(ctx) },
+			api.FlushResult{Removed: 3}},
+		{"counters", `[{"verdict":"drop","reason":"no_rule","packets":2,"bytes":120}]`,
+			func(c *Client) (any, error) { return c.DatapathCounters(ctx) },
+			[]api.DatapathCounter{{Verdict: "drop", Reason: "no_rule", Packets: 2, Bytes: 120}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startFake(t, reply(`{"success":true,"data":`+tt.data+`}`))
+			got, err := tt.call(New(f.path))
+			if err != nil {
+				t.Fatalf("call: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %#v\nwant %#v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodesData(t *testing.T) {
 	tests := []struct {
 		name, body string
 		want       api.BridgeStatus
@@ -156,9 +256,9 @@ func TestDoDecodesData(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startFake(t, reply(tt.body))
-			got, err := Do[api.BridgeStatus](New(f.path), "GET", "/api/v1/bridge", nil)
+			got, err := New(f.path).BridgeStatus(context.Background())
 			if err != nil {
-				t.Fatalf("Do: %v", err)
+				t.Fatalf("BridgeStatus: %v", err)
 			}
 			if got.Name != tt.want.Name || got.Up != tt.want.Up || got.NftablesActive != tt.want.NftablesActive ||
 				(got.Index == nil) != (tt.want.Index == nil) || (got.Index != nil && *got.Index != *tt.want.Index) {
@@ -168,33 +268,33 @@ func TestDoDecodesData(t *testing.T) {
 	}
 }
 
-func TestDoIgnoresStatusLine(t *testing.T) {
+func TestIgnoresStatusLine(t *testing.T) {
 	f := startFake(t, "HTTP/1.0 500 Internal Server Error\r\n\r\n"+`{"success":true,"data":{"removed":3}}`)
-	got, err := Do[api.FlushResult](New(f.path), "POST", "/api/v1/rules/flush", nil)
+	got, err := New(f.path).FlushRules(context.Background())
 	if err != nil || got.Removed != 3 {
 		t.Fatalf("got %+v, %v; want removed 3", got, err)
 	}
 }
 
-func TestDoNullDataIsZero(t *testing.T) {
+func TestNullDataIsZero(t *testing.T) {
 	f := startFake(t, reply(`{"success":true,"data":null}`))
-	got, err := Do[[]api.Endpoint](New(f.path), "GET", "/api/v1/endpoints", nil)
+	got, err := New(f.path).Endpoints(context.Background())
 	if err != nil || got != nil {
 		t.Fatalf("got %v, %v; want nil slice and no error", got, err)
 	}
 }
 
-func TestExecIgnoresData(t *testing.T) {
+func TestDataIgnoredWhereUnused(t *testing.T) {
 	f := startFake(t, reply(`{"success":true,"data":{"anything":1}}`))
-	if err := New(f.path).Exec("POST", "/api/v1/bridge/down", nil); err != nil {
-		t.Fatalf("Exec: %v", err)
+	if err := New(f.path).BridgeDown(context.Background(), api.BridgeDownRequest{}); err != nil {
+		t.Fatalf("BridgeDown: %v", err)
 	}
 }
 
 func TestAPIError(t *testing.T) {
 	const msg = "bridge operation failed: create bridge: Operation not permitted"
 	f := startFake(t, reply(`{"success":false,"error":"`+msg+`"}`))
-	_, err := Do[api.BridgeStatus](New(f.path), "POST", "/api/v1/bridge/up", nil)
+	err := New(f.path).BridgeUp(context.Background())
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) {
 		t.Fatalf("err = %v (%T), want *APIError", err, err)
@@ -216,7 +316,7 @@ func TestUnreachable(t *testing.T) {
 		"directory":    dir,
 	} {
 		t.Run(name, func(t *testing.T) {
-			err := New(path).Exec("GET", "/api/v1/bridge", nil)
+			_, err := New(path).BridgeStatus(context.Background())
 			var ue *UnreachableError
 			if !errors.As(err, &ue) {
 				t.Fatalf("err = %v (%T), want *UnreachableError", err, err)
@@ -252,7 +352,7 @@ func TestMalformedResponse(t *testing.T) {
 			} else {
 				f = startFake(t, tt.response)
 			}
-			_, err := Do[api.FlushResult](New(f.path), "GET", "/api/v1/x", nil)
+			_, err := New(f.path).FlushRules(context.Background())
 			var re *ResponseError
 			if !errors.As(err, &re) {
 				t.Fatalf("err = %v (%T), want *ResponseError", err, err)
@@ -292,7 +392,7 @@ func TestDeadline(t *testing.T) {
 	c := New(f.path)
 	c.Timeout = 100 * time.Millisecond
 	start := time.Now()
-	err := c.Exec("GET", "/api/v1/bridge", nil)
+	_, err := c.BridgeStatus(context.Background())
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("err = %v, want a deadline error", err)
 	}
@@ -300,8 +400,51 @@ func TestDeadline(t *testing.T) {
 		t.Errorf("Error() = %q, want it to name the timeout", err.Error())
 	}
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
-		t.Errorf("Exec took %v, want about 100ms", elapsed)
+		t.Errorf("BridgeStatus took %v, want about 100ms", elapsed)
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestContext: a cancelled context ends an exchange the daemon never
+// answers, well before the client's own timeout, and a context that is
+// already done sends nothing at all.
+func TestContext(t *testing.T) {
+	f := startFake(t, "") // never answers
+	c := New(f.path)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		f.received(t)
+		cancel()
+	}()
+	start := time.Now()
+	_, err := c.BridgeStatus(ctx)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("cancelled call took %v", elapsed)
+	}
+
+	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.BridgeStatus(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want the context's deadline", err)
+	}
+	f.received(t)
+
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	if err := c.BridgeUp(done); !errors.Is(err, context.Canceled) {
+		t.Errorf("done context: err = %v, want context.Canceled", err)
+	}
+	var ue *UnreachableError
+	if errors.As(err, &ue) {
+		t.Error("a done context reads as an unreachable daemon")
+	}
+	select {
+	case r := <-f.requests:
+		t.Errorf("done context still sent %q", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -1,6 +1,7 @@
 package hostclient
 
 import (
+	"context"
 	"reflect"
 	"testing"
 
@@ -18,7 +19,7 @@ func TestRuleCalls(t *testing.T) {
 		{
 			name: "evaluate",
 			call: func(c *Client) (any, error) {
-				return c.Evaluate(api.EvaluationContext{Agent: &api.AgentContext{Name: "a"}})
+				return c.Evaluate(context.Background(), api.EvaluationContext{Agent: &api.AgentContext{Name: "a"}})
 			},
 			response: `{"decision":"block","matched_rule":null,"file":null,"logged":false}`,
 			want:     api.EvaluateResult{Decision: api.DecisionBlock},
@@ -27,14 +28,14 @@ func TestRuleCalls(t *testing.T) {
 		},
 		{
 			name:     "rules",
-			call:     func(c *Client) (any, error) { return c.Rules() },
+			call:     func(c *Client) (any, error) { return c.Rules(context.Background()) },
 			response: `[{"id":"r","file":"00.yaml","action":"allow","condition_preview":"true","description":null,"priority":100,"level":"packet"}]`,
 			want:     []api.RuleSummary{{ID: "r", File: "00.yaml", Action: api.ActionAllow, ConditionPreview: "true", Priority: 100, Level: api.LevelPacket}},
 			wantReq:  "GET /api/v1/rules HTTP/1.0\r\nHost: localhost\r\n\r\n",
 		},
 		{
 			name:     "rule id is escaped",
-			call:     func(c *Client) (any, error) { return c.Rule("a/b?c") },
+			call:     func(c *Client) (any, error) { return c.Rule(context.Background(), "a/b?c") },
 			response: `{"id":"a/b?c","condition":"true","action":"block","log":true,"description":"d","priority":1,"file":"f.yaml","line":3,"level":"request","egress":null}`,
 			want: api.RuleDetail{ID: "a/b?c", Condition: "true", Action: api.ActionBlock, Log: true, Description: ptr("d"), Priority: 1,
 				File: "f.yaml", Line: 3, Level: api.LevelRequest},
@@ -42,7 +43,7 @@ func TestRuleCalls(t *testing.T) {
 		},
 		{
 			name:     "reload",
-			call:     func(c *Client) (any, error) { return c.ReloadRules() },
+			call:     func(c *Client) (any, error) { return c.ReloadRules(context.Background()) },
 			response: `{"files_loaded":3,"rules_loaded":12,"packet_rules":4,"warnings":["w"]}`,
 			want:     api.ReloadResult{FilesLoaded: 3, RulesLoaded: 12, PacketRules: 4, Warnings: []string{"w"}},
 			wantReq:  "POST /api/v1/rules/reload HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
@@ -50,7 +51,7 @@ func TestRuleCalls(t *testing.T) {
 		{
 			name: "test expression",
 			call: func(c *Client) (any, error) {
-				return c.TestExpression(api.TestExpressionRequest{Expression: "true"})
+				return c.TestExpression(context.Background(), api.TestExpressionRequest{Expression: "true"})
 			},
 			response: `{"result":false,"error":"boom"}`,
 			want:     api.TestExpressionResult{Error: ptr("boom")},
@@ -59,28 +60,28 @@ func TestRuleCalls(t *testing.T) {
 		},
 		{
 			name:     "requests",
-			call:     func(c *Client) (any, error) { return c.RuleRequests() },
+			call:     func(c *Client) (any, error) { return c.RuleRequests(context.Background()) },
 			response: `[{"id":"rr-1","container_id":"c","rule_file":"f","status":"pending","reason":null,"submitted_at":"t"}]`,
 			want:     []api.PendingRuleRequest{{ID: "rr-1", ContainerID: "c", RuleFile: "f", Status: api.RequestPending, SubmittedAt: "t"}},
 			wantReq:  "GET /api/v1/requests/rules HTTP/1.0\r\nHost: localhost\r\n\r\n",
 		},
 		{
 			name:     "approve",
-			call:     func(c *Client) (any, error) { return c.ApproveRuleRequest("rr 1") },
+			call:     func(c *Client) (any, error) { return c.ApproveRuleRequest(context.Background(), "rr 1") },
 			response: `{"id":"rr 1","rules_loaded":12}`,
 			want:     api.ApproveResult{ID: "rr 1", RulesLoaded: 12},
 			wantReq:  "POST /api/v1/requests/rules/rr%201/approve HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
 		},
 		{
 			name:     "reject without reason sends no body",
-			call:     func(c *Client) (any, error) { return c.RejectRuleRequest("rr-1", nil) },
+			call:     func(c *Client) (any, error) { return c.RejectRuleRequest(context.Background(), "rr-1", nil) },
 			response: `{"id":"rr-1"}`,
 			want:     api.RejectResult{ID: "rr-1"},
 			wantReq:  "POST /api/v1/requests/rules/rr-1/reject HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
 		},
 		{
 			name:     "reject with reason",
-			call:     func(c *Client) (any, error) { return c.RejectRuleRequest("rr-1", ptr("no")) },
+			call:     func(c *Client) (any, error) { return c.RejectRuleRequest(context.Background(), "rr-1", ptr("no")) },
 			response: `{"id":"rr-1"}`,
 			want:     api.RejectResult{ID: "rr-1"},
 			wantReq: "POST /api/v1/requests/rules/rr-1/reject HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n" +

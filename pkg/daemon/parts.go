@@ -1,0 +1,79 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"outcall.dev/outcall/pkg/bridge"
+	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/grants"
+	"outcall.dev/outcall/pkg/nft"
+	"outcall.dev/outcall/pkg/ruletable"
+)
+
+// The kernel-facing parts the daemon drives, as small interfaces: the real
+// ones are *datapath.Datapath, *nft.Floor and *bridge.Manager; the daemon's
+// own logic (validation, ordering, fail-closed sequences) is unit-tested
+// against fakes of them, without root.
+
+// datapathOps is the BPF datapath.
+type datapathOps interface {
+	grants.Kernel
+	Attach(ifindex int) error
+	Detach(ifindex int) error
+	AttachedPorts() []int
+	LinkAlive(ifindex int) bool
+	Reattach(ifindex int) error
+	SetEndpoint(ifindex int, ep datapath.Endpoint) error
+	DeleteEndpoint(ifindex int) error
+	SetServices([]datapath.Service) error
+	SetFences([]datapath.Fence) error
+	EndFlows(datapath.FlowMatch) (int, error)
+	Counters() ([]datapath.Counter, error)
+	RuleHits() ([]datapath.RuleHit, error)
+	InstallRules(*ruletable.Tables) error
+	ClearRules() error
+	SetRuleAgents(map[uint32]uint32) error
+	ReadDropEvents(ctx context.Context, fn func(datapath.DropEvent)) error
+	Unpin() error
+	Close() error
+}
+
+// floorOps is the nftables floor.
+type floorOps interface {
+	Apply(nft.Config) error
+	AddPort(ifindex int) error
+	RemovePort(ifindex int) error
+	Delete() (bool, error)
+	Active() (bool, error)
+	Intact() bool
+	Counters() (map[string]uint64, error)
+}
+
+// bridgeOps is the bridge manager.
+type bridgeOps interface {
+	Ensure(name string, gateway netip.Prefix) (int, bool, error)
+	Status(name string) (bridge.Status, error)
+	Ports(bridgeIndex int) ([]bridge.Port, error)
+	HardwareAddr(ifindex int) (net.HardwareAddr, error)
+	Delete(name string) error
+	DeletePorts(bridgeIndex int, ports []bridge.Port) error
+	PinEndpoint(bridgeIndex, port int, ip netip.Addr, mac net.HardwareAddr) error
+	UnpinEndpoint(bridgeIndex, port int, ip netip.Addr, mac net.HardwareAddr) error
+}
+
+// openDatapath loads the real datapath; tests replace Daemon.openDatapath.
+func openDatapath(opts datapath.Options) (datapathOps, error) {
+	dp, err := datapath.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	return dp, nil
+}
+
+var (
+	_ datapathOps = (*datapath.Datapath)(nil)
+	_ floorOps    = (*nft.Floor)(nil)
+	_ bridgeOps   = (*bridge.Manager)(nil)
+)
