@@ -43,7 +43,7 @@ func newRulesReloadCmd() *cobra.Command {
 		Short: "Reload the rule files; the old rules stay active if the new ones are invalid",
 		Args:  cobra.NoArgs,
 		RunE: ruleAction(func(cmd *cobra.Command, _ []string) error {
-			res, err := client(cmd).ReloadRules()
+			res, err := client(cmd).ReloadRules(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ func newRulesListCmd() *cobra.Command {
 		Short: "List the loaded rules in evaluation order",
 		Args:  cobra.NoArgs,
 		RunE: ruleAction(func(cmd *cobra.Command, _ []string) error {
-			rules, err := client(cmd).Rules()
+			rules, err := client(cmd).Rules(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -102,7 +102,7 @@ func newRulesShowCmd() *cobra.Command {
 			if args[0] == "" {
 				return usagef("rule ID must not be empty")
 			}
-			rule, err := client(cmd).Rule(args[0])
+			rule, err := client(cmd).Rule(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -194,7 +194,7 @@ Exit code 0 means the engine decided, allow or block; 1 means it did not
 		if !given {
 			return usagef("missing required flag --context or --context-file")
 		}
-		res, err := client(cmd).Evaluate(ec)
+		res, err := client(cmd).Evaluate(cmd.Context(), ec)
 		if err != nil {
 			return err
 		}
@@ -231,7 +231,7 @@ then the error on stderr, and exits 1.`,
 		if err != nil {
 			return err
 		}
-		res, err := client(cmd).TestExpression(api.TestExpressionRequest{Expression: *expr, Context: ec})
+		res, err := client(cmd).TestExpression(cmd.Context(), api.TestExpressionRequest{Expression: *expr, Context: ec})
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/apikit"
 	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/metrics"
 	"outcall.dev/outcall/pkg/rulereq"
@@ -15,8 +16,7 @@ import (
 	"outcall.dev/outcall/pkg/ruletable"
 )
 
-var errEvaluationUnavailable = &hostapi.StatusError{Status: http.StatusConflict,
-	Err: errors.New("rule evaluation unavailable: bridge is not up")}
+var errEvaluationUnavailable = apikit.Wrap(apikit.ErrBridgeDown, errors.New("rule evaluation unavailable: bridge is not up"))
 
 // InstallRules implements rules.PacketLayer: a reload's packet tables go
 // into the datapath, with the agent class of every registered endpoint.
