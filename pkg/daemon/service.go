@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/apikit"
 	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/endpoint"
 	"outcall.dev/outcall/pkg/grants"
@@ -22,14 +23,15 @@ import (
 // MaxGrantTTL bounds expires_in_secs (S009-FR-015).
 const MaxGrantTTL = 86400 * time.Second
 
-var errBridgeDown = &hostapi.StatusError{Status: http.StatusConflict, Err: errors.New(`bridge is not up — run "outcall bridge up" first`)}
+// The daemon's errors carry an apikit kind; apikit.StatusOf picks the status.
+var errBridgeDown = apikit.Wrap(apikit.ErrBridgeDown, errors.New(`bridge is not up — run "outcall bridge up" first`))
 
 func badRequest(format string, args ...any) error {
-	return &hostapi.StatusError{Status: http.StatusBadRequest, Err: fmt.Errorf(format, args...)}
+	return apikit.Errorf(apikit.ErrInvalid, format, args...)
 }
 
 func notFound(err error) error {
-	return &hostapi.StatusError{Status: http.StatusNotFound, Err: err}
+	return apikit.Wrap(apikit.ErrNotFound, err)
 }
 
 // BridgeStatus implements hostapi.Service. It asks the kernel every time.
