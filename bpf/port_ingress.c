@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* TCX ingress program on the host side of every container-facing port of an
  * Outcall bridge. It knows the sender by the port it arrived on, drops spoofed
- * addresses, decides allow/deny from the maps in lib/common.h, counts every
+ * addresses, decides allow/deny from the maps in lib/maps.h, counts every
  * verdict, samples drops to a ring buffer and marks what it allows so the
  * nftables floor lets it through. Anything it does not understand is dropped.
  *
@@ -11,7 +11,11 @@
  * rule generation passes at once; restricted destinations; the packet-layer
  * rule tables (an allow entry decides; a block entry decides after grants, if
  * it lets them); grants; replies; and finally no_rule. A new connection (a
- * TCP SYN, a UDP tuple with no flow) always needs a live rule or grant. */
+ * TCP SYN, a UDP tuple with no flow) always needs a live rule or grant.
+ *
+ * This file holds the decision only. lib/ holds the rest: types.h what Go
+ * shares, maps.h the maps, eth.h and ipv4.h the headers' helpers, ct.h the
+ * conntrack lookup, verdict.h counting, drop events and the allow mark. */
 
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -19,133 +23,14 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 
-#include "lib/common.h"
+#include "lib/types.h"
+#include "lib/maps.h"
+#include "lib/eth.h"
+#include "lib/ipv4.h"
+#include "lib/ct.h"
+#include "lib/verdict.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
-
-/* Set by the loader. */
-volatile const __u32 allow_mark = 0;
-volatile const __u32 allow_mark_mask = 0;
-volatile const __u32 events_per_second = 100;
-
-/* conntrack kfuncs (net/netfilter/nf_conntrack_bpf.c). The 12-byte options
- * layout is the one every kernel since 6.0 accepts. */
-struct bpf_ct_opts {
-	__s32 netns_id;
-	__s32 error;
-	__u8 l4proto;
-	__u8 dir;
-	__u8 reserved[2];
-};
-/* Opaque here; a body is needed only so the loader matches it with the
- * kernel's struct of the same name. */
-struct nf_conn {
-	int unused;
-};
-extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple,
-					 __u32 tuple__sz, struct bpf_ct_opts *opts,
-					 __u32 opts__sz) __ksym;
-extern void bpf_ct_release(struct nf_conn *ct) __ksym;
-
-#define CT_CURRENT_NETNS (-1)
-#define IP_CT_DIR_REPLY 1
-#define TCP_FLAG_SYN 0x02
-#define IP_MF 0x2000
-#define IP_OFFSET 0x1fff
-
-struct arp_eth_ipv4 {
-	__be16 hrd;
-	__be16 pro;
-	__u8 hln;
-	__u8 pln;
-	__be16 op;
-	__u8 sha[6];
-	__u8 spa[4];
-	__u8 tha[6];
-	__u8 tpa[4];
-} __attribute__((packed));
-
-/* What the parser learned about a packet, for counting and drop events. */
-struct flow {
-	__u32 ifindex;
-	__u32 identity;
-	__u8 saddr[4];
-	__u8 daddr[4];
-	__u16 sport;
-	__u16 dport;
-	__u16 ethertype;
-	__u8 proto;
-	__u8 syn; /* TCP SYN: a new connection, never a known flow */
-};
-
-static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
-{
-	return *(const __u32 *)a == *(const __u32 *)b;
-}
-
-static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
-{
-	return *(const __u32 *)a == *(const __u32 *)b &&
-	       *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
-}
-
-static __always_inline void count(struct __sk_buff *skb, __u32 reason)
-{
-	struct counter *c = bpf_map_lookup_elem(&counters, &reason);
-
-	if (c) {
-		c->packets++;
-		c->bytes += skb->len;
-	}
-}
-
-/* Emits at most events_per_second drop events per CPU, so a flood cannot
- * turn the ring buffer into a denial of service on the daemon. */
-static __always_inline void report_drop(struct __sk_buff *skb, struct flow *f, __u32 reason)
-{
-	__u32 zero = 0;
-	struct event_budget *b = bpf_map_lookup_elem(&event_budgets, &zero);
-	struct drop_event *e;
-	__u64 now = bpf_ktime_get_boot_ns();
-
-	if (!b)
-		return;
-	if (now - b->window_start_ns > 1000000000ULL) {
-		b->window_start_ns = now;
-		b->sent = 0;
-	}
-	if (b->sent >= events_per_second)
-		return;
-	e = bpf_ringbuf_reserve(&drop_events, sizeof(*e), 0);
-	if (!e)
-		return;
-	b->sent++;
-	e->time_ns = now;
-	e->ifindex = f->ifindex;
-	e->identity = f->identity;
-	__builtin_memcpy(e->saddr, f->saddr, 4);
-	__builtin_memcpy(e->daddr, f->daddr, 4);
-	e->sport = f->sport;
-	e->dport = f->dport;
-	e->ethertype = f->ethertype;
-	e->proto = f->proto;
-	e->reason = reason;
-	bpf_ringbuf_submit(e, 0);
-}
-
-static __always_inline int drop(struct __sk_buff *skb, struct flow *f, __u32 reason)
-{
-	count(skb, reason);
-	report_drop(skb, f, reason);
-	return TC_ACT_SHOT;
-}
-
-static __always_inline int allow(struct __sk_buff *skb, __u32 reason)
-{
-	count(skb, reason);
-	skb->mark = (skb->mark & ~allow_mark_mask) | allow_mark;
-	return TC_ACT_OK;
-}
 
 /* grant_state is 1 for a live entry, -1 for an expired one, 0 for none or
  * for one that may not open a restricted destination. */
@@ -264,37 +149,6 @@ static __always_inline struct rule_match rule_lookup(struct flow *f, __u32 gen)
 	return m;
 }
 
-static __always_inline void count_hit(struct __sk_buff *skb, struct counter *c)
-{
-	if (c) {
-		c->packets++;
-		c->bytes += skb->len;
-	}
-}
-
-/* reply_of_inbound reports whether conntrack knows this TCP or UDP packet as
- * the reply direction of a connection opened towards the container. A flow
- * the container opened is never judged by conntrack: conntrack remembers
- * tuples in every state, which would let a revoked tuple live on. */
-static __always_inline int reply_of_inbound(struct __sk_buff *skb, struct flow *f)
-{
-	struct bpf_sock_tuple tuple = {};
-	struct bpf_ct_opts opts = { .netns_id = CT_CURRENT_NETNS, .l4proto = f->proto };
-	struct nf_conn *ct;
-
-	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
-		return 0;
-	__builtin_memcpy(&tuple.ipv4.saddr, f->saddr, 4);
-	__builtin_memcpy(&tuple.ipv4.daddr, f->daddr, 4);
-	tuple.ipv4.sport = bpf_htons(f->sport);
-	tuple.ipv4.dport = bpf_htons(f->dport);
-	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
-	if (!ct)
-		return 0;
-	bpf_ct_release(ct);
-	return opts.dir == IP_CT_DIR_REPLY;
-}
-
 static __always_inline void remember_flow(struct flow_key *fk, const struct endpoint *ep,
 					  __u32 gen, __u32 rule, __u8 owner)
 {
@@ -343,11 +197,6 @@ static __always_inline int established_fast(struct __sk_buff *skb, __u32 ifindex
 	return 1;
 }
 
-static __always_inline int broadcast_mac(const __u8 *m)
-{
-	return (m[0] & m[1] & m[2] & m[3] & m[4] & m[5]) == 0xff;
-}
-
 /* handle_arp allows requests for the gateway (broadcast or to the gateway's
  * MAC) and replies to the gateway, each with the endpoint's own addresses:
  * ARP is how a container finds its gateway, never another port. */
@@ -358,7 +207,7 @@ static __always_inline int handle_arp(struct __sk_buff *skb, struct flow *f,
 
 	if ((void *)(arp + 1) > data_end)
 		return drop(skb, f, REASON_DROP_MALFORMED);
-	if (arp->hrd != bpf_htons(1) || arp->pro != bpf_htons(ETH_P_IP) ||
+	if (arp->hrd != bpf_htons(ARP_HRD_ETHER) || arp->pro != bpf_htons(ETH_P_IP) ||
 	    arp->hln != 6 || arp->pln != 4)
 		return drop(skb, f, REASON_DROP_ARP);
 	__builtin_memcpy(f->saddr, arp->spa, 4);
@@ -367,11 +216,11 @@ static __always_inline int handle_arp(struct __sk_buff *skb, struct flow *f,
 	    !addr_eq(arp->tpa, ep->gateway))
 		return drop(skb, f, REASON_DROP_ARP);
 	switch (arp->op) {
-	case bpf_htons(1): /* request */
+	case bpf_htons(ARP_OP_REQUEST):
 		if (!broadcast_mac(eth->h_dest) && !mac_eq(eth->h_dest, ep->gateway_mac))
 			return drop(skb, f, REASON_DROP_ARP);
 		break;
-	case bpf_htons(2): /* reply */
+	case bpf_htons(ARP_OP_REPLY):
 		if (!mac_eq(eth->h_dest, ep->gateway_mac) || !mac_eq(arp->tha, ep->gateway_mac))
 			return drop(skb, f, REASON_DROP_ARP);
 		break;
@@ -475,7 +324,7 @@ int outcall_port_ingress(struct __sk_buff *skb)
 		return drop(skb, &f, REASON_DROP_GATEWAY_PORT);
 	}
 	if ((f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) &&
-	    (f.dport == 53 || f.dport == 853))
+	    (f.dport == DNS_PORT || f.dport == DOT_PORT))
 		return drop(skb, &f, REASON_DROP_DNS_BYPASS);
 
 	if (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) {

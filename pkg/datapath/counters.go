@@ -59,6 +59,14 @@ const (
 	reasonCount      = int(portIngressReasonREASON_MAX)
 )
 
+// The destination ports of DNS (enum dns_port of bpf/lib/types.h). TCP or
+// UDP from an agent to either reaches the gateway's DNS filter, as a gateway
+// service, or nowhere (DropDNSBypass), whatever a rule or grant says.
+const (
+	DNSPort = uint16(portIngressDnsPortDNS_PORT) // DNS over UDP and TCP
+	DoTPort = uint16(portIngressDnsPortDOT_PORT) // DNS over TLS
+)
+
 // String is the metric label of the reason.
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {

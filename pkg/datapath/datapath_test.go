@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"outcall.dev/outcall/internal/packet"
 	"outcall.dev/outcall/internal/privtest"
@@ -179,8 +181,8 @@ func TestVerdicts(t *testing.T) {
 		{"gateway proxy", agentPort, tcp(agentIP, gatewayIP, 8080).Bytes(), AllowGateway},
 		{"gateway other port", agentPort, tcp(agentIP, gatewayIP, 22).Bytes(), DropGatewayPort},
 		{"gateway udp proxy port", agentPort, udp(gatewayIP, 8080).Bytes(), DropGatewayPort},
-		{"dns to granted upstream", agentPort, udp(upstream, 53).Bytes(), DropDNSBypass},
-		{"dot to granted upstream", agentPort, tcp(agentIP, upstream2, 853).Bytes(), DropDNSBypass},
+		{"dns to granted upstream", agentPort, udp(upstream, DNSPort).Bytes(), DropDNSBypass},
+		{"dot to granted upstream", agentPort, tcp(agentIP, upstream2, DoTPort).Bytes(), DropDNSBypass},
 		{"ip options", agentPort, withOptions.Bytes(), DropIPOptions},
 		{"loose source route", agentPort, lsrr.Bytes(), DropIPOptions},
 		{"strict source route to the gateway's dns", agentPort, ssrr.Bytes(), DropIPOptions},
@@ -313,7 +315,7 @@ func TestDropEvents(t *testing.T) {
 	select {
 	case e := <-events:
 		want := DropEvent{Ifindex: agentPort, Identity: agentID, Reason: DropNoRule, EtherType: 0x0800, Proto: 6,
-			Src: agentIP, Dst: upstream, SrcPort: 40000, DstPort: 444, Boot: e.Boot}
+			Src: agentIP, Dst: upstream, SrcPort: 40000, DstPort: 444, SYN: true, Boot: e.Boot}
 		if e != want {
 			t.Errorf("event = %+v\nwant    %+v", e, want)
 		}
@@ -326,6 +328,38 @@ func TestDropEvents(t *testing.T) {
 	case e := <-events:
 		t.Errorf("event for an allowed packet: %+v", e)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestDropEventLayout decodes a record laid out as the program writes it:
+// the boot time, the flow the parser filled in, whole, then the reason.
+func TestDropEventLayout(t *testing.T) {
+	spec, err := loadPortIngress()
+	must(t, err)
+	var ev *btf.Struct
+	must(t, spec.Types.TypeByName("drop_event", &ev))
+	if got := binary.Size(portIngressDropEvent{}); got != int(ev.Size) {
+		t.Fatalf("Go record is %d bytes, struct drop_event %d", got, ev.Size)
+	}
+	rec := binary.NativeEndian.AppendUint64(nil, 12345)
+	rec = binary.NativeEndian.AppendUint32(rec, agentPort)
+	rec = binary.NativeEndian.AppendUint32(rec, agentID)
+	rec = append(rec, agentIP.AsSlice()...)
+	rec = append(rec, upstream.AsSlice()...)
+	rec = binary.NativeEndian.AppendUint16(rec, 40000)
+	rec = binary.NativeEndian.AppendUint16(rec, 53)
+	rec = binary.NativeEndian.AppendUint16(rec, 0x0800)
+	rec = append(rec, 17, 0)
+	rec = binary.NativeEndian.AppendUint32(rec, uint32(DropDNSBypass))
+	rec = binary.NativeEndian.AppendUint32(rec, 0)
+	var raw portIngressDropEvent
+	if _, err := binary.Decode(rec, binary.NativeEndian, &raw); err != nil {
+		t.Fatal(err)
+	}
+	want := DropEvent{Ifindex: agentPort, Identity: agentID, Reason: DropDNSBypass, EtherType: 0x0800, Proto: 17,
+		Src: agentIP, Dst: upstream, SrcPort: 40000, DstPort: 53, Boot: 12345}
+	if got := dropEventOf(&raw); got != want {
+		t.Errorf("event = %+v\nwant    %+v", got, want)
 	}
 }
 

@@ -21,6 +21,8 @@ type DropEvent struct {
 	Src, Dst  netip.Addr
 	SrcPort   uint16
 	DstPort   uint16
+	// SYN is set for a TCP SYN: the packet tried to open a connection.
+	SYN bool
 	// Boot is the kernel boot-clock time of the drop.
 	Boot time.Duration
 }
@@ -47,17 +49,25 @@ func (d *Datapath) ReadDropEvents(ctx context.Context, fn func(DropEvent)) error
 		if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &raw); err != nil {
 			continue
 		}
-		fn(DropEvent{
-			Ifindex:   raw.Ifindex,
-			Identity:  raw.Identity,
-			Reason:    Reason(raw.Reason),
-			EtherType: raw.Ethertype,
-			Proto:     raw.Proto,
-			Src:       netip.AddrFrom4(raw.Saddr),
-			Dst:       netip.AddrFrom4(raw.Daddr),
-			SrcPort:   raw.Sport,
-			DstPort:   raw.Dport,
-			Boot:      time.Duration(raw.TimeNs),
-		})
+		fn(dropEventOf(&raw))
+	}
+}
+
+// dropEventOf decodes a record: the drop's reason beside the flow the program
+// parsed the packet into (struct drop_event of bpf/lib/types.h).
+func dropEventOf(raw *portIngressDropEvent) DropEvent {
+	f := &raw.Flow
+	return DropEvent{
+		Ifindex:   f.Ifindex,
+		Identity:  f.Identity,
+		Reason:    Reason(raw.Reason),
+		EtherType: f.Ethertype,
+		Proto:     f.Proto,
+		Src:       netip.AddrFrom4(f.Saddr),
+		Dst:       netip.AddrFrom4(f.Daddr),
+		SrcPort:   f.Sport,
+		DstPort:   f.Dport,
+		SYN:       f.Syn != 0,
+		Boot:      time.Duration(raw.TimeNs),
 	}
 }

@@ -63,8 +63,8 @@ func (d *Datapath) PutGrant(g Grant) error {
 	return nil
 }
 
-// grantFlagPrivate is GRANT_F_PRIVATE of bpf/lib/common.h.
-const grantFlagPrivate = 1
+// grantFlagPrivate is GRANT_F_PRIVATE of bpf/lib/types.h, as grant_value.flags holds it.
+const grantFlagPrivate = uint8(portIngressGrantFlagGRANT_F_PRIVATE)
 
 // DeleteGrant removes an allow entry; it reports whether it existed. The
 // flows it opened live on: use RevokeGrant to end them too.

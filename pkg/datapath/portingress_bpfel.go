@@ -19,18 +19,19 @@ type portIngressCounter struct {
 	Bytes   uint64
 }
 
+type portIngressDnsPort uint32
+
+const (
+	portIngressDnsPortDNS_PORT portIngressDnsPort = 53
+	portIngressDnsPortDOT_PORT portIngressDnsPort = 853
+)
+
 type portIngressDropEvent struct {
-	_         structs.HostLayout
-	TimeNs    uint64
-	Ifindex   uint32
-	Identity  uint32
-	Saddr     [4]uint8
-	Daddr     [4]uint8
-	Sport     uint16
-	Dport     uint16
-	Ethertype uint16
-	Proto     uint8
-	Reason    uint8
+	_      structs.HostLayout
+	TimeNs uint64
+	Flow   portIngressFlow
+	Reason uint32
+	Pad    uint32
 }
 
 type portIngressEndpoint struct {
@@ -62,6 +63,19 @@ const (
 	portIngressFenceKindFENCE_NEVER      portIngressFenceKind = 2
 )
 
+type portIngressFlow struct {
+	_         structs.HostLayout
+	Ifindex   uint32
+	Identity  uint32
+	Saddr     [4]uint8
+	Daddr     [4]uint8
+	Sport     uint16
+	Dport     uint16
+	Ethertype uint16
+	Proto     uint8
+	Syn       uint8
+}
+
 type portIngressFlowKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -90,6 +104,12 @@ type portIngressFlowState struct {
 	Owner      uint8
 	Pad        [3]uint8
 }
+
+type portIngressGrantFlag uint32
+
+const (
+	portIngressGrantFlagGRANT_F_PRIVATE portIngressGrantFlag = 1
+)
 
 type portIngressGrantKey struct {
 	_        structs.HostLayout
@@ -197,9 +217,11 @@ const (
 	portIngressVarAllowMark           = "allow_mark"
 	portIngressVarAllowMarkMask       = "allow_mark_mask"
 	portIngressVarEventsPerSecond     = "events_per_second"
+	portIngressVarUnusedDnsPort       = "unused_dns_port"
 	portIngressVarUnusedDropEvent     = "unused_drop_event"
 	portIngressVarUnusedFenceKind     = "unused_fence_kind"
 	portIngressVarUnusedFlowOwner     = "unused_flow_owner"
+	portIngressVarUnusedGrantFlag     = "unused_grant_flag"
 	portIngressVarUnusedReason        = "unused_reason"
 	portIngressVarUnusedRuleAction    = "unused_rule_action"
 	portIngressVarUnusedRuleDstKey    = "unused_rule_dst_key"
@@ -279,9 +301,11 @@ type portIngressVariableSpecs struct {
 	AllowMark         *ebpf.VariableSpec `ebpf:"allow_mark"`
 	AllowMarkMask     *ebpf.VariableSpec `ebpf:"allow_mark_mask"`
 	EventsPerSecond   *ebpf.VariableSpec `ebpf:"events_per_second"`
+	UnusedDnsPort     *ebpf.VariableSpec `ebpf:"unused_dns_port"`
 	UnusedDropEvent   *ebpf.VariableSpec `ebpf:"unused_drop_event"`
 	UnusedFenceKind   *ebpf.VariableSpec `ebpf:"unused_fence_kind"`
 	UnusedFlowOwner   *ebpf.VariableSpec `ebpf:"unused_flow_owner"`
+	UnusedGrantFlag   *ebpf.VariableSpec `ebpf:"unused_grant_flag"`
 	UnusedReason      *ebpf.VariableSpec `ebpf:"unused_reason"`
 	UnusedRuleAction  *ebpf.VariableSpec `ebpf:"unused_rule_action"`
 	UnusedRuleDstKey  *ebpf.VariableSpec `ebpf:"unused_rule_dst_key"`
@@ -351,9 +375,11 @@ type portIngressVariables struct {
 	AllowMark         *ebpf.Variable `ebpf:"allow_mark"`
 	AllowMarkMask     *ebpf.Variable `ebpf:"allow_mark_mask"`
 	EventsPerSecond   *ebpf.Variable `ebpf:"events_per_second"`
+	UnusedDnsPort     *ebpf.Variable `ebpf:"unused_dns_port"`
 	UnusedDropEvent   *ebpf.Variable `ebpf:"unused_drop_event"`
 	UnusedFenceKind   *ebpf.Variable `ebpf:"unused_fence_kind"`
 	UnusedFlowOwner   *ebpf.Variable `ebpf:"unused_flow_owner"`
+	UnusedGrantFlag   *ebpf.Variable `ebpf:"unused_grant_flag"`
 	UnusedReason      *ebpf.Variable `ebpf:"unused_reason"`
 	UnusedRuleAction  *ebpf.Variable `ebpf:"unused_rule_action"`
 	UnusedRuleDstKey  *ebpf.Variable `ebpf:"unused_rule_dst_key"`
