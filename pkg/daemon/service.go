@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"sort"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/endpoint"
 	"outcall.dev/outcall/pkg/grants"
-	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/netrange"
 )
 
@@ -114,8 +112,8 @@ func (d *Daemon) clearPortsLocked(remove bool) error {
 		}
 		sort.Strings(names)
 		if !remove {
-			return &hostapi.StatusError{Status: http.StatusConflict, Err: fmt.Errorf(
-				"bridge %s has ports: %s — remove them first or use --remove-ports", d.cfg.Bridge, strings.Join(names, ", "))}
+			return apikit.Errorf(apikit.ErrConflict,
+				"bridge %s has ports: %s — remove them first or use --remove-ports", d.cfg.Bridge, strings.Join(names, ", "))
 		}
 		if err := d.bridges.DeletePorts(st.Index, ports); err != nil {
 			return err
@@ -127,8 +125,8 @@ func (d *Daemon) clearPortsLocked(remove bool) error {
 		return err
 	}
 	if len(ports) > 0 {
-		return &hostapi.StatusError{Status: http.StatusConflict, Err: fmt.Errorf(
-			"bridge %s still has ports after removing them (%d joined meanwhile); nothing was torn down, try again", d.cfg.Bridge, len(ports))}
+		return apikit.Errorf(apikit.ErrConflict,
+			"bridge %s still has ports after removing them (%d joined meanwhile); nothing was torn down, try again", d.cfg.Bridge, len(ports))
 	}
 	return nil
 }
