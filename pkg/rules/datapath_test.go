@@ -5,14 +5,15 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"strings"
+	"slices"
 	"testing"
+	"time"
 
 	"outcall.dev/outcall/internal/packet"
 	"outcall.dev/outcall/internal/privtest"
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/datapath"
-	"outcall.dev/outcall/pkg/netrange"
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
 // The tests in this file run the real BPF program (BPF_PROG_TEST_RUN) on
@@ -54,11 +55,15 @@ func openDatapath(tb testing.TB) (*datapath.Datapath, map[string]testPort) {
 const tcAllowed = 0
 
 func (p probe) frame(port testPort) []byte {
+	sport := p.sport
+	if sport == 0 {
+		sport = 40000
+	}
 	switch p.proto {
-	case 6:
-		return packet.TCP(port.mac, gatewayMAC, port.ip, p.dst, 40000, p.port).Bytes()
+	case 6: // a SYN: never a known flow
+		return packet.TCP(port.mac, gatewayMAC, port.ip, p.dst, sport, p.port).Bytes()
 	case 17:
-		return packet.UDP(port.mac, gatewayMAC, port.ip, p.dst, 40000, p.port).Bytes()
+		return packet.UDP(port.mac, gatewayMAC, port.ip, p.dst, sport, p.port).Bytes()
 	case 1:
 		return packet.ICMP(port.mac, gatewayMAC, port.ip, p.dst).Bytes()
 	}
@@ -66,58 +71,146 @@ func (p probe) frame(port testPort) []byte {
 }
 
 // TestDatapathAgreesWithCEL is the differential test of DESIGN §4: for
-// random packet-level rule sets and random packets, the verdict of the BPF
-// program equals the CEL verdict for the packet's network context.
+// random rule sets (packet-level, request-level and mixed), random grants
+// and random packets, the BPF program decides as the reference (CEL and the
+// grants) does — verdict, reason and the rule that counts the packet — and
+// exactly as the reference model of the program (ruletable.Model) does.
 func TestDatapathAgreesWithCEL(t *testing.T) {
 	dp, ports := openDatapath(t)
 	seed := testSeed(t)
-	sets, packets := 150, 40
+	sets, packets := 120, 50
 	if testing.Short() {
 		sets = 20
 	}
 	g := ruleGen{r: rand.New(rand.NewPCG(seed, 1))}
-	cases, inexact, restricted, opened, other := 0, 0, 0, 0, 0
+	var st diffStats
+	var sport uint16
+	var installed []datapath.GrantKey
 	for i := range sets {
 		files := g.ruleFiles(8)
 		set, err := compile(t, files...)
 		if err != nil {
 			t.Fatalf("seed %d set %d: %v", seed, i, err)
 		}
-		if err := dp.InstallRules(set.PacketTables().WithAgents(identityNames())); err != nil {
+		for _, r := range set.Rules() {
+			if r.Level == api.LevelRequest {
+				st.requestRules++
+			}
+		}
+		tables := set.PacketTables().WithAgents(identityNames())
+		if err := dp.InstallRules(tables); err != nil {
 			t.Fatalf("seed %d set %d: install: %v", seed, i, err)
 		}
+		grants := g.grants(6)
+		st.grants += len(grants)
+		ctx := setContext(seed, i, files, grants)
+		installed = putGrants(t, dp, installed, grants)
+		model := ruletable.NewModel(tables, nil, grants)
+		ref := newReference(set, grants)
 		for range packets {
-			p := g.probe()
+			p := g.grantProbe(grants)
 			if p.dst == gatewayIP {
 				continue // the gateway's services are decided before the rules
 			}
-			want := set.Evaluate(p.context())
-			verdict, _, _, err := dp.TestRun(p.frame(ports[p.agent]), ports[p.agent].ifindex, 1)
-			if err != nil {
-				t.Fatal(err)
+			// A fresh source port for every packet, so no packet belongs
+			// to a flow an earlier one opened.
+			sport = 1024 + (sport+1)%60000
+			p.sport = sport
+			got := runVerdict(t, dp, ports[p.agent], p, set)
+			exact := model.Decide(p.packet(agentIdentities[p.agent]))
+			if got != exact {
+				t.Fatalf("%s: packet %s: BPF %s, reference model %s", ctx, p, verdictString(set, got), verdictString(set, exact))
 			}
-			cases++
-			if netrange.IsRestricted(p.dst) {
-				restricted++
-				if want.Decision == api.DecisionAllow {
-					opened++
-				}
-			}
-			if p.other() {
-				other++
-			}
-			if verdict != tcAllowed && inexactOther(p, conditions(set)...) {
-				inexact++ // as closed as CEL or more, as documented
-				continue
-			}
-			if (verdict == tcAllowed) != (want.Decision == api.DecisionAllow) {
-				t.Fatalf("seed %d set %d: packet from %s to %s proto %d port %d: BPF verdict %d, CEL %s (rule %v)\n%s",
-					seed, i, p.agent, p.dst, p.proto, p.port, verdict, want.Decision, ruleID(want.Rule), strings.Join(files, "\n"))
+			want := ref.decide(p)
+			st.add(set, p, want)
+			if !checkVerdict(t, ctx, set, p, got, want) {
+				st.inexact++
 			}
 		}
 	}
-	t.Logf("seed %d: %d packets agreed (%d to restricted destinations, %d of them opened by a licensed rule; %d of other protocols); %d more closed than CEL on a protocol number",
-		seed, cases-inexact, restricted, opened, other, inexact)
+	t.Logf("seed %d: %s", seed, &st)
+}
+
+// putGrants replaces the grants of the last set with grants; expired ones
+// are put with an expiry just ahead and waited for.
+func putGrants(t *testing.T, dp *datapath.Datapath, old []datapath.GrantKey, grants []ruletable.Grant) []datapath.GrantKey {
+	t.Helper()
+	for _, k := range old {
+		if _, err := dp.DeleteGrant(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keys []datapath.GrantKey
+	var expiry time.Time
+	for _, gr := range grants {
+		dg := datapath.Grant{GrantKey: datapath.GrantKey{Identity: gr.Identity, Dst: gr.Dst, Proto: gr.Proto, Port: gr.Port}, AllowPrivate: gr.AllowPrivate}
+		if gr.Expired {
+			if expiry.IsZero() {
+				expiry = time.Now().Add(5 * time.Millisecond)
+			}
+			dg.Expires = expiry
+		}
+		if err := dp.PutGrant(dg); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, dg.GrantKey)
+	}
+	if !expiry.IsZero() {
+		time.Sleep(time.Until(expiry) + time.Millisecond)
+	}
+	return keys
+}
+
+// runVerdict runs one packet through the program and reads what it did from
+// the counters: the reason whose counter moved and the rule whose hits did.
+func runVerdict(t *testing.T, dp *datapath.Datapath, port testPort, p probe, set *Set) ruletable.Verdict {
+	t.Helper()
+	before, hitsBefore := reasonCounts(t, dp), hitsByRule(t, dp)
+	verdict, _, _, err := dp.TestRun(p.frame(port), port.ifindex, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, hitsAfter := reasonCounts(t, dp), hitsByRule(t, dp)
+	v := ruletable.Verdict{Allowed: verdict == tcAllowed, Rule: -1}
+	for r, n := range after {
+		if n != before[r] {
+			if v.Reason != "" {
+				t.Fatalf("packet %s moved the counters of %s and %s", p, v.Reason, r)
+			}
+			v.Reason = ruletable.Reason(r.String())
+			if r.Allowed() != v.Allowed {
+				t.Fatalf("packet %s: verdict %d, counted as %s/%s", p, verdict, r.Verdict(), r)
+			}
+		}
+	}
+	for id, n := range hitsAfter {
+		if n == hitsBefore[id] {
+			continue
+		}
+		if v.Rule >= 0 {
+			t.Fatalf("packet %s counted on rules %s and %s", p, set.rules[v.Rule].ID, id)
+		}
+		r, ok := set.Rule(id)
+		if !ok {
+			t.Fatalf("packet %s counted on rule %s, which the set does not have", p, id)
+		}
+		v.Rule = slices.Index(set.rules, r)
+	}
+	return v
+}
+
+// reasonCounts is the packets counted per reason.
+func reasonCounts(t *testing.T, dp *datapath.Datapath) map[datapath.Reason]uint64 {
+	t.Helper()
+	cs, err := dp.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[datapath.Reason]uint64, len(cs))
+	for _, c := range cs {
+		out[c.Reason] = c.Packets
+	}
+	return out
 }
 
 func ruleID(r *Rule) string {

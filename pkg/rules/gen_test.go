@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,6 +25,10 @@ type ruleGen struct {
 	// for one set in four, so that most sets check the protocol 0 row
 	// exactly.
 	numeric bool
+	// request lets conditions read request-level fields (dns.*, http.*,
+	// network.hostname), alone or mixed with packet fields; ruleFiles sets
+	// it for half the sets.
+	request bool
 }
 
 var (
@@ -46,6 +51,11 @@ var (
 	// protocol 0 row, IP-in-IP, GRE, SCTP, 255 and 0.
 	genPacketProtos = []uint8{6, 17, 1, 6, 17, 4, 47, 132, 255, 0}
 	genAgents       = []string{"a1", "a2", "a3"}
+	// Request-level atoms: for a packet, whose context has no DNS or HTTP
+	// part and no hostname, some hold ("" comparisons) and some do not.
+	genRequestAtoms = []string{`dns.query == "pypi.org"`, `dns.query == ""`, `http.host == "api.example.com"`,
+		`http.method == ""`, `network.hostname.endsWith(".org")`, `network.hostname == ""`,
+		`http.path.startsWith("/admin")`, `dns.query in ["pypi.org", "github.com"]`}
 	// Packets also come from an agent no rule names.
 	genPacketAgents = []string{"a1", "a2", "a3", "a4"}
 )
@@ -64,6 +74,9 @@ func (g ruleGen) atom() string {
 	r := g.r
 	quote := func(s string) string { return fmt.Sprintf("%q", s) }
 	op := pick(r, []string{"==", "!="})
+	if g.request && r.IntN(4) == 0 {
+		return pick(r, genRequestAtoms)
+	}
 	switch r.IntN(10) {
 	case 0:
 		return fmt.Sprintf("network.ip %s %q", op, pick(r, genIPs))
@@ -113,6 +126,7 @@ func (g ruleGen) ruleFiles(maxRules int) []string {
 	var files []string
 	id := 0
 	g.numeric = g.r.IntN(4) == 0
+	g.request = g.r.IntN(2) == 0
 	for f := 0; f < 1+g.r.IntN(2); f++ {
 		var b strings.Builder
 		b.WriteString("version: \"1\"\nrules:\n")
@@ -138,6 +152,8 @@ type probe struct {
 	dst   netip.Addr
 	proto uint8
 	port  uint16
+	// sport is the TCP or UDP source port; 0 means 40000.
+	sport uint16
 }
 
 func (g ruleGen) probe() probe {
@@ -171,6 +187,68 @@ func (g ruleGen) probe() probe {
 				p.port = uint16(1 + r.IntN(65535))
 			}
 		}
+	}
+	return p
+}
+
+func (p probe) String() string {
+	return fmt.Sprintf("%s to %s proto %d port %d", p.agent, p.dst, p.proto, p.port)
+}
+
+// readsRequest reports whether a generated condition reads a request-level
+// field, which makes its rule request-level.
+func readsRequest(cond string) bool {
+	return strings.Contains(cond, "dns.") || strings.Contains(cond, "http.") || strings.Contains(cond, "network.hostname")
+}
+
+// grants returns up to n random grants to the packet agents: exact,
+// port-less and protocol-less ones, some with AllowPrivate, some to
+// restricted destinations, some expired.
+func (g ruleGen) grants(n int) []ruletable.Grant {
+	r := g.r
+	out := make([]ruletable.Grant, 0, n)
+	for range r.IntN(n + 1) {
+		p := g.probe()
+		gr := ruletable.Grant{Identity: agentIdentities[p.agent], Dst: p.dst, AllowPrivate: r.IntN(2) == 0, Expired: r.IntN(6) == 0}
+		switch r.IntN(3) {
+		case 0: // every protocol
+		case 1: // every port of a protocol
+			gr.Proto = pick(r, genPacketProtos[:5])
+		default:
+			gr.Proto, gr.Port = p.proto, p.port
+		}
+		// One grant per key, as the datapath's map holds them.
+		if !slices.ContainsFunc(out, func(o ruletable.Grant) bool {
+			return o.Identity == gr.Identity && o.Dst == gr.Dst && o.Proto == gr.Proto && o.Port == gr.Port
+		}) {
+			out = append(out, gr)
+		}
+	}
+	return out
+}
+
+// grantProbe is a packet towards one of grants: its agent, address, and
+// protocol and port where the grant names them.
+func (g ruleGen) grantProbe(grants []ruletable.Grant) probe {
+	p := g.probe()
+	if len(grants) == 0 || g.r.IntN(2) == 0 {
+		return p
+	}
+	gr := pick(g.r, grants)
+	for name, id := range agentIdentities {
+		if id == gr.Identity {
+			p.agent = name
+		}
+	}
+	p.dst = gr.Dst
+	if gr.Proto != 0 && gr.Proto != p.proto {
+		p.proto, p.port = gr.Proto, 0
+		if p.proto == 6 || p.proto == 17 {
+			p.port = uint16(pick(g.r, genPorts[:5]))
+		}
+	}
+	if gr.Port != 0 && g.r.IntN(4) != 0 {
+		p.port = gr.Port
 	}
 	return p
 }
