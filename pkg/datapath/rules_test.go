@@ -367,9 +367,13 @@ func TestRuleValidation(t *testing.T) {
 		{"empty rule id", func(t *ruletable.Tables) { t.Rules[1].ID = "" }, "rule 1: empty ID"},
 		{"rule action none", func(t *ruletable.Tables) { t.Rules[1].Action = ruletable.None }, "rule 1 (block): action none"},
 		{"prefix class 0", func(t *ruletable.Tables) { t.Prefixes[0].Class = 0 }, "prefix 0 (203.0.113.0/24): class 0"},
-		{"ipv6 prefix", func(t *ruletable.Tables) { t.Prefixes = append(t.Prefixes, ruletable.Prefix{Prefix: pfx("2001:db8::/32"), Class: 2}) }, "prefix 1 (2001:db8::/32): not an IPv4 prefix"},
+		{"ipv6 prefix", func(t *ruletable.Tables) {
+			t.Prefixes = append(t.Prefixes, ruletable.Prefix{Prefix: pfx("2001:db8::/32"), Class: 2})
+		}, "prefix 1 (2001:db8::/32): not an IPv4 prefix"},
 		{"invalid prefix", func(t *ruletable.Tables) { t.Prefixes = append(t.Prefixes, ruletable.Prefix{Class: 2}) }, "prefix 1 (invalid Prefix): not an IPv4 prefix"},
-		{"duplicate prefix after masking", func(t *ruletable.Tables) { t.Prefixes = append(t.Prefixes, ruletable.Prefix{Prefix: pfx("203.0.113.9/24"), Class: 2}) }, "prefix 1 (203.0.113.9/24): duplicates prefix 0"},
+		{"duplicate prefix after masking", func(t *ruletable.Tables) {
+			t.Prefixes = append(t.Prefixes, ruletable.Prefix{Prefix: pfx("203.0.113.9/24"), Class: 2})
+		}, "prefix 1 (203.0.113.9/24): duplicates prefix 0"},
 		{"agent class 0", func(t *ruletable.Tables) { t.Agents[otherID] = 0 }, "agent identity 8: class 0"},
 		{"protocol", func(t *ruletable.Tables) { t.Entries[1].Proto = 47 }, "entry 1 {agent class 0, dst class 1, 47/any}: protocol 47"},
 		{"protocol 0 with a port", func(t *ruletable.Tables) { t.Entries[0].Proto = 0 }, "entry 0 {agent class 0, dst class 1, 0/443}: protocol 0 (every other protocol) without AnyPort"},
@@ -623,5 +627,23 @@ func TestRuleSlotFlipStress(t *testing.T) {
 	}
 	if allowed == 0 || blocked == 0 || n < 1000 {
 		t.Errorf("the stress did not stress: %d flips, %d allowed, %d blocked; want both generations seen", n, allowed, blocked)
+	}
+}
+
+// TestReasonsOfTheModel: the reference model (ruletable.Model) names its
+// reasons as the program's counters do.
+func TestReasonsOfTheModel(t *testing.T) {
+	for _, c := range []struct {
+		model ruletable.Reason
+		want  Reason
+	}{
+		{ruletable.AllowRule, AllowRule}, {ruletable.AllowGrant, AllowGrant}, {ruletable.DropRule, DropRule},
+		{ruletable.DropNoRule, DropNoRule}, {ruletable.DropRestricted, DropRestricted},
+		{ruletable.DropExpired, DropExpired}, {ruletable.DropEastWest, DropEastWest},
+	} {
+		model, want := c.model, c.want
+		if want.String() != string(model) {
+			t.Errorf("model reason %q, datapath %s names it %q", model, want.Verdict(), want)
+		}
 	}
 }
