@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/apikit"
-	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/metrics"
 	"outcall.dev/outcall/pkg/rulereq"
 	"outcall.dev/outcall/pkg/rules"
@@ -142,7 +140,7 @@ func (d *Daemon) Rule(ctx context.Context, id string) (api.RuleDetail, error) {
 func (d *Daemon) ReloadRules(ctx context.Context) (api.ReloadResult, error) {
 	res, err := d.rules.Reload(ctx)
 	if err != nil {
-		return res, &hostapi.StatusError{Status: http.StatusUnprocessableEntity, Err: err}
+		return res, apikit.Wrap(apikit.ErrUnprocessable, err)
 	}
 	return res, nil
 }
@@ -175,9 +173,9 @@ func requestError(err error) error {
 	case errors.Is(err, rulereq.ErrNotFound):
 		return notFound(err)
 	case errors.Is(err, rulereq.ErrNotPending):
-		return &hostapi.StatusError{Status: http.StatusConflict, Err: err}
+		return apikit.Wrap(apikit.ErrConflict, err)
 	case errors.Is(err, rulereq.ErrInvalidReason), errors.Is(err, rulereq.ErrInvalidSubmission):
-		return &hostapi.StatusError{Status: http.StatusBadRequest, Err: err}
+		return apikit.Wrap(apikit.ErrInvalid, err)
 	}
-	return &hostapi.StatusError{Status: http.StatusInternalServerError, Err: err}
+	return err // 500
 }
