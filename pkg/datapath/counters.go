@@ -2,6 +2,8 @@ package datapath
 
 import (
 	"fmt"
+
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
 // Reason says why the program allowed or dropped a packet.
@@ -63,8 +65,8 @@ const (
 // UDP from an agent to either reaches the gateway's DNS filter, as a gateway
 // service, or nowhere (DropDNSBypass), whatever a rule or grant says.
 const (
-	DNSPort = uint16(portIngressDnsPortDNS_PORT) // DNS over UDP and TCP
-	DoTPort = uint16(portIngressDnsPortDOT_PORT) // DNS over TLS
+	DNSPort = ruletable.DNSPort // DNS over UDP and TCP
+	DoTPort = ruletable.DoTPort // DNS over TLS
 )
 
 // String is the metric label of the reason.

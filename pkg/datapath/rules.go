@@ -13,13 +13,15 @@ import (
 	"outcall.dev/outcall/pkg/ruletable"
 )
 
-// The program numbers actions as package ruletable does; this does not
-// compile when bpf2go's enum and ruletable's constants disagree.
+// The program numbers actions and DNS ports as package ruletable does; this
+// does not compile when bpf2go's enums and ruletable's constants disagree.
 func _() {
 	var x [1]struct{}
 	_ = x[int(portIngressRuleActionRULE_NONE)-int(ruletable.None)]
 	_ = x[int(portIngressRuleActionRULE_ALLOW)-int(ruletable.Allow)]
 	_ = x[int(portIngressRuleActionRULE_BLOCK)-int(ruletable.Block)]
+	_ = x[int(portIngressDnsPortDNS_PORT)-int(ruletable.DNSPort)]
+	_ = x[int(portIngressDnsPortDOT_PORT)-int(ruletable.DoTPort)]
 }
 
 // RuleHit is the packets and bytes a rule decided at the packet layer.

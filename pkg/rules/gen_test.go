@@ -180,7 +180,7 @@ func (g ruleGen) probe() probe {
 	}
 	p.proto = pick(r, genPacketProtos)
 	if p.proto == 6 || p.proto == 17 {
-		for p.port == 0 || p.port == 53 || p.port == 853 {
+		for p.port == 0 || p.port == ruletable.DNSPort || p.port == ruletable.DoTPort {
 			if r.IntN(2) == 0 {
 				p.port = uint16(pick(r, genPorts[:5]))
 			} else {

@@ -322,7 +322,7 @@ func lower(env *cel.Env, rules []*Rule) (*PacketTables, []string, error) {
 			continue // never decides a packet
 		}
 		lr := newLrule(i, r, p)
-		if allow && (slices.Contains(lr.ports, 53) || slices.Contains(lr.ports, 853)) {
+		if allow && (slices.Contains(lr.ports, int64(ruletable.DNSPort)) || slices.Contains(lr.ports, int64(ruletable.DoTPort))) {
 			l.warnings = append(l.warnings, fmt.Sprintf(
 				"rule %q in %s: allows DNS ports (53, 853), but the datapath drops DNS to anything but the gateway's filter", r.ID, r.File))
 		}

@@ -46,6 +46,15 @@ func (a Action) String() string {
 	return fmt.Sprintf("action_%d", uint8(a))
 }
 
+// The destination ports of DNS. The datapath drops TCP and UDP to either
+// anywhere but the gateway's DNS filter, whatever a rule or grant says (its
+// enum dns_port has the same values, checked at compile time), so lowering
+// warns about allow rules that name them.
+const (
+	DNSPort uint16 = 53  // DNS over UDP and TCP
+	DoTPort uint16 = 853 // DNS over TLS
+)
+
 // IP protocols the tables have rows of their own for; every other protocol
 // shares the rows of protocol 0.
 const (
