@@ -46,8 +46,8 @@ type Daemon struct {
 	// mu serialises everything that changes enforcement: bridge up/down,
 	// ports joining and leaving, endpoints and grants.
 	mu          sync.Mutex
-	dp          datapathOps        // nil while the bridge is down
-	stopEvents  context.CancelFunc // stops dp's drop event reader
+	dp          datapathOps // nil while the bridge is down
+	stopEvents  func()      // stops dp's drop event reader and waits for it
 	bridgeIndex int
 	bridgeMAC   net.HardwareAddr // every frame a port sends goes here
 	fencedHosts []netip.Addr     // the host addresses the datapath fences now
@@ -235,9 +235,15 @@ func (d *Daemon) up() error {
 		}
 		d.dp = dp
 		d.fencedHosts = nil // a new datapath may have new maps
-		var evCtx context.Context
-		evCtx, d.stopEvents = context.WithCancel(context.Background())
-		go d.readDropEvents(evCtx, dp)
+		// The reader lives as long as this datapath: closing it (at
+		// shutdown or bridge down) cancels the reader and waits for it.
+		evCtx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			d.readDropEvents(evCtx, dp)
+		}()
+		d.stopEvents = func() { cancel(); <-done }
 		// Grants do not survive a restart (S009-FR-010): containers ask again.
 		d.grants = grants.New(dp, grants.Options{OnChange: func(g grants.Grant, added bool) { d.events.Publish(grantEvent(g, added)) }})
 		if n, err := d.grants.ClearKernel(); err != nil {
