@@ -2,10 +2,15 @@ package daemon
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"testing"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/grants"
+	"outcall.dev/outcall/pkg/rules"
+	"outcall.dev/outcall/pkg/ruletable"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -253,5 +258,40 @@ func TestBridgeDownRefusesWithPorts(t *testing.T) {
 	}
 	if td.c.index("bridges.DeletePorts") > td.c.index("dp.Unpin") {
 		t.Fatalf("ports removed after the datapath went: %v", td.c.log)
+	}
+}
+
+// TestReloadRevokesGrantsOfGoneRules: a reload keeps the grants of rules
+// that still allow and the operator's, and revokes the others.
+func TestReloadRevokesGrantsOfGoneRules(t *testing.T) {
+	td := newTestDaemon(t)
+	td.open(t)
+	ctx := context.Background()
+	if _, err := td.AddEndpoint(ctx, api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
+		t.Fatal(err)
+	}
+	put := func(dst string, owner grants.Owner) {
+		t.Helper()
+		g := grants.Grant{Grant: datapath.Grant{GrantKey: datapath.GrantKey{Identity: 1, Dst: netip.MustParseAddr(dst)}}, Owner: owner}
+		if err := td.grants.Put(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("198.51.100.1", grants.Owner{Rule: "pypi"})
+	put("198.51.100.2", grants.Owner{Rule: "gone"})
+	put("198.51.100.3", grants.Operator)
+	tables := &rules.PacketTables{Tables: ruletable.Tables{Rules: []ruletable.Rule{
+		{ID: "pypi", Action: ruletable.Allow}, {ID: "gone", Action: ruletable.Block},
+	}}}
+	if err := td.InstallRules(tables); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, g := range td.grants.List() {
+		left = append(left, g.Dst.String()+" "+g.Owner.String())
+	}
+	want := "198.51.100.1 rule:pypi, 198.51.100.3 operator"
+	if got := strings.Join(left, ", "); got != want {
+		t.Fatalf("grants after the reload: %s; want %s", got, want)
 	}
 }

@@ -19,6 +19,10 @@ var errEvaluationUnavailable = apikit.Wrap(apikit.ErrBridgeDown, errors.New("rul
 // InstallRules implements rules.PacketLayer: a reload's packet tables go
 // into the datapath, with the agent class of every registered endpoint.
 // While the bridge is down they are kept and installed when it comes up.
+//
+// Grants a rule's decision opened (DNS-learned) stay only while the new set
+// still has that rule as an allow rule; the others are revoked with their
+// flows, as the new generation re-decides the rest. Operator grants stay.
 func (d *Daemon) InstallRules(t *rules.PacketTables) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -28,6 +32,19 @@ func (d *Daemon) InstallRules(t *rules.PacketTables) error {
 		}
 	}
 	d.packetRules = t
+	if d.grants != nil && t != nil {
+		keep := map[string]bool{}
+		for _, r := range t.Tables.Rules {
+			if r.Action == ruletable.Allow {
+				keep[r.ID] = true
+			}
+		}
+		if n, err := d.grants.RevokeOwnersExcept(keep); err != nil {
+			d.log.Error("revoke grants of rules the reload removed", "err", err)
+		} else if n > 0 {
+			d.log.Info("revoked grants of rules the reload removed", "count", n)
+		}
+	}
 	return nil
 }
 
