@@ -139,7 +139,10 @@ func TestLabEastWest(t *testing.T) {
 	if _, errOut, code := cli(t, d, "grant", "add", "--endpoint", "a1", "--dst", a2.IP); code == 0 || !strings.Contains(errOut, "Outcall subnet") {
 		t.Errorf("grant add to another agent: exit %d, %q; want a refusal naming the Outcall subnet", code, errOut)
 	}
-	// A static neighbour entry: a1 addresses a2 directly.
+	// A static neighbour entry: a1 addresses a2 directly. Positive
+	// control: a2's responders answer the host namespace.
+	mustReach(t, UDP, w.lab.Host, a2.IP+":7000")
+	mustReach(t, TCP, w.lab.Host, a2.IP+":7000")
 	w.lab.InNS(a1.NS, "ip", "neigh", "replace", a2.IP, "lladdr", a2.MAC, "dev", "eth0", "nud", "permanent")
 	if UDP(a1.NS, a2.IP+":7000") || TCP(a1.NS, a2.IP+":7000") {
 		t.Error("a1 reached a2 through a static neighbour entry")
@@ -179,9 +182,14 @@ func TestLabEastWest(t *testing.T) {
 		}
 		return got
 	}
+	// On the plain bridge the host is the gateway too (an address and IP
+	// forwarding), so a frame to the gateway's MAC for the other's address
+	// is routed back to it: every frame has its positive control.
 	p1, p2 := plainPair(t, w.lab)
-	for name, n := range probe(p1, p2, mac("02:00:0a:c9:00:01")) {
-		if n == 0 && name != "udp to the gateway's mac, other's ip" {
+	plain := w.lab.Prefix + "pb"
+	w.lab.InNS(w.lab.Host, "ip", "addr", "add", "10.201.0.1/24", "dev", plain)
+	for name, n := range probe(p1, p2, linkMAC(t, w.lab, plain)) {
+		if n == 0 {
 			t.Errorf("positive control: %q did not cross a plain bridge", name)
 		}
 	}
@@ -241,6 +249,10 @@ func TestLabSelfRepair(t *testing.T) {
 	if !TCP(a1.NS, Upstream+":80") {
 		t.Fatal("granted flow blocked before the attack")
 	}
+	// Positive control of the prober's probes: their responders answer
+	// the host namespace.
+	mustReach(t, TCP, w.lab.Host, Upstream2+":80")
+	mustReach(t, UDP, w.lab.Host, Upstream+":9000")
 	prober := StartProber(3000, func() bool { return TCP(a1.NS, Upstream2+":80") || UDP(a1.NS, Upstream+":9000") })
 
 	// restored waits until the kernel says the port has its program and
@@ -296,7 +308,7 @@ func TestLabDetachedStateReported(t *testing.T) {
 	w := setUpWithRules(t, nil, "--repair-interval", "10s")
 	a1, d := w.a1, w.d
 	mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream)
-	if !TCP(a1.NS, Upstream+":80") {
+	if !TCP(a1.NS, Upstream+":80") || !UDP(a1.NS, Upstream+":9000") {
 		t.Fatal("granted destination blocked before detaching")
 	}
 	if out := mustCLI(t, d, "endpoint", "list"); !strings.Contains(lineOf(out, "a1"), "yes") {
@@ -422,6 +434,7 @@ func TestLabIdentityIsThePort(t *testing.T) {
 		t.Errorf("endpoint list does not show the renamed port:\n%s", out)
 	}
 	// The floor still names it: without its program it reaches nothing.
+	mustReach(t, TCP, l.Host, Upstream2+":80") // positive control of the probe below
 	l.Run("bpftool", "link", "detach", "id", tcxLinkID(t, l, renamed))
 	if TCP(a2.NS, Upstream+":80") || TCP(a2.NS, Upstream2+":80") {
 		t.Error("a renamed port without its program reached upstream: the floor lost it")

@@ -99,7 +99,12 @@ type world struct {
 	a1, a2 Agent
 }
 
-// setUp starts a daemon, two registered agents and the responders.
+// setUp starts a daemon, two registered agents and the responders: TCP on
+// Upstream:80 and :443 and on Upstream2:80 and :443, UDP echo on
+// Upstream:9000, TCP and UDP on a2's port 7000; the upstream namespace's
+// kernel answers ICMP echo on Upstream and Upstream2. Every probe of a test
+// aims at one of them (or at a responder the test adds), so a probe that
+// gets no answer was blocked, not sent to a closed port.
 func setUp(t *testing.T) *world { return setUpWithRules(t, nil) }
 
 // setUpWithRules is setUp with rule files (name to content) in the
@@ -121,7 +126,7 @@ func setUpWithRules(t *testing.T, files map[string]string, daemonArgs ...string)
 			return code == 0
 		})
 	}
-	for _, addr := range []string{Upstream + ":80", Upstream + ":443", Upstream2 + ":80"} {
+	for _, addr := range []string{Upstream + ":80", Upstream + ":443", Upstream2 + ":80", Upstream2 + ":443"} {
 		ServeTCP(t, l.Up, addr)
 	}
 	ServeUDP(t, l.Up, Upstream+":9000")
@@ -161,6 +166,13 @@ func TestLabEnforcement(t *testing.T) {
 		if moved := after["drop/no_rule"] - before["drop/no_rule"]; moved < 3 {
 			t.Errorf("drop/no_rule moved by %d, want >= 3 (TCP, UDP, ICMP)", moved)
 		}
+		// Positive control: the same three probes from the same agent are
+		// answered once a grant of every protocol opens upstream.
+		mustCLI(t, d, "grant", "add", "--endpoint", "a1", "--dst", Upstream)
+		defer cli(t, d, "grant", "flush")
+		mustReach(t, TCP, a1.NS, Upstream+":80")
+		mustReach(t, UDP, a1.NS, Upstream+":9000")
+		mustReach(t, ICMP, a1.NS, Upstream)
 	})
 
 	t.Run("gateway services only", func(t *testing.T) {
@@ -174,7 +186,7 @@ func TestLabEnforcement(t *testing.T) {
 		}
 		ServeUDP(t, w.lab.Host, Gateway+":53")
 		// Positive control: the listeners answer inside the host.
-		if !TCP(w.lab.Host, Gateway+":53") || !UDP(w.lab.Host, Gateway+":53") || !TCP(w.lab.Host, Gateway+":8080") {
+		if !TCP(w.lab.Host, Gateway+":53") || !UDP(w.lab.Host, Gateway+":53") || !TCP(w.lab.Host, Gateway+":8080") || !TCP(w.lab.Host, Gateway+":22") {
 			t.Fatal("gateway listeners do not answer from the host namespace itself")
 		}
 		before := counters(t, d)
@@ -193,6 +205,9 @@ func TestLabEnforcement(t *testing.T) {
 	})
 
 	t.Run("agent to agent blocked", func(t *testing.T) {
+		// Positive control: a2's responders answer the host namespace.
+		mustReach(t, TCP, w.lab.Host, a2.IP+":7000")
+		mustReach(t, UDP, w.lab.Host, a2.IP+":7000")
 		if TCP(a1.NS, a2.IP+":7000") || UDP(a1.NS, a2.IP+":7000") {
 			t.Error("agent reached another agent on the bridge")
 		}
@@ -206,6 +221,10 @@ func TestLabEnforcement(t *testing.T) {
 		if !TCP(a1.NS, Upstream+":80") {
 			t.Fatalf("granted TCP blocked\n%s", d.Log)
 		}
+		// Positive control of the probes below: their responders answer
+		// the host namespace, which routes to upstream.
+		mustReach(t, TCP, w.lab.Host, Upstream+":443", Upstream2+":80")
+		mustReach(t, UDP, w.lab.Host, Upstream+":9000")
 		if TCP(a1.NS, Upstream+":443") {
 			t.Error("other port of granted destination reachable")
 		}
@@ -234,6 +253,7 @@ func TestLabEnforcement(t *testing.T) {
 		if !TCP(a1.NS, Upstream+":80") {
 			t.Fatal("granted destination blocked before detaching")
 		}
+		mustReach(t, TCP, w.lab.Host, Upstream2+":80") // positive control of the probe below
 		w.lab.Run("bpftool", "link", "detach", "id", tcxLinkID(t, w.lab, a1.Port))
 		if TCP(a1.NS, Upstream2+":80") {
 			t.Error("an ungranted destination answered around the detach")
@@ -310,7 +330,10 @@ func TestLabShutdownAndRestart(t *testing.T) {
 	}
 
 	// Probe continuously during the restart: a destination that was never
-	// granted must not answer once.
+	// granted must not answer once. Positive control: the responders of
+	// this test's negative probes answer the host namespace.
+	mustReach(t, TCP, w.lab.Host, Upstream2+":80", Upstream2+":443")
+	mustReach(t, UDP, w.lab.Host, Upstream+":9000")
 	prober := StartProber(2000, func() bool { return TCP(a1.NS, Upstream2+":80") })
 
 	if err := d.Signal(syscall.SIGTERM); err != nil {

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"net"
 	"os"
+	"reflect"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -164,6 +167,28 @@ func ICMP(ns, dst string) bool {
 		return nil
 	})
 	return ok
+}
+
+// mustReach is the positive control of a negative probe: it fails the test
+// at once unless probe (TCP, UDP or ICMP), run from ns, is answered by each
+// dst. A probe that gets no answer tells "blocked" from "probe broken" only
+// where the same probe reaches the same responder another way: from the
+// lab's host namespace (which routes to upstream and to the agents), from
+// the agent after a grant, or across a plain bridge.
+func mustReach(t testing.TB, probe func(ns, dst string) bool, ns string, dsts ...string) {
+	t.Helper()
+	for _, dst := range dsts {
+		if !probe(ns, dst) {
+			t.Fatalf("positive control: %s from %s to %s got no answer: the responder or the probe is broken, so a blocked probe there proves nothing",
+				probeName(probe), ns, dst)
+		}
+	}
+}
+
+// probeName is the name of a probe function ("TCP"), for messages.
+func probeName(probe func(ns, dst string) bool) string {
+	name := runtime.FuncForPC(reflect.ValueOf(probe).Pointer()).Name()
+	return name[strings.LastIndex(name, ".")+1:]
 }
 
 // Prober runs a probe over and over in the background, at most max times,

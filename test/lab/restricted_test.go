@@ -43,6 +43,7 @@ rules:
 	if !TCP(l.Host, metadata+":80") || !TCP(l.Host, private+":80") || !TCP(l.Host, HostUplink+":80") || !TCP(w.a2.NS, "127.0.0.1:80") {
 		t.Fatal("positive control: a restricted responder does not answer")
 	}
+	mustReach(t, TCP, l.Host, w.a2.IP+":80") // a2's responder, on a2's address
 	before := counters(t, d)
 	for _, dst := range []string{metadata, private, HostUplink, w.a2.IP} {
 		if TCP(a1.NS, dst+":80") {

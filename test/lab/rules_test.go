@@ -68,6 +68,9 @@ func TestLabRuleReload(t *testing.T) {
 			t.Fatalf("%s: TCP to %s passed=%v, want %v\n%s", what, addr, got, want, d.Log)
 		}
 	}
+	// Positive control of the first blocked probe (the swaps below open
+	// and close both moving destinations from a1 itself).
+	mustReach(t, TCP, w.lab.Host, Upstream+":443")
 	expect("set A steady", a1.NS, Upstream+":80", true)
 	expect("set A moving", a1.NS, Upstream2+":80", true)
 	expect("set A other port", a1.NS, Upstream+":443", false)
