@@ -109,6 +109,12 @@ type Endpoint struct {
 	Ifindex   int    `json:"ifindex"`
 	// Attached reports whether the datapath program is attached to the port.
 	Attached bool `json:"attached"`
+	// Network is the bridge of the endpoint's Outcall network.
+	Network string `json:"network,omitempty"`
+	// Origin is where the identity came from: "operator" or "docker".
+	Origin string `json:"origin,omitempty"`
+	// ContainerID is the Docker container of a "docker" endpoint.
+	ContainerID string `json:"container_id,omitempty"`
 }
 
 // EndpointAddRequest registers a port. MAC is read from the peer when empty

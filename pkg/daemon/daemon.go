@@ -83,7 +83,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err := checkBridgeName(cfg.Bridge); err != nil {
 		return nil, err
 	}
-	reg, err := endpoint.Open(filepath.Join(cfg.StateDir, "endpoints.json"))
+	reg, err := endpoint.OpenWithOptions(endpoint.Options{Path: filepath.Join(cfg.StateDir, "endpoints.json"), DefaultNetwork: cfg.Bridge})
 	if err != nil {
 		return nil, err
 	}

@@ -164,7 +164,8 @@ func (d *Daemon) endpointPortLocked(e endpoint.Endpoint) (int, bool) {
 }
 
 func (d *Daemon) apiEndpointLocked(e endpoint.Endpoint) api.Endpoint {
-	out := api.Endpoint{Name: e.Name, Interface: e.Interface, IP: e.IP.String(), MAC: e.MACText, Identity: e.Identity}
+	out := api.Endpoint{Name: e.Name, Interface: e.Interface, IP: e.IP.String(), MAC: e.MACText, Identity: e.Identity,
+		Network: e.Network, Origin: string(e.Origin), ContainerID: e.ContainerID}
 	if ifindex, ok := d.endpointPortLocked(e); ok {
 		out.Ifindex = ifindex
 		out.Interface = d.ports[ifindex] // its name now, if it was renamed

@@ -1,7 +1,10 @@
 // Package endpoint keeps the registry of named endpoints: ports on Outcall
-// bridges (a namespace's veth, a microVM's tap) with the identity the
-// datapath knows them by. The registry is persisted so that names and
-// identities survive a daemon restart.
+// bridges (a namespace's veth, a microVM's tap, a container's veth) with the
+// identity the datapath knows them by. The registry is persisted so that
+// names and identities survive a daemon restart, and indexed so that every
+// enforcer finds the same identity for a peer: the datapath by port
+// (ifindex), the DNS filter, the proxy and the agent API by source address
+// on a network, the operator by name, Docker by container id.
 package endpoint
 
 import (
@@ -9,15 +12,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"sync"
 
 	"outcall.dev/outcall/internal/atomicfile"
+	"outcall.dev/outcall/pkg/api"
 )
 
 // Endpoint is one registered port.
@@ -34,6 +41,38 @@ type Endpoint struct {
 	// identity. 0 in a registry written before this field existed; the
 	// daemon binds such an endpoint to the port it finds under its name.
 	Ifindex int `json:"ifindex,omitempty"`
+	// Network is the Outcall network of the endpoint's port, named by its
+	// bridge. Source addresses and MACs are unique within a network, not
+	// across networks: two bridges are two segments, and a peer is found
+	// by the network it spoke on and its address there. Empty in a
+	// registry written before networks existed, and in an Add that names
+	// none: the registry's default network.
+	Network string `json:"network"`
+	// ContainerID is the Docker container whose port this is; empty for
+	// an operator's endpoint.
+	ContainerID string `json:"container_id,omitempty"`
+	// Origin records who made the identity. Empty in an Add, and in a
+	// registry written before origins existed: OriginOperator.
+	Origin Origin `json:"origin"`
+}
+
+// Origin is where an endpoint's identity came from.
+type Origin string
+
+const (
+	// OriginOperator is an endpoint registered by the operator (`outcall
+	// endpoint add`). It has no container id.
+	OriginOperator Origin = "operator"
+	// OriginDocker is a container's port on an Outcall network, registered
+	// from Docker's events. It has a container id.
+	OriginDocker Origin = "docker"
+)
+
+// clone returns e with a MAC of its own, so that nothing a caller does to
+// a returned endpoint reaches the registry or another caller.
+func (e Endpoint) clone() Endpoint {
+	e.MAC = slices.Clone(e.MAC)
+	return e
 }
 
 // ErrNotFound is returned for an unknown endpoint name.
@@ -81,13 +120,41 @@ func ValidateMAC(mac string) (net.HardwareAddr, error) {
 	return hw, nil
 }
 
-// Registry is the persisted set of endpoints. Safe for concurrent use.
+// Registry is the persisted set of endpoints, indexed by every key a peer
+// is looked up by. Safe for concurrent use.
+//
+// Each index is also a uniqueness rule: no two endpoints share a name, an
+// interface, a bound ifindex, a container id or an identity, nor a source
+// address or a MAC within one network. Add and Bind refuse what would
+// break one, and Open refuses a file that breaks one.
 type Registry struct {
-	path string
+	path           string
+	defaultNetwork string
 
-	mu           sync.Mutex
-	endpoints    map[string]Endpoint
+	mu           sync.RWMutex
 	nextIdentity uint32
+	// The endpoints and every index into them, changed only together (by
+	// indexLocked and unindexLocked) under mu.
+	byIdentity  map[uint32]Endpoint
+	byName      map[string]uint32
+	byInterface map[string]uint32
+	byIfindex   map[int]uint32 // bound endpoints only
+	bySource    map[sourceKey]uint32
+	byMAC       map[macKey]uint32
+	byContainer map[string]uint32 // Docker endpoints only
+}
+
+// sourceKey is a source address in one network.
+type sourceKey struct {
+	network string
+	ip      netip.Addr
+}
+
+// macKey is a MAC in one network; mac holds the address's bytes, so every
+// spelling of one address is one key.
+type macKey struct {
+	network string
+	mac     string
 }
 
 type state struct {
@@ -95,11 +162,48 @@ type state struct {
 	Endpoints    []Endpoint `json:"endpoints"`
 }
 
+// Options configures OpenWithOptions.
+type Options struct {
+	// Path is the registry file (endpoints.json); it is created on the
+	// first change if it does not exist.
+	Path string
+	// DefaultNetwork is the bridge of the default network: the network of
+	// an endpoint whose record, or whose Add, names none.
+	// api.DefaultBridgeName if empty.
+	DefaultNetwork string
+}
+
 // Open loads the registry from path, creating an empty one if the file does
-// not exist.
+// not exist. The default network is api.DefaultBridgeName.
 func Open(path string) (*Registry, error) {
-	r := &Registry{path: path, endpoints: map[string]Endpoint{}, nextIdentity: 1}
-	b, err := os.ReadFile(path)
+	return OpenWithOptions(Options{Path: path})
+}
+
+// OpenWithOptions loads the registry from o.Path, creating an empty one if
+// the file does not exist. Records written before networks and origins
+// existed belong to the default network and to the operator. A file in
+// which two endpoints collide on any index is refused with an error that
+// names both: a peer must never be found as two identities.
+func OpenWithOptions(o Options) (*Registry, error) {
+	if o.DefaultNetwork == "" {
+		o.DefaultNetwork = api.DefaultBridgeName
+	}
+	if err := validateNetwork(o.DefaultNetwork); err != nil {
+		return nil, fmt.Errorf("endpoint registry: default network: %w", err)
+	}
+	r := &Registry{
+		path:           o.Path,
+		defaultNetwork: o.DefaultNetwork,
+		nextIdentity:   1,
+		byIdentity:     map[uint32]Endpoint{},
+		byName:         map[string]uint32{},
+		byInterface:    map[string]uint32{},
+		byIfindex:      map[int]uint32{},
+		bySource:       map[sourceKey]uint32{},
+		byMAC:          map[macKey]uint32{},
+		byContainer:    map[string]uint32{},
+	}
+	b, err := os.ReadFile(o.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return r, nil
 	}
@@ -108,142 +212,329 @@ func Open(path string) (*Registry, error) {
 	}
 	var s state
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("parse endpoint registry %s: %w", path, err)
+		return nil, fmt.Errorf("parse endpoint registry %s: %w", o.Path, err)
 	}
 	for _, e := range s.Endpoints {
 		e.MAC, err = net.ParseMAC(e.MACText)
 		if err != nil {
-			return nil, fmt.Errorf("endpoint registry %s: endpoint %q: %w", path, e.Name, err)
+			return nil, fmt.Errorf("endpoint registry %s: endpoint %q: %w", o.Path, e.Name, err)
 		}
-		r.endpoints[e.Name] = e
-		r.nextIdentity = max(r.nextIdentity, e.Identity+1)
+		e = r.withDefaults(e)
+		if e.Identity == 0 {
+			return nil, fmt.Errorf("endpoint registry %s: endpoint %q: identity 0", o.Path, e.Name)
+		}
+		if err := check(e); err != nil {
+			return nil, fmt.Errorf("endpoint registry %s: endpoint %q: %w", o.Path, e.Name, err)
+		}
+		if c, ok := r.clashLocked(e); ok {
+			return nil, fmt.Errorf("endpoint registry %s: endpoints %q and %q have the same %s %s", o.Path, c.other.Name, e.Name, c.field, c.value)
+		}
+		r.indexLocked(e)
+		if e.Identity == math.MaxUint32 {
+			r.nextIdentity = 0 // exhausted: Add refuses
+		} else if r.nextIdentity != 0 {
+			r.nextIdentity = max(r.nextIdentity, e.Identity+1)
+		}
 	}
-	r.nextIdentity = max(r.nextIdentity, s.NextIdentity)
+	if r.nextIdentity != 0 {
+		r.nextIdentity = max(r.nextIdentity, s.NextIdentity)
+	}
 	return r, nil
 }
 
-// Add registers e under a fresh identity. Names, interfaces, addresses and
-// MACs must be unique: two endpoints can never share a port or a source
-// address, and the bridge would deliver one's frames to the other if they
-// shared a MAC.
+// withDefaults fills what a record or an Add may leave out: the network,
+// the origin and the MAC's text; and gives e a MAC of its own.
+func (r *Registry) withDefaults(e Endpoint) Endpoint {
+	e = e.clone()
+	if e.Network == "" {
+		e.Network = r.defaultNetwork
+	}
+	if e.Origin == "" {
+		e.Origin = OriginOperator
+	}
+	if len(e.MAC) > 0 {
+		e.MACText = e.MAC.String()
+	}
+	return e
+}
+
+// check refuses an endpoint the indexes could not hold or that contradicts
+// its origin.
+func check(e Endpoint) error {
+	if !e.IP.Is4() {
+		return fmt.Errorf("invalid ip %q: need an IPv4 address", e.IP)
+	}
+	if len(e.MAC) != 6 {
+		return fmt.Errorf("invalid mac %q: need a 6-byte Ethernet address", e.MACText)
+	}
+	if e.Ifindex < 0 {
+		return fmt.Errorf("invalid ifindex %d", e.Ifindex)
+	}
+	if err := validateNetwork(e.Network); err != nil {
+		return err
+	}
+	switch e.Origin {
+	case OriginOperator:
+		if e.ContainerID != "" {
+			return fmt.Errorf("an operator's endpoint has no container id (got %q)", e.ContainerID)
+		}
+	case OriginDocker:
+		if e.ContainerID == "" {
+			return errors.New("a Docker endpoint needs its container id")
+		}
+	default:
+		return fmt.Errorf("invalid origin %q: need %q or %q", e.Origin, OriginOperator, OriginDocker)
+	}
+	return nil
+}
+
+// validateNetwork checks a network's name: the name of its Linux bridge.
+func validateNetwork(network string) error {
+	if network == "" || len(network) > 15 {
+		return fmt.Errorf("invalid network %q: need a bridge name of 1-15 characters", network)
+	}
+	return nil
+}
+
+// clash is a key an endpoint would share with one already registered.
+type clash struct {
+	field string // "name", "interface", "ip", "mac", "ifindex", "container", "identity"
+	value string
+	other Endpoint
+}
+
+// addError is Add's error for the clash.
+func (c clash) addError() error {
+	switch c.field {
+	case "name":
+		return fmt.Errorf("endpoint %s already exists", c.value)
+	case "mac":
+		return fmt.Errorf("invalid mac %q: already belongs to endpoint %q", c.value, c.other.Name)
+	default:
+		return fmt.Errorf("%s %s already belongs to endpoint %q", c.field, c.value, c.other.Name)
+	}
+}
+
+// clashLocked finds the first key of e that another endpoint holds, in the
+// order Add has always reported them: name, interface, address, MAC; then
+// the keys that came later.
+func (r *Registry) clashLocked(e Endpoint) (clash, bool) {
+	found := func(field, value string, id uint32, ok bool) (clash, bool) {
+		if !ok {
+			return clash{}, false
+		}
+		return clash{field: field, value: value, other: r.byIdentity[id]}, true
+	}
+	if id, ok := r.byName[e.Name]; ok {
+		return found("name", strconv.Quote(e.Name), id, ok)
+	}
+	if id, ok := r.byInterface[e.Interface]; ok {
+		return found("interface", e.Interface, id, ok)
+	}
+	if id, ok := r.bySource[sourceKey{e.Network, e.IP}]; ok {
+		return found("ip", e.IP.String(), id, ok)
+	}
+	if id, ok := r.byMAC[macKey{e.Network, string(e.MAC)}]; ok && len(e.MAC) > 0 {
+		return found("mac", e.MAC.String(), id, ok)
+	}
+	if id, ok := r.byIfindex[e.Ifindex]; ok && e.Ifindex != 0 {
+		return found("ifindex", strconv.Itoa(e.Ifindex), id, ok)
+	}
+	if id, ok := r.byContainer[e.ContainerID]; ok && e.ContainerID != "" {
+		return found("container", e.ContainerID, id, ok)
+	}
+	if _, ok := r.byIdentity[e.Identity]; ok {
+		return found("identity", strconv.FormatUint(uint64(e.Identity), 10), e.Identity, ok)
+	}
+	return clash{}, false
+}
+
+// indexLocked stores e under every key it has; clashLocked has found none
+// taken.
+func (r *Registry) indexLocked(e Endpoint) {
+	r.byIdentity[e.Identity] = e
+	r.byName[e.Name] = e.Identity
+	r.byInterface[e.Interface] = e.Identity
+	r.bySource[sourceKey{e.Network, e.IP}] = e.Identity
+	r.byMAC[macKey{e.Network, string(e.MAC)}] = e.Identity
+	if e.Ifindex != 0 {
+		r.byIfindex[e.Ifindex] = e.Identity
+	}
+	if e.ContainerID != "" {
+		r.byContainer[e.ContainerID] = e.Identity
+	}
+}
+
+// unindexLocked removes e, as indexLocked stored it, from every index.
+func (r *Registry) unindexLocked(e Endpoint) {
+	delete(r.byIdentity, e.Identity)
+	delete(r.byName, e.Name)
+	delete(r.byInterface, e.Interface)
+	delete(r.bySource, sourceKey{e.Network, e.IP})
+	delete(r.byMAC, macKey{e.Network, string(e.MAC)})
+	if e.Ifindex != 0 {
+		delete(r.byIfindex, e.Ifindex)
+	}
+	if e.ContainerID != "" {
+		delete(r.byContainer, e.ContainerID)
+	}
+}
+
+// Add registers e under a fresh identity, in e.Network (the default network
+// if empty), with e.Origin (OriginOperator if empty). Names, interfaces,
+// bound ports, container ids, and addresses and MACs within a network must
+// be unique: two endpoints can never share a port or a source address, and
+// the bridge would deliver one's frames to the other if they shared a MAC.
 func (r *Registry) Add(e Endpoint) (Endpoint, error) {
+	e = r.withDefaults(e)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, o := range r.endpoints {
-		switch {
-		case o.Name == e.Name:
-			return Endpoint{}, fmt.Errorf("endpoint %q already exists", e.Name)
-		case o.Interface == e.Interface:
-			return Endpoint{}, fmt.Errorf("interface %s already belongs to endpoint %q", e.Interface, o.Name)
-		case o.IP == e.IP:
-			return Endpoint{}, fmt.Errorf("ip %s already belongs to endpoint %q", e.IP, o.Name)
-		case len(e.MAC) > 0 && bytes.Equal(o.MAC, e.MAC):
-			return Endpoint{}, fmt.Errorf("invalid mac %q: already belongs to endpoint %q", e.MAC.String(), o.Name)
-		}
-	}
 	e.Identity = r.nextIdentity
-	r.endpoints[e.Name] = e
-	r.nextIdentity++
-	if err := r.saveLocked(); err != nil {
-		delete(r.endpoints, e.Name)
-		r.nextIdentity--
+	if c, ok := r.clashLocked(e); ok {
+		return Endpoint{}, c.addError()
+	}
+	if err := check(e); err != nil {
 		return Endpoint{}, err
 	}
-	return e, nil
+	if r.nextIdentity == 0 {
+		return Endpoint{}, errors.New("no endpoint identity left")
+	}
+	r.indexLocked(e)
+	r.nextIdentity++
+	if err := r.saveLocked(); err != nil {
+		r.unindexLocked(e)
+		r.nextIdentity = e.Identity
+		return Endpoint{}, err
+	}
+	return e.clone(), nil
 }
 
 // Remove deletes the endpoint and returns what was removed.
 func (r *Registry) Remove(name string) (Endpoint, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.endpoints[name]
+	id, ok := r.byName[name]
 	if !ok {
 		return Endpoint{}, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
-	delete(r.endpoints, name)
+	e := r.byIdentity[id]
+	r.unindexLocked(e)
 	if err := r.saveLocked(); err != nil {
-		r.endpoints[name] = e
+		r.indexLocked(e)
 		return Endpoint{}, err
 	}
-	return e, nil
+	return e.clone(), nil
 }
 
 // Get returns the endpoint with this name.
 func (r *Registry) Get(name string) (Endpoint, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.endpoints[name]
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.byName[name]
 	if !ok {
 		return Endpoint{}, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
-	return e, nil
+	return r.byIdentity[id].clone(), nil
 }
 
-// ByInterface returns the endpoint on the named interface.
-func (r *Registry) ByInterface(iface string) (Endpoint, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.endpoints {
-		if e.Interface == iface {
-			return e, true
-		}
+// lookup returns the endpoint an index entry names.
+func (r *Registry) lookup(id uint32, ok bool) (Endpoint, bool) {
+	if !ok {
+		return Endpoint{}, false
 	}
-	return Endpoint{}, false
+	return r.byIdentity[id].clone(), true
+}
+
+// ByInterface returns the endpoint registered on the named interface (the
+// name it was registered under; a renamed port is found by ByIfindex).
+func (r *Registry) ByInterface(iface string) (Endpoint, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.byInterface[iface]
+	return r.lookup(id, ok)
 }
 
 // ByIfindex returns the endpoint registered on the port with this ifindex.
 func (r *Registry) ByIfindex(ifindex int) (Endpoint, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.endpoints {
-		if e.Ifindex != 0 && e.Ifindex == ifindex {
-			return e, true
-		}
-	}
-	return Endpoint{}, false
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.byIfindex[ifindex]
+	return r.lookup(id, ok && ifindex != 0)
+}
+
+// BySource returns the endpoint that owns source address ip on network
+// (a bridge name): the peer of a DNS query, a proxy connection or an agent
+// API call. The match is exact: an IPv4-mapped IPv6 address or an empty
+// network finds nothing, so a caller cannot be defaulted into an identity;
+// a caller on a dual-stack socket unmaps the peer's address first.
+func (r *Registry) BySource(network string, ip netip.Addr) (Endpoint, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.bySource[sourceKey{network, ip}]
+	return r.lookup(id, ok)
+}
+
+// ByContainer returns the endpoint of the Docker container with this id.
+func (r *Registry) ByContainer(containerID string) (Endpoint, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.byContainer[containerID]
+	return r.lookup(id, ok && containerID != "")
 }
 
 // Bind records the port of an endpoint that has none yet (written by an
-// older version), and persists it.
+// older version), and persists it. A port belongs to one endpoint only.
 func (r *Registry) Bind(name string, ifindex int) (Endpoint, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.endpoints[name]
+	id, ok := r.byName[name]
 	if !ok {
 		return Endpoint{}, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
+	e := r.byIdentity[id]
 	if e.Ifindex != 0 {
 		return Endpoint{}, fmt.Errorf("endpoint %q is already bound to ifindex %d", name, e.Ifindex)
 	}
+	if ifindex <= 0 {
+		return Endpoint{}, fmt.Errorf("invalid ifindex %d", ifindex)
+	}
+	if other, taken := r.byIfindex[ifindex]; taken {
+		return Endpoint{}, fmt.Errorf("ifindex %d already belongs to endpoint %q", ifindex, r.byIdentity[other].Name)
+	}
+	unbound := e
 	e.Ifindex = ifindex
-	r.endpoints[name] = e
+	r.byIdentity[id] = e
+	r.byIfindex[ifindex] = id
 	if err := r.saveLocked(); err != nil {
-		e.Ifindex = 0
-		r.endpoints[name] = e
+		delete(r.byIfindex, ifindex)
+		r.byIdentity[id] = unbound
 		return Endpoint{}, err
 	}
-	return e, nil
+	return e.clone(), nil
 }
 
 // ByIdentity returns the endpoint with this identity.
 func (r *Registry) ByIdentity(id uint32) (Endpoint, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.endpoints {
-		if e.Identity == id {
-			return e, true
-		}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.byIdentity[id]
+	if !ok {
+		return Endpoint{}, false
 	}
-	return Endpoint{}, false
+	return e.clone(), true
 }
 
 // List returns the endpoints sorted by name.
 func (r *Registry) List() []Endpoint {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]Endpoint, 0, len(r.endpoints))
-	for _, e := range r.endpoints {
-		out = append(out, e)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.listLocked()
+}
+
+func (r *Registry) listLocked() []Endpoint {
+	out := make([]Endpoint, 0, len(r.byIdentity))
+	for _, e := range r.byIdentity {
+		out = append(out, e.clone())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -252,11 +543,7 @@ func (r *Registry) List() []Endpoint {
 // saveLocked writes the registry atomically, so a crash leaves either the
 // old or the new file, never a torn one.
 func (r *Registry) saveLocked() error {
-	s := state{NextIdentity: r.nextIdentity, Endpoints: make([]Endpoint, 0, len(r.endpoints))}
-	for _, e := range r.endpoints {
-		s.Endpoints = append(s.Endpoints, e)
-	}
-	sort.Slice(s.Endpoints, func(i, j int) bool { return s.Endpoints[i].Name < s.Endpoints[j].Name })
+	s := state{NextIdentity: r.nextIdentity, Endpoints: r.listLocked()}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
