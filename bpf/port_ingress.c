@@ -6,12 +6,13 @@
  * nftables floor lets it through. Anything it does not understand is dropped.
  *
  * For IPv4 the order is: the frame goes to the gateway's MAC, no options, no
- * fragments; gateway services (and replies of connections opened towards
- * the container); DNS bypass; a flow this program allowed under the active
- * rule generation passes at once; restricted destinations; the packet-layer
- * rule tables (an allow entry decides; a block entry decides after grants, if
- * it lets them); grants; replies; and finally no_rule. A new connection (a
- * TCP SYN, a UDP tuple with no flow) always needs a live rule or grant.
+ * fragments; the services open on the endpoint's own gateway (and replies
+ * of connections opened towards the container); DNS bypass; a flow this
+ * program allowed under the active rule generation passes at once;
+ * restricted destinations; the packet-layer rule tables (an allow entry
+ * decides; a block entry decides after grants, if it lets them); grants;
+ * replies; and finally no_rule. A new connection (a TCP SYN, a UDP tuple
+ * with no flow) always needs a live rule or grant.
  *
  * This file holds the decision only. lib/ holds the rest: types.h what Go
  * shares, maps.h the maps, eth.h and ipv4.h the headers' helpers, ct.h the
@@ -315,8 +316,11 @@ int outcall_port_ingress(struct __sk_buff *skb)
 	}
 
 	if (addr_eq(f.daddr, ep->gateway)) {
+		/* Services are per gateway: only those open on this
+		 * endpoint's own gateway address. */
 		struct service_key svc = { .port = f.dport, .proto = f.proto };
 
+		__builtin_memcpy(svc.gateway, ep->gateway, 4);
 		if (f.dport && bpf_map_lookup_elem(&services, &svc))
 			return allow(skb, REASON_ALLOW_GATEWAY);
 		if (reply_of_inbound(skb, &f))

@@ -26,9 +26,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } grants SEC(".maps");
 
+/* Gateway services, each open on one gateway address (struct service_key).
+ * The daemon writes the whole set at startup, so a pinned map of an older
+ * layout is replaced rather than reused (datapath.replaceStaleMaps). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, OUTCALL_MAX_SERVICES);
 	__type(key, struct service_key);
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -15,13 +15,15 @@
  * built. */
 #define OUTCALL_RULE_SLOTS 2
 #define OUTCALL_MAX_FENCES 4096
+/* Services are per gateway: room for a few on each of many networks. */
+#define OUTCALL_MAX_SERVICES 1024
 #define OUTCALL_MAX_FLOWS (1 << 18)
 
 /* Why a packet was allowed or dropped. The value indexes the counters map;
  * the datapath package turns the names into metric labels. */
 enum reason {
 	REASON_ALLOW_GRANT = 0,     /* matched an allow entry */
-	REASON_ALLOW_GATEWAY,       /* gateway DNS or proxy port */
+	REASON_ALLOW_GATEWAY,       /* a service (DNS, proxy) open on the endpoint's gateway */
 	REASON_ALLOW_ARP,           /* ARP with the endpoint's own addresses for the gateway */
 	REASON_ALLOW_ESTABLISHED,   /* belongs to a flow conntrack already knows */
 	REASON_DROP_UNKNOWN_PORT,   /* port has no identity */
@@ -34,7 +36,7 @@ enum reason {
 	REASON_DROP_NO_RULE,        /* default block */
 	REASON_DROP_EXPIRED,        /* the only matching allow entry has expired */
 	REASON_DROP_DNS_BYPASS,     /* DNS (enum dns_port) to anything but the gateway */
-	REASON_DROP_GATEWAY_PORT,   /* a gateway port that is not a service */
+	REASON_DROP_GATEWAY_PORT,   /* a port that is not a service on the endpoint's gateway */
 	REASON_DROP_ARP,            /* ARP not for the gateway or with foreign addresses */
 	REASON_ALLOW_RULE,          /* a packet-layer rule allowed it */
 	REASON_DROP_RULE,           /* a packet-layer rule blocked it */
@@ -85,9 +87,13 @@ struct grant_value {
 	__u8 pad[3];
 };
 
-/* A service on the gateway that every endpoint may reach. */
+/* A service on one gateway address: open to the endpoints whose gateway
+ * (struct endpoint.gateway) that address is, and to no other. Each Outcall
+ * network has its own gateway, so a listener bound on one network's gateway
+ * opens its port on that network only. */
 struct service_key {
-	__u16 port; /* host byte order */
+	__u8 gateway[4]; /* network byte order, like every address here */
+	__u16 port;      /* host byte order */
 	__u8 proto;
 	__u8 pad;
 };

@@ -69,10 +69,22 @@ type Endpoint struct {
 	GatewayMAC net.HardwareAddr
 }
 
-// Service is a gateway port every endpoint may reach (DNS, proxy).
+// Service is a gateway port (DNS, proxy) that endpoints may reach. A service
+// is open on one gateway address only: the endpoints whose Endpoint.Gateway
+// it is reach it, the endpoints of every other gateway (another Outcall
+// network's) do not, even on the same port. Gateway must be IPv4.
 type Service struct {
-	Proto uint8
-	Port  uint16
+	Gateway netip.Addr
+	Proto   uint8
+	Port    uint16
+}
+
+func (s Service) String() string {
+	return fmt.Sprintf("%s/%d on gateway %s", ProtoName(s.Proto), s.Port, s.Gateway)
+}
+
+func serviceOf(k portIngressServiceKey) Service {
+	return Service{Gateway: netip.AddrFrom4(k.Gateway), Proto: k.Proto, Port: k.Port}
 }
 
 // Open loads the program and its maps, reusing pinned maps when PinDir holds
@@ -349,11 +361,19 @@ func (d *Datapath) DeleteEndpoint(ifindex int) error {
 	return nil
 }
 
-// SetServices replaces the set of gateway services.
+// SetServices replaces the set of gateway services: each opens its port on
+// its own gateway address only. A service whose Gateway is not a valid IPv4
+// address is an error naming it, and then nothing is changed.
 func (d *Datapath) SetServices(services []Service) error {
 	want := map[portIngressServiceKey]bool{}
 	for _, s := range services {
-		want[portIngressServiceKey{Port: s.Port, Proto: s.Proto}] = true
+		switch {
+		case !s.Gateway.IsValid():
+			return fmt.Errorf("set services: service %s/%d: gateway address is invalid (unset)", ProtoName(s.Proto), s.Port)
+		case !s.Gateway.Is4():
+			return fmt.Errorf("set services: service %s/%d: gateway %s is not an IPv4 address", ProtoName(s.Proto), s.Port, s.Gateway)
+		}
+		want[portIngressServiceKey{Gateway: s.Gateway.As4(), Port: s.Port, Proto: s.Proto}] = true
 	}
 	var k portIngressServiceKey
 	var v uint8
@@ -369,12 +389,12 @@ func (d *Datapath) SetServices(services []Service) error {
 	}
 	for k := range want {
 		if err := d.objs.Services.Put(k, uint8(1)); err != nil {
-			return fmt.Errorf("add service %d/%d: %w", k.Proto, k.Port, err)
+			return fmt.Errorf("add service %s: %w", serviceOf(k), err)
 		}
 	}
 	for _, k := range stale {
 		if err := d.objs.Services.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("remove service %d/%d: %w", k.Proto, k.Port, err)
+			return fmt.Errorf("remove service %s: %w", serviceOf(k), err)
 		}
 	}
 	return nil

@@ -74,7 +74,7 @@ func seed(t testing.TB, d *Datapath) {
 	t.Helper()
 	must(t, d.SetEndpoint(agentPort, Endpoint{Identity: agentID, IP: agentIP, Gateway: gatewayIP, MAC: agentMAC, GatewayMAC: gwMAC}))
 	must(t, d.SetEndpoint(otherPort, Endpoint{Identity: otherID, IP: otherIP, Gateway: gatewayIP, MAC: otherMAC, GatewayMAC: gwMAC}))
-	must(t, d.SetServices([]Service{{17, api.DefaultDNSPort}, {6, api.DefaultDNSPort}, {6, api.DefaultProxyPort}}))
+	must(t, d.SetServices([]Service{{gatewayIP, 17, api.DefaultDNSPort}, {gatewayIP, 6, api.DefaultDNSPort}, {gatewayIP, 6, api.DefaultProxyPort}}))
 	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream, Proto: 6, Port: 443}}))
 	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream, Proto: 17}}))
 	must(t, d.PutGrant(Grant{GrantKey: GrantKey{Identity: agentID, Dst: upstream2}}))
@@ -294,7 +294,7 @@ func TestEndpointRemovalBlocks(t *testing.T) {
 func TestServicesReplace(t *testing.T) {
 	d := openTest(t)
 	seed(t, d)
-	must(t, d.SetServices([]Service{{17, 53}}))
+	must(t, d.SetServices([]Service{{gatewayIP, 17, 53}}))
 	if v, _ := run(t, d, agentPort, tcp(agentIP, gatewayIP, 8080).Bytes()); v != tcActShot {
 		t.Fatalf("proxy after services replaced: verdict %d, want drop", v)
 	}

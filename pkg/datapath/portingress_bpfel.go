@@ -189,10 +189,11 @@ type portIngressRuleVerdict struct {
 }
 
 type portIngressServiceKey struct {
-	_     structs.HostLayout
-	Port  uint16
-	Proto uint8
-	Pad   uint8
+	_       structs.HostLayout
+	Gateway [4]uint8
+	Port    uint16
+	Proto   uint8
+	Pad     uint8
 }
 
 // Names of all BPF objects in the ELF.
