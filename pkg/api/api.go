@@ -109,7 +109,7 @@ type Endpoint struct {
 	Ifindex   int    `json:"ifindex"`
 	// Attached reports whether the datapath program is attached to the port.
 	Attached bool `json:"attached"`
-	// Network is the bridge of the endpoint's Outcall network.
+	// Network is the endpoint's Outcall network ("outcall-default").
 	Network string `json:"network,omitempty"`
 	// Origin is where the identity came from: "operator" or "docker".
 	Origin string `json:"origin,omitempty"`
@@ -375,4 +375,72 @@ type RejectRequest struct {
 // RejectResult reports a rejected rule request.
 type RejectResult struct {
 	ID string `json:"id"`
+}
+
+// Networks (S002). Names on the wire are full names ("outcall-staging");
+// requests carry the suffix ("staging"), and the daemon adds NetworkPrefix.
+const (
+	// NetworkPrefix starts the name of every Outcall network.
+	NetworkPrefix = "outcall-"
+	// DefaultNetworkName is the network on the daemon's --bridge.
+	DefaultNetworkName = "outcall-default"
+	// DefaultSubnetBlock is --subnet-block's default.
+	DefaultSubnetBlock = "10.200.0.0/16"
+)
+
+// NetworkCreateRequest is the body of POST /api/v1/network/create (S002-IF-001).
+// Every field is optional: no name is the default network, no subnet is the
+// first free /24 of the subnet block, no gateway is the subnet's first address.
+type NetworkCreateRequest struct {
+	Name    *string `json:"name"`
+	Subnet  *string `json:"subnet"`
+	Gateway *string `json:"gateway"`
+}
+
+// NetworkCreateResult answers a create. Subnet is an addition to the spec's
+// type (its CLI prints the subnet of a named network, S002 conflict 4).
+type NetworkCreateResult struct {
+	NetworkID string `json:"network_id"`
+	Name      string `json:"name"`
+	Created   bool   `json:"created"`
+	Subnet    string `json:"subnet,omitempty"`
+}
+
+// NetworkStatus is one network (S002-IF-002). For a network that does not
+// exist, Exists is false, the pointers are nil and Containers is empty.
+// Bridge, an addition to the spec's type, names the network's Linux bridge.
+type NetworkStatus struct {
+	Exists     bool               `json:"exists"`
+	NetworkID  *string            `json:"network_id"`
+	Name       string             `json:"name"`
+	Subnet     *string            `json:"subnet"`
+	Gateway    *string            `json:"gateway"`
+	Bridge     string             `json:"bridge,omitempty"`
+	Containers []NetworkContainer `json:"containers"`
+}
+
+// NetworkContainer is an identity on a network: its name and address.
+type NetworkContainer struct {
+	Name        string `json:"name"`
+	IPv4Address string `json:"ipv4_address"`
+}
+
+// NetworkDestroyRequest is the body of POST /api/v1/network/destroy.
+type NetworkDestroyRequest struct {
+	Name *string `json:"name"`
+}
+
+// NetworkDestroyResult answers a destroy; Destroyed is false when there was
+// nothing to destroy.
+type NetworkDestroyResult struct {
+	Name      string `json:"name"`
+	Destroyed bool   `json:"destroyed"`
+}
+
+// NetworkConfig is the daemon's network configuration, GET
+// /api/v1/network/config (S002-FR-031; the spec leaves its shape open).
+type NetworkConfig struct {
+	// SubnetBlock is the active --subnet-block ("10.200.0.0/16"), from which
+	// every network without an explicit subnet gets its /24.
+	SubnetBlock string `json:"subnet_block"`
 }

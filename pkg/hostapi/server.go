@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"outcall.dev/outcall/pkg/api"
@@ -47,6 +48,25 @@ type Service interface {
 	// RejectRuleRequest gets a nil reason when the operator gave none; the
 	// Service validates a given one (S003-IF-009).
 	RejectRuleRequest(ctx context.Context, id string, reason *string) (api.RejectResult, error)
+
+	// The networks (S002-IF-001..004, FR-031). A name is the suffix the
+	// operator gave ("staging"); the Service adds api.NetworkPrefix, and a
+	// nil name is the default network. A name that was given is never nil,
+	// even "", so the Service refuses "" rather than read it as the
+	// default. Results carry full names. Errors choose their status through
+	// their apikit kind: 400 invalid name, subnet or gateway, 409 bridge
+	// down, a network that is not Outcall's (a lookalike outcall-* network),
+	// a subnet in use or containers still connected, 503 a subsystem it
+	// needs is unavailable (Docker, from issue 10 on), 500 otherwise.
+	CreateNetwork(ctx context.Context, req api.NetworkCreateRequest) (api.NetworkCreateResult, error)
+	// Network reports one network; one that does not exist is no error
+	// but Exists false, with its full name (S002-IF-002).
+	Network(ctx context.Context, name *string) (api.NetworkStatus, error)
+	Networks(ctx context.Context) ([]api.NetworkStatus, error)
+	// DestroyNetwork refuses while containers are connected; one that does
+	// not exist is no error but Destroyed false (S002-IF-004).
+	DestroyNetwork(ctx context.Context, req api.NetworkDestroyRequest) (api.NetworkDestroyResult, error)
+	NetworkConfig(ctx context.Context) (api.NetworkConfig, error)
 }
 
 // maxBody bounds request bodies; no host API request is anywhere near it
@@ -127,6 +147,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 		apikit.Reply(w, log, &api.FlushResult{Removed: n}, err)
 	})
 	ruleRoutes(mux, svc, log)
+	networkRoutes(mux, svc, log)
 	mux.HandleFunc("GET /api/v1/datapath/counters", func(w http.ResponseWriter, r *http.Request) {
 		cs, err := svc.DatapathCounters(r.Context())
 		apikit.Reply(w, log, &cs, err)
@@ -199,6 +220,76 @@ func ruleRoutes(mux *http.ServeMux, svc Service, log *slog.Logger) {
 		res, err := svc.RejectRuleRequest(r.Context(), r.PathValue("id"), req.Reason)
 		apikit.Reply(w, log, &res, err)
 	})
+}
+
+// networkRoutes adds the network routes (S002-IF-001..004, FR-031). Every
+// pattern is a literal path, so /api/v1/network, /api/v1/networks and the
+// paths under /api/v1/network/ never shadow each other. Containers is
+// always a list on the wire, [] when empty, as the spec's status has it.
+func networkRoutes(mux *http.ServeMux, svc Service, log *slog.Logger) {
+	mux.HandleFunc("POST /api/v1/network/create", func(w http.ResponseWriter, r *http.Request) {
+		// No body, {} and null all mean every field absent: the default
+		// network on an allocated subnet.
+		var req api.NetworkCreateRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.CreateNetwork(r.Context(), req)
+		apikit.Reply(w, log, &res, err)
+	})
+	mux.HandleFunc("GET /api/v1/network", func(w http.ResponseWriter, r *http.Request) {
+		name, err := networkName(r)
+		if err != nil {
+			apikit.WriteError(w, log, err)
+			return
+		}
+		st, err := svc.Network(r.Context(), name)
+		st.Containers = apikit.NonNil(st.Containers)
+		apikit.Reply(w, log, &st, err)
+	})
+	mux.HandleFunc("GET /api/v1/networks", func(w http.ResponseWriter, r *http.Request) {
+		nets, err := svc.Networks(r.Context())
+		// A copy: the Service may hand out its own slice.
+		out := make([]api.NetworkStatus, len(nets))
+		for i, st := range nets {
+			st.Containers = apikit.NonNil(st.Containers)
+			out[i] = st
+		}
+		apikit.Reply(w, log, &out, err)
+	})
+	mux.HandleFunc("POST /api/v1/network/destroy", func(w http.ResponseWriter, r *http.Request) {
+		var req api.NetworkDestroyRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.DestroyNetwork(r.Context(), req)
+		apikit.Reply(w, log, &res, err)
+	})
+	mux.HandleFunc("GET /api/v1/network/config", func(w http.ResponseWriter, r *http.Request) {
+		cfg, err := svc.NetworkConfig(r.Context())
+		apikit.Reply(w, log, &cfg, err)
+	})
+}
+
+// networkName reads the name query parameter: absent is nil (the default
+// network), present is the value, even "", for the Service to validate. A
+// query that does not parse, or names twice, is refused: URL.Query would
+// drop a malformed pair, and a mistyped name would silently mean the
+// default network.
+func networkName(r *http.Request) (*string, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, apikit.Errorf(apikit.ErrInvalid, "invalid query: %w", err)
+	}
+	vs, ok := q["name"]
+	switch {
+	case !ok:
+		return nil, nil
+	case len(vs) > 1:
+		return nil, apikit.Errorf(apikit.ErrInvalid, "invalid query parameter name: given %d times, want at most once", len(vs))
+	default:
+		return &vs[0], nil
+	}
 }
 
 // decode reads a JSON body strictly (apikit.ReadJSON, bounded by maxBody)

@@ -27,7 +27,10 @@ type fakeService struct {
 	// egress is what Rule returns when empty: the Service's own, which the
 	// handler must not write to.
 	egress *api.Egress
-	err    error
+	// networks is what Networks returned last: the Service's own, which
+	// the handler must not write to either.
+	networks []api.NetworkStatus
+	err      error
 }
 
 func (f *fakeService) BridgeStatus(context.Context) (api.BridgeStatus, error) {
