@@ -2,296 +2,150 @@ package daemon
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/datapath"
-	"outcall.dev/outcall/pkg/grants"
-	"outcall.dev/outcall/pkg/rules"
-	"outcall.dev/outcall/pkg/ruletable"
+	"outcall.dev/outcall/pkg/endpoint"
+	"outcall.dev/outcall/pkg/events"
+	"outcall.dev/outcall/pkg/hostclient"
+	"outcall.dev/outcall/pkg/network"
+	"outcall.dev/outcall/pkg/network/networktest"
 )
 
-func ptr[T any](v T) *T { return &v }
-
-// TestUpOrder: the floor is in place, naming the bridge's existing ports,
-// before anything is attached; programs go on before identities.
-func TestUpOrder(t *testing.T) {
-	td := newTestDaemon(t)
-	td.br.exists = true // a restart: the bridge and its ports are there
-	if err := td.up(); err != nil {
-		t.Fatal(err)
-	}
-	if len(td.fl.applied) == 0 || len(td.fl.applied[0].Ports) != 2 {
-		t.Fatalf("first floor = %+v, want it to name both existing ports", td.fl.applied)
-	}
-	order := []string{"openDatapath", "floor.Apply", "bridges.Ensure", "dp.SetFences", "dp.Attach 11"}
-	last := -1
-	for _, step := range order {
-		i := td.c.index(step)
-		if i < 0 || i < last {
-			t.Fatalf("%q at %d after %d; calls: %v", step, i, last, td.c.log)
-		}
-		last = i
-	}
-	if len(td.dp.endpoints) != 0 {
-		t.Fatalf("ports without endpoints got identities: %v", td.dp.endpoints)
-	}
+// testDaemon is a Daemon whose networks run over fakes of the kernel parts,
+// so its startup and shutdown order can be checked without root.
+type testDaemon struct {
+	*Daemon
+	calls *networktest.Calls
+	dp    *networktest.Datapath
 }
 
-// TestPortJoinOrder: program, floor, identity, then the pinned addresses:
-// a port is never identified before its program is on.
-func TestPortJoinOrder(t *testing.T) {
-	td := newTestDaemon(t)
-	td.open(t)
-	if _, err := td.AddEndpoint(context.Background(), api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
+func newTestDaemon(t *testing.T) *testDaemon {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := Config{Bridge: "outcall0", Gateway: netip.MustParsePrefix("10.200.0.1/24"), SubnetBlock: netip.MustParsePrefix("10.200.0.0/16"),
+		Socket: filepath.Join(dir, "host.sock"), StateDir: dir, PinDir: filepath.Join(dir, "pins"), RulesDir: filepath.Join(dir, "rules.d"),
+		DNSPort: 53, ProxyPort: 8080, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := os.Mkdir(cfg.RulesDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// The port leaves and comes back (same ifindex): taken over again.
-	td.mu.Lock()
-	if err := td.portLeftLocked(11); err != nil {
-		t.Fatal(err)
-	}
-	td.c.log = nil
-	err := td.portJoinedLocked(11, "veth-a1")
-	td.mu.Unlock()
+	calls := &networktest.Calls{}
+	dp := networktest.NewDatapath(calls)
+	reg, err := endpoint.OpenWithOptions(endpoint.Options{Path: filepath.Join(dir, "endpoints.json"), DefaultNetwork: api.DefaultNetworkName})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"dp.Attach 11", "floor.AddPort 11", "dp.SetEndpoint 11", "bridges.PinEndpoint 11"}
-	if strings.Join(td.c.log, "; ") != strings.Join(want, "; ") {
-		t.Fatalf("calls %v, want %v", td.c.log, want)
-	}
-
-	// A new port under the old name is another port: no identity.
-	td.mu.Lock()
-	_ = td.portLeftLocked(11)
-	td.c.log = nil
-	err = td.portJoinedLocked(99, "veth-a1")
-	td.mu.Unlock()
+	bus := events.New()
+	nets, err := network.New(network.Options{
+		Default:     network.Network{Name: api.DefaultNetworkName, Bridge: cfg.Bridge, Gateway: cfg.Gateway},
+		SubnetBlock: cfg.SubnetBlock, StatePath: filepath.Join(dir, "networks.json"),
+		OpenDatapath: func(datapath.Options) (network.Datapath, error) {
+			calls.Add("openDatapath")
+			return dp, nil
+		},
+		Floor: networktest.NewFloor(calls), Bridges: networktest.NewBridges(calls), Endpoints: reg, Events: bus,
+		HostAddrs: func() ([]netip.Addr, error) { return nil, nil },
+		Logger:    cfg.Logger,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if td.c.index("dp.SetEndpoint") >= 0 {
-		t.Fatalf("a recreated port inherited the endpoint: %v", td.c.log)
-	}
-}
-
-// TestAttachFailureKeepsPortClosed: when the program cannot be attached the
-// port gets no identity (it stays dead behind the floor).
-func TestAttachFailureKeepsPortClosed(t *testing.T) {
-	td := newTestDaemon(t)
-	td.open(t)
-	if _, err := td.AddEndpoint(context.Background(), api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
+	d, err := assemble(cfg, bus, nets)
+	if err != nil {
 		t.Fatal(err)
 	}
-	td.mu.Lock()
-	_ = td.portLeftLocked(11)
-	td.dp.failAt = "Attach"
-	err := td.portJoinedLocked(11, "veth-a1")
-	td.mu.Unlock()
-	if err == nil {
-		t.Fatal("a failed attach was not reported")
-	}
-	if _, ok := td.dp.endpoints[11]; ok {
-		t.Fatal("a port without its program got an identity")
-	}
+	return &testDaemon{Daemon: d, calls: calls, dp: dp}
 }
 
-func TestAddEndpointChecks(t *testing.T) {
+// TestRunOrder: rules, then the networks (datapath, floor, bridge), then
+// the host API; at shutdown the host API is gone before the networks leave
+// their strict policy, and Run returns only when every goroutine is done.
+func TestRunOrder(t *testing.T) {
 	td := newTestDaemon(t)
-	td.open(t)
-	ctx := context.Background()
-	good := api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}
-	for _, tc := range []struct {
-		name string
-		edit func(*api.EndpointAddRequest)
-		want string
-	}{
-		{"not a port", func(r *api.EndpointAddRequest) { r.Interface = "veth-zz" }, "is not a port of bridge outcall0"},
-		{"outside the subnet", func(r *api.EndpointAddRequest) { r.IP = "10.200.1.10" }, "not a host address in the bridge subnet"},
-		{"the gateway", func(r *api.EndpointAddRequest) { r.IP = "10.200.0.1" }, "not a host address"},
-		{"the bridge's MAC", func(r *api.EndpointAddRequest) { r.MAC = testBridgeMAC.String() }, "address of bridge outcall0 itself"},
-		{"a port's MAC", func(r *api.EndpointAddRequest) { r.MAC = testPortMAC.String() }, "host-side address of bridge port veth-a1"},
-		{"multicast MAC", func(r *api.EndpointAddRequest) { r.MAC = "01:00:5e:00:00:01" }, "multicast"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			req := good
-			tc.edit(&req)
-			_, err := td.AddEndpoint(ctx, req)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("AddEndpoint = %v, want an error containing %q", err, tc.want)
-			}
-			if len(td.dp.endpoints) != 0 || len(td.endpoints.List()) != 0 {
-				t.Fatal("a refused endpoint changed something")
-			}
-		})
-	}
-	// Positive control, then a second endpoint with the first one's MAC.
-	if _, err := td.AddEndpoint(ctx, good); err != nil {
-		t.Fatal(err)
-	}
-	dup := api.EndpointAddRequest{Name: "a2", Interface: "veth-a2", IP: "10.200.0.11", MAC: good.MAC}
-	if _, err := td.AddEndpoint(ctx, dup); err == nil || !strings.Contains(err.Error(), `already belongs to endpoint "a1"`) {
-		t.Fatalf("duplicate MAC: %v", err)
-	}
-}
-
-func TestAllowValidation(t *testing.T) {
-	td := newTestDaemon(t)
-	td.open(t)
-	ctx := context.Background()
-	if _, err := td.AddEndpoint(ctx, api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name string
-		req  api.AllowRequest
-		want string
-	}{
-		{"unknown endpoint", api.AllowRequest{Container: "zz", Destination: "198.51.100.10"}, "not found"},
-		{"not an address", api.AllowRequest{Container: "a1", Destination: "example.com"}, "need an IPv4 address"},
-		{"ipv6", api.AllowRequest{Container: "a1", Destination: "2001:db8::1"}, "need an IPv4 address"},
-		{"bad protocol", api.AllowRequest{Container: "a1", Destination: "198.51.100.10", Protocol: ptr("gre")}, "must be 'tcp' or 'udp'"},
-		{"port without protocol", api.AllowRequest{Container: "a1", Destination: "198.51.100.10", Port: ptr(uint16(443))}, "requires protocol"},
-		{"port 0", api.AllowRequest{Container: "a1", Destination: "198.51.100.10", Protocol: ptr("tcp"), Port: ptr(uint16(0))}, "invalid port 0"},
-		{"ttl too long", api.AllowRequest{Container: "a1", Destination: "198.51.100.10", ExpiresInSecs: ptr(uint32(86401))}, "between 1 and 86400"},
-		{"foreign src_ip", api.AllowRequest{Container: "a1", Destination: "198.51.100.10", SrcIP: "10.200.0.99"}, "does not belong"},
-		{"metadata without the flag", api.AllowRequest{Container: "a1", Destination: "169.254.169.254"}, "--allow-private"},
-		{"host address without the flag", api.AllowRequest{Container: "a1", Destination: "192.0.2.1"}, "host's own addresses"},
-		{"another agent, even with the flag", api.AllowRequest{Container: "a1", Destination: "10.200.0.11", AllowPrivate: true}, "Outcall subnet"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := td.Allow(ctx, tc.req)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Allow = %v, want an error containing %q", err, tc.want)
-			}
-			if len(td.dp.grants) != 0 {
-				t.Fatalf("a refused grant reached the datapath: %v", td.dp.grants)
-			}
-		})
-	}
-	// Positive controls: a public destination, and a restricted one with
-	// the flag, reach the datapath and are listed.
-	for _, req := range []api.AllowRequest{
-		{Container: "a1", Destination: "198.51.100.10", Protocol: ptr("tcp"), Port: ptr(uint16(443))},
-		{Container: "a1", Destination: "169.254.169.254", AllowPrivate: true},
-	} {
-		if _, err := td.Allow(ctx, req); err != nil {
-			t.Fatalf("Allow(%+v) = %v", req, err)
+	apiOpenAtShutdown := make(chan bool, 1)
+	td.dp.OnClearRules = func() {
+		c, err := net.Dial("unix", td.cfg.Socket)
+		if err == nil {
+			c.Close()
 		}
+		apiOpenAtShutdown <- err == nil
 	}
-	if rules, _ := td.ActiveRules(ctx); len(rules) != 2 || len(td.dp.grants) != 2 {
-		t.Fatalf("active rules %v, kernel %v; want 2 and 2", rules, td.dp.grants)
-	}
-}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- td.Run(ctx) }()
 
-// TestRemoveEndpointEndsEverything: the identity goes from the datapath, its
-// grants and flows end, its addresses are unpinned.
-func TestRemoveEndpointEndsEverything(t *testing.T) {
-	td := newTestDaemon(t)
-	td.open(t)
-	ctx := context.Background()
-	if _, err := td.AddEndpoint(ctx, api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := td.Allow(ctx, api.AllowRequest{Container: "a1", Destination: "198.51.100.10"}); err != nil {
-		t.Fatal(err)
-	}
-	td.c.log = nil
-	if err := td.RemoveEndpoint(ctx, "a1"); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"dp.DeleteEndpoint 11", "bridges.UnpinEndpoint 11", "dp.DeleteGrant", "dp.EndGrantFlows 1", "dp.EndFlows 1"} {
-		if td.c.index(want) < 0 {
-			t.Errorf("%q not called; calls: %v", want, td.c.log)
+	client := hostclient.New(td.cfg.Socket)
+	var st api.BridgeStatus
+	var err error
+	for range 200 {
+		if st, err = client.BridgeStatus(ctx); err == nil {
+			break
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if td.c.index("dp.DeleteEndpoint") > td.c.index("dp.DeleteGrant") {
-		t.Error("grants were revoked before the identity was gone")
+	if err != nil || !st.Up {
+		t.Fatalf("host API while running: %+v, %v", st, err)
 	}
-	if len(td.dp.grants) != 0 || len(td.endpoints.List()) != 0 {
-		t.Fatal("grants or the endpoint survived")
-	}
-}
-
-// TestShutdownOrder: grants go, the rule tables are emptied and the strict
-// floor is written before the handles are released.
-func TestShutdownOrder(t *testing.T) {
-	td := newTestDaemon(t)
-	td.open(t)
-	if _, err := td.AddEndpoint(context.Background(), api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
+	if err := td.calls.InOrder("openDatapath", "floor.Apply", "bridges.Ensure outcall0", "floor.Apply"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := td.Allow(context.Background(), api.AllowRequest{Container: "a1", Destination: "198.51.100.10"}); err != nil {
-		t.Fatal(err)
-	}
-	td.c.log = nil
-	td.shutdown()
-	last := -1
-	for _, step := range []string{"dp.DeleteGrant", "dp.ClearRules", "floor.Apply 2", "dp.Close"} {
-		i := td.c.index(step)
-		if i < 0 || i < last {
-			t.Fatalf("%q at %d after %d; calls: %v", step, i, last, td.c.log)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
 		}
-		last = i
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
 	}
-	if td.c.index("dp.Unpin") >= 0 || td.c.index("bridges.Delete") >= 0 {
-		t.Fatalf("shutdown tore something down: %v", td.c.log)
+	if <-apiOpenAtShutdown {
+		t.Fatal("the host API still accepted connections while the networks shut down")
+	}
+	if err := td.calls.InOrder("bridges.Ensure outcall0", "dp.ClearRules", "floor.Apply", "dp.Close"); err != nil {
+		t.Fatal(err)
+	}
+	if td.calls.Index("bridges.Delete") >= 0 || td.calls.Index("dp.Unpin") >= 0 {
+		t.Fatalf("shutdown tore something down: %v", td.calls.Log())
 	}
 }
 
-// TestBridgeDownRefusesWithPorts: nothing is torn down while ports exist.
-func TestBridgeDownRefusesWithPorts(t *testing.T) {
+// TestRunBadRulesChangeNothing: a bad rule set stops startup before the
+// datapath, the floor or a bridge is touched (S003-FR-014).
+func TestRunBadRulesChangeNothing(t *testing.T) {
 	td := newTestDaemon(t)
-	td.open(t)
-	err := td.BridgeDown(context.Background(), api.BridgeDownRequest{})
-	if err == nil || !strings.Contains(err.Error(), "has ports: veth-a1, veth-a2") {
-		t.Fatalf("BridgeDown = %v", err)
-	}
-	if td.c.index("dp.Unpin") >= 0 || td.c.index("floor.Delete") >= 0 || td.c.index("bridges.Delete") >= 0 {
-		t.Fatalf("a refused bridge down changed something: %v", td.c.log)
-	}
-	if err := td.BridgeDown(context.Background(), api.BridgeDownRequest{RemovePorts: true}); err != nil {
+	bad := "version: \"1\"\nrules:\n  - id: bad\n    action: allow\n    condition: 'network.port =='\n"
+	if err := os.WriteFile(filepath.Join(td.cfg.RulesDir, "50-bad.yaml"), []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if td.c.index("bridges.DeletePorts") > td.c.index("dp.Unpin") {
-		t.Fatalf("ports removed after the datapath went: %v", td.c.log)
+	err := td.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "50-bad.yaml") {
+		t.Fatalf("Run with a bad rule = %v, want an error naming the file", err)
 	}
-}
-
-// TestReloadRevokesGrantsOfGoneRules: a reload keeps the grants of rules
-// that still allow and the operator's, and revokes the others.
-func TestReloadRevokesGrantsOfGoneRules(t *testing.T) {
-	td := newTestDaemon(t)
-	td.open(t)
-	ctx := context.Background()
-	if _, err := td.AddEndpoint(ctx, api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
+	if log := td.calls.Log(); len(log) != 0 {
+		t.Fatalf("a refused startup changed something: %v", log)
+	}
+	if _, err := os.Stat(td.cfg.Socket); !os.IsNotExist(err) {
+		t.Fatalf("a refused startup left the socket: %v", err)
+	}
+	// Positive control: with the file gone the same daemon starts.
+	if err := os.Remove(filepath.Join(td.cfg.RulesDir, "50-bad.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	put := func(dst string, owner grants.Owner) {
-		t.Helper()
-		g := grants.Grant{Grant: datapath.Grant{GrantKey: datapath.GrantKey{Identity: 1, Dst: netip.MustParseAddr(dst)}}, Owner: owner}
-		if err := td.grants.Put(g); err != nil {
-			t.Fatal(err)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := td.Run(ctx); err != nil {
+		t.Fatalf("Run without the bad rule = %v", err)
 	}
-	put("198.51.100.1", grants.Owner{Rule: "pypi"})
-	put("198.51.100.2", grants.Owner{Rule: "gone"})
-	put("198.51.100.3", grants.Operator)
-	tables := &rules.PacketTables{Tables: ruletable.Tables{Rules: []ruletable.Rule{
-		{ID: "pypi", Action: ruletable.Allow}, {ID: "gone", Action: ruletable.Block},
-	}}}
-	if err := td.InstallRules(tables); err != nil {
-		t.Fatal(err)
-	}
-	var left []string
-	for _, g := range td.grants.List() {
-		left = append(left, g.Dst.String()+" "+g.Owner.String())
-	}
-	want := "198.51.100.1 rule:pypi, 198.51.100.3 operator"
-	if got := strings.Join(left, ", "); got != want {
-		t.Fatalf("grants after the reload: %s; want %s", got, want)
+	if td.calls.Index("openDatapath") < 0 {
+		t.Fatal("the positive control never opened the datapath")
 	}
 }

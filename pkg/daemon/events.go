@@ -5,7 +5,6 @@ import (
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/events"
-	"outcall.dev/outcall/pkg/grants"
 )
 
 // ruleEvents turns the rule engine's observations into events
@@ -17,11 +16,6 @@ func (r ruleEvents) ObserveDecision(layer, ruleID string, decision api.Decision)
 }
 
 func (r ruleEvents) ObserveReload(err error) { r.bus.Publish(events.Reload{Err: err}) }
-
-// grantEvent is the event of a grant the manager added or removed.
-func grantEvent(g grants.Grant, added bool) events.Event {
-	return events.Grant{Identity: g.Identity, Dst: g.Dst, Proto: g.Proto, Port: g.Port, Owner: g.Owner.String(), Added: added}
-}
 
 // logEvents logs what the feed says that no call site logs itself: sampled
 // drops (debug, they are many) and grant changes.

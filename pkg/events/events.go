@@ -1,6 +1,6 @@
 // Package events is outcalld's in-process feed of what happens: rule
 // decisions, sampled datapath drops, grant changes, rule reloads, ports
-// joining and leaving, repairs. Producers publish typed events and never wait
+// joining and leaving, networks coming and going, repairs. Producers publish typed events and never wait
 // for a consumer; metrics and logs read the feed, and so will the dashboard.
 //
 // A Bus has two kinds of consumers. Handlers run inline, in the publisher's
@@ -51,11 +51,23 @@ type Grant struct {
 // Reload is a finished rule reload; Err is nil on success.
 type Reload struct{ Err error }
 
-// Port is a port that joined (Joined) or left an Outcall bridge.
+// Port is a port that joined (Joined) or left the bridge of an Outcall
+// network.
 type Port struct {
 	Ifindex int
 	Name    string
+	Network string
 	Joined  bool
+}
+
+// Network is an Outcall network whose bridge came up (Up) or went away.
+// Gateway services follow it: the DNS filter and the proxy listen on each
+// network's gateway while it is up.
+type Network struct {
+	Name    string
+	Bridge  string
+	Gateway netip.Prefix
+	Up      bool
 }
 
 // Repair is enforcement found missing and restored: "tcx_link" or
@@ -67,6 +79,7 @@ func (Drop) event()     {}
 func (Grant) event()    {}
 func (Reload) event()   {}
 func (Port) event()     {}
+func (Network) event()  {}
 func (Repair) event()   {}
 
 // Bus fans events out. The zero value is not usable; use New.

@@ -1,4 +1,4 @@
-package daemon
+package network
 
 import (
 	"context"
@@ -12,13 +12,13 @@ import (
 	"outcall.dev/outcall/pkg/ruletable"
 )
 
-// The kernel-facing parts the daemon drives, as small interfaces: the real
-// ones are *datapath.Datapath, *nft.Floor and *bridge.Manager; the daemon's
-// own logic (validation, ordering, fail-closed sequences) is unit-tested
-// against fakes of them, without root.
+// The kernel-facing parts the Controller drives, as small interfaces: the
+// real ones are *datapath.Datapath, *nft.Floor and *bridge.Manager; the
+// Controller's own logic (validation, ordering, fail-closed sequences) is
+// unit-tested against fakes of them, without root.
 
-// datapathOps is the BPF datapath.
-type datapathOps interface {
+// Datapath is the BPF datapath.
+type Datapath interface {
 	grants.Kernel
 	Attach(ifindex int) error
 	Detach(ifindex int) error
@@ -40,8 +40,8 @@ type datapathOps interface {
 	Close() error
 }
 
-// floorOps is the nftables floor.
-type floorOps interface {
+// Floor is the nftables floor.
+type Floor interface {
 	Apply(nft.Config) error
 	AddPort(ifindex int) error
 	RemovePort(ifindex int) error
@@ -51,8 +51,8 @@ type floorOps interface {
 	Counters() (map[string]uint64, error)
 }
 
-// bridgeOps is the bridge manager.
-type bridgeOps interface {
+// Bridges is the bridge manager.
+type Bridges interface {
 	Ensure(name string, gateway netip.Prefix) (int, bool, error)
 	Status(name string) (bridge.Status, error)
 	Ports(bridgeIndex int) ([]bridge.Port, error)
@@ -63,8 +63,8 @@ type bridgeOps interface {
 	UnpinEndpoint(bridgeIndex, port int, ip netip.Addr, mac net.HardwareAddr) error
 }
 
-// openDatapath loads the real datapath; tests replace Daemon.openDatapath.
-func openDatapath(opts datapath.Options) (datapathOps, error) {
+// OpenDatapath loads the real datapath.
+func OpenDatapath(opts datapath.Options) (Datapath, error) {
 	dp, err := datapath.Open(opts)
 	if err != nil {
 		return nil, err
@@ -73,7 +73,7 @@ func openDatapath(opts datapath.Options) (datapathOps, error) {
 }
 
 var (
-	_ datapathOps = (*datapath.Datapath)(nil)
-	_ floorOps    = (*nft.Floor)(nil)
-	_ bridgeOps   = (*bridge.Manager)(nil)
+	_ Datapath = (*datapath.Datapath)(nil)
+	_ Floor    = (*nft.Floor)(nil)
+	_ Bridges  = (*bridge.Manager)(nil)
 )

@@ -1,4 +1,4 @@
-package daemon
+package network
 
 import (
 	"context"
@@ -31,13 +31,16 @@ import (
 // port is closed.
 
 // servicesLocked returns the open services, sorted, for
-// datapath.SetServices; up() installs them into a fresh datapath.
-func (d *Daemon) servicesLocked() []datapath.Service {
-	out := make([]datapath.Service, 0, len(d.services))
-	for s := range d.services {
+// datapath.SetServices; Up installs them into a fresh datapath.
+func (c *Controller) servicesLocked() []datapath.Service {
+	out := make([]datapath.Service, 0, len(c.services))
+	for s := range c.services {
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool {
+		if out[i].Gateway != out[j].Gateway {
+			return out[i].Gateway.Less(out[j].Gateway)
+		}
 		if out[i].Port != out[j].Port {
 			return out[i].Port < out[j].Port
 		}
@@ -49,86 +52,98 @@ func (d *Daemon) servicesLocked() []datapath.Service {
 // holdServiceLocked counts one more (delta 1) or one fewer (delta -1)
 // listener on s and writes the resulting set into the datapath, if one is
 // loaded; on a failed write the count is restored.
-func (d *Daemon) holdServiceLocked(s datapath.Service, delta int) error {
+func (c *Controller) holdServiceLocked(s datapath.Service, delta int) error {
 	add := func(delta int) {
-		d.services[s] += delta
-		if d.services[s] <= 0 {
-			delete(d.services, s)
+		c.services[s] += delta
+		if c.services[s] <= 0 {
+			delete(c.services, s)
 		}
 	}
 	add(delta)
-	if d.dp == nil {
-		return nil // up() installs the set into the next datapath
+	if c.dp == nil {
+		return nil // Up installs the set into the next datapath
 	}
-	if err := d.dp.SetServices(d.servicesLocked()); err != nil {
+	if err := c.dp.SetServices(c.servicesLocked()); err != nil {
 		add(-delta)
 		return err
 	}
 	return nil
 }
 
-// ListenTCPService binds a TCP listener on the gateway address and port and
-// only then opens the port to containers. Closing the listener closes the
-// port to containers first. A port held by another process on the gateway
-// or the wildcard address is an error naming the port and, when /proc tells,
-// the holder.
-func (d *Daemon) ListenTCPService(ctx context.Context, port uint16) (net.Listener, error) {
-	addr := d.serviceAddr(port)
+// ListenTCPService binds a TCP listener on the gateway address of network
+// and port, and only then opens the port to that network's containers.
+// Closing the listener closes the port to containers first. A port held by
+// another process on the gateway or the wildcard address is an error naming
+// the port and, when /proc tells, the holder.
+func (c *Controller) ListenTCPService(ctx context.Context, network string, port uint16) (net.Listener, error) {
+	addr, err := c.serviceAddr(network, port)
+	if err != nil {
+		return nil, err
+	}
 	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp4", addr.String())
 	if err != nil {
-		return nil, d.serviceBindError("tcp", addr, err)
+		return nil, serviceBindError("tcp", addr, err)
 	}
-	s := datapath.Service{Proto: unix.IPPROTO_TCP, Port: port}
-	if err := d.openService(s); err != nil {
+	s := datapath.Service{Gateway: addr.Addr(), Proto: unix.IPPROTO_TCP, Port: port}
+	if err := c.openService(s); err != nil {
 		l.Close()
 		return nil, err
 	}
-	return &serviceListener{Listener: l, release: d.releaser(s)}, nil
+	return &serviceListener{Listener: l, release: c.releaser(s)}, nil
 }
 
 // ListenUDPService is ListenTCPService for a UDP socket.
-func (d *Daemon) ListenUDPService(ctx context.Context, port uint16) (net.PacketConn, error) {
-	addr := d.serviceAddr(port)
-	c, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp4", addr.String())
+func (c *Controller) ListenUDPService(ctx context.Context, network string, port uint16) (net.PacketConn, error) {
+	addr, err := c.serviceAddr(network, port)
 	if err != nil {
-		return nil, d.serviceBindError("udp", addr, err)
-	}
-	s := datapath.Service{Proto: unix.IPPROTO_UDP, Port: port}
-	if err := d.openService(s); err != nil {
-		c.Close()
 		return nil, err
 	}
-	return &servicePacketConn{PacketConn: c, release: d.releaser(s)}, nil
+	pc, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp4", addr.String())
+	if err != nil {
+		return nil, serviceBindError("udp", addr, err)
+	}
+	s := datapath.Service{Gateway: addr.Addr(), Proto: unix.IPPROTO_UDP, Port: port}
+	if err := c.openService(s); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return &servicePacketConn{PacketConn: pc, release: c.releaser(s)}, nil
 }
 
-func (d *Daemon) serviceAddr(port uint16) netip.AddrPort {
-	return netip.AddrPortFrom(d.cfg.Gateway.Addr(), port)
+func (c *Controller) serviceAddr(network string, port uint16) (netip.AddrPort, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.netByNameLocked(network)
+	if n == nil {
+		return netip.AddrPort{}, fmt.Errorf("gateway service on port %d: no network %q", port, network)
+	}
+	return netip.AddrPortFrom(n.Gateway.Addr(), port), nil
 }
 
-func (d *Daemon) openService(s datapath.Service) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.holdServiceLocked(s, 1); err != nil {
+func (c *Controller) openService(s datapath.Service) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.holdServiceLocked(s, 1); err != nil {
 		return fmt.Errorf("open gateway service %s/%d to containers: %w", datapath.ProtoName(s.Proto), s.Port, err)
 	}
-	d.log.Info("gateway service open", "proto", datapath.ProtoName(s.Proto), "port", s.Port)
+	c.log.Info("gateway service open", "gateway", s.Gateway, "proto", datapath.ProtoName(s.Proto), "port", s.Port)
 	return nil
 }
 
 // releaser returns the function that closes s to containers, once.
-func (d *Daemon) releaser(s datapath.Service) func() error {
+func (c *Controller) releaser(s datapath.Service) func() error {
 	var once sync.Once
 	var err error
 	return func() error {
 		once.Do(func() {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			if err = d.holdServiceLocked(s, -1); err != nil {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if err = c.holdServiceLocked(s, -1); err != nil {
 				err = fmt.Errorf("close gateway service %s/%d to containers: %w", datapath.ProtoName(s.Proto), s.Port, err)
-				d.log.Error("gateway service stays open in the datapath after its listener closed", "proto", datapath.ProtoName(s.Proto), "port", s.Port, "err", err)
+				c.log.Error("gateway service stays open in the datapath after its listener closed", "gateway", s.Gateway, "proto", datapath.ProtoName(s.Proto), "port", s.Port, "err", err)
 				return
 			}
-			d.log.Info("gateway service closed", "proto", datapath.ProtoName(s.Proto), "port", s.Port)
+			c.log.Info("gateway service closed", "gateway", s.Gateway, "proto", datapath.ProtoName(s.Proto), "port", s.Port)
 		})
 		return err
 	}
@@ -157,7 +172,7 @@ func (c *servicePacketConn) Close() error {
 }
 
 // serviceBindError names the port and, when it is taken, who holds it.
-func (d *Daemon) serviceBindError(network string, addr netip.AddrPort, err error) error {
+func serviceBindError(network string, addr netip.AddrPort, err error) error {
 	if errors.Is(err, unix.EADDRINUSE) {
 		holder := portHolder(network, addr.Port())
 		if holder == "" {

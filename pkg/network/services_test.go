@@ -1,4 +1,4 @@
-package daemon
+package network
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,21 +18,27 @@ import (
 	"github.com/cilium/ebpf"
 
 	"outcall.dev/outcall/internal/privtest"
+	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/endpoint"
+	"outcall.dev/outcall/pkg/events"
+	"outcall.dev/outcall/pkg/network/networktest"
 )
 
 // serviceKey mirrors the datapath's services map key.
 type serviceKey struct {
-	Port  uint16
-	Proto uint8
-	Pad   uint8
+	Gateway [4]byte
+	Port    uint16
+	Proto   uint8
+	Pad     uint8
 }
 
-// testServiceDaemon is a Daemon with only what the service seam uses: a
-// datapath pinned in a test directory (so the test can read the services
-// map as the kernel has it) and loopback as the gateway, which only this
-// test's sockets use.
-func testServiceDaemon(t *testing.T) (*Daemon, *ebpf.Map) {
+// testServiceController is a Controller over a real datapath pinned in a
+// test directory (so the test can read the services map as the kernel has
+// it) and fakes of the floor and bridges, with two networks whose gateways
+// are loopback addresses only this test's sockets use: outcall-default on
+// 127.0.0.1 and outcall-second on 127.0.0.5.
+func testServiceController(t *testing.T) (*Controller, *ebpf.Map) {
 	t.Helper()
 	privtest.Root(t)
 	b := make([]byte, 3)
@@ -39,34 +46,57 @@ func testServiceDaemon(t *testing.T) (*Daemon, *ebpf.Map) {
 	pin := "/sys/fs/bpf/octest-svc-" + hex.EncodeToString(b)
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dp, err := datapath.Open(datapath.Options{PinDir: pin, Logger: log})
+	dir := t.TempDir()
+	second := `[{"name":"outcall-second","bridge":"ocbr-second","gateway":"127.0.0.5/30"}]`
+	if err := os.WriteFile(filepath.Join(dir, "networks.json"), []byte(second), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := endpoint.Open(filepath.Join(dir, "endpoints.json"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	calls := &networktest.Calls{}
+	c, err := New(Options{
+		Default:         Network{Name: api.DefaultNetworkName, Bridge: "outcall0", Gateway: netip.MustParsePrefix("127.0.0.1/30")},
+		SubnetBlock:     netip.MustParsePrefix("10.200.0.0/16"),
+		StatePath:       filepath.Join(dir, "networks.json"),
+		OpenDatapath:    OpenDatapath,
+		DatapathOptions: datapath.Options{PinDir: pin},
+		Floor:           networktest.NewFloor(calls), Bridges: networktest.NewBridges(calls),
+		Endpoints: reg, Events: events.New(),
+		HostAddrs: func() ([]netip.Addr, error) { return nil, nil },
+		Logger:    log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Up(); err != nil {
 		privtest.Skip(t, "cannot load the datapath: "+err.Error())
 	}
-	d := &Daemon{cfg: Config{Gateway: netip.MustParsePrefix("127.0.0.1/8")}, log: log, dp: dp, services: map[datapath.Service]int{}}
-	t.Cleanup(func() { dp.Close() })
+	t.Cleanup(c.Shutdown)
 	m, err := ebpf.LoadPinnedMap(filepath.Join(pin, "services"), nil)
 	if err != nil {
 		t.Fatalf("open pinned services map: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
-	return d, m
+	return c, m
 }
 
-// mapServices lists the services map as "proto/port".
-func mapServices(t *testing.T, m *ebpf.Map) []string {
+// mapServices lists the services map as "gateway proto/port", sorted.
+func mapServices(t *testing.T, m *ebpf.Map) string {
 	t.Helper()
 	var k serviceKey
 	var v uint8
 	var out []string
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		out = append(out, datapath.ProtoName(k.Proto)+"/"+strconv.Itoa(int(k.Port)))
+		out = append(out, netip.AddrFrom4(k.Gateway).String()+" "+datapath.ProtoName(k.Proto)+"/"+strconv.Itoa(int(k.Port)))
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	slices.Sort(out)
+	return strings.Join(out, ", ")
 }
 
 // freePort returns a port that nothing on loopback holds right now.
@@ -87,33 +117,34 @@ func freePort(t *testing.T) uint16 {
 
 // TestServiceOpenOnlyWhileListening (defect 6): a gateway service port is in
 // the datapath's services map exactly while Outcall's own listener holds
-// it; nothing is open by default.
+// it, and only on the gateway of the listener's network; nothing is open by
+// default.
 func TestServiceOpenOnlyWhileListening(t *testing.T) {
-	d, m := testServiceDaemon(t)
-	d.mu.Lock()
-	err := d.dp.SetServices(d.servicesLocked()) // what up() does
-	d.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := mapServices(t, m); len(got) != 0 {
+	d, m := testServiceController(t)
+	if got := mapServices(t, m); got != "" {
 		t.Fatalf("services open with no listener: %v", got)
 	}
 	port := freePort(t)
+	p := strconv.Itoa(int(port))
 	ctx := context.Background()
-	l, err := d.ListenTCPService(ctx, port)
+	if _, err := d.ListenTCPService(ctx, "outcall-none", port); err == nil || !strings.Contains(err.Error(), `no network "outcall-none"`) {
+		t.Fatalf("a service on an unknown network: %v", err)
+	}
+	l, err := d.ListenTCPService(ctx, api.DefaultNetworkName, port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Addr().String() != "127.0.0.1:"+strconv.Itoa(int(port)) {
+	if l.Addr().String() != "127.0.0.1:"+p {
 		t.Errorf("listener bound to %s, want the gateway address", l.Addr())
 	}
-	u, err := d.ListenUDPService(ctx, port)
+	u, err := d.ListenUDPService(ctx, "outcall-second", port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "tcp/" + strconv.Itoa(int(port)) + " udp/" + strconv.Itoa(int(port))
-	if got := strings.Join(mapServices(t, m), " "); got != want && got != "udp/"+strconv.Itoa(int(port))+" tcp/"+strconv.Itoa(int(port)) {
+	if u.LocalAddr().String() != "127.0.0.5:"+p {
+		t.Errorf("listener bound to %s, want the second gateway's address", u.LocalAddr())
+	}
+	if got, want := mapServices(t, m), "127.0.0.1 tcp/"+p+", 127.0.0.5 udp/"+p; got != want {
 		t.Errorf("services map %q, want %q", got, want)
 	}
 	// The listener works: a connection reaches it.
@@ -132,14 +163,14 @@ func TestServiceOpenOnlyWhileListening(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(mapServices(t, m), " "); got != "udp/"+strconv.Itoa(int(port)) {
-		t.Errorf("after closing the TCP listener: %q, want only udp", got)
+	if got, want := mapServices(t, m), "127.0.0.5 udp/"+p; got != want {
+		t.Errorf("after closing the TCP listener: %q, want %q", got, want)
 	}
 	_ = l.Close() // a second Close does not release twice
 	if err := u.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := mapServices(t, m); len(got) != 0 {
+	if got := mapServices(t, m); got != "" {
 		t.Errorf("services open after every listener closed: %v", got)
 	}
 }
@@ -148,7 +179,7 @@ func TestServiceOpenOnlyWhileListening(t *testing.T) {
 // someone else is a clear error naming the port and the holder, and opens
 // nothing.
 func TestServiceForeignHolder(t *testing.T) {
-	d, m := testServiceDaemon(t)
+	d, m := testServiceController(t)
 	port := freePort(t)
 	foreign, err := net.Listen("tcp4", "0.0.0.0:"+strconv.Itoa(int(port)))
 	if err != nil {
@@ -161,17 +192,17 @@ func TestServiceForeignHolder(t *testing.T) {
 	}
 	defer foreignUDP.Close()
 	self := "pid " + strconv.Itoa(os.Getpid()) + " ("
-	if _, err := d.ListenTCPService(context.Background(), port); err == nil {
+	if _, err := d.ListenTCPService(context.Background(), api.DefaultNetworkName, port); err == nil {
 		t.Fatal("ListenTCPService succeeded on a port a foreign listener holds")
 	} else if !strings.Contains(err.Error(), "gateway service tcp/"+strconv.Itoa(int(port))) || !strings.Contains(err.Error(), self) {
 		t.Errorf("error %q does not name the port and the holder %q", err, self)
 	}
-	if _, err := d.ListenUDPService(context.Background(), port); err == nil {
+	if _, err := d.ListenUDPService(context.Background(), api.DefaultNetworkName, port); err == nil {
 		t.Fatal("ListenUDPService succeeded on a port a foreign socket holds")
 	} else if !strings.Contains(err.Error(), "gateway service udp/"+strconv.Itoa(int(port))) || !strings.Contains(err.Error(), self) {
 		t.Errorf("error %q does not name the port and the holder %q", err, self)
 	}
-	if got := mapServices(t, m); len(got) != 0 {
+	if got := mapServices(t, m); got != "" {
 		t.Errorf("a failed listen opened %v", got)
 	}
 }

@@ -1,0 +1,100 @@
+package network
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+
+	"outcall.dev/outcall/pkg/datapath"
+)
+
+// listHostAddrs lists the host's IPv4 addresses, asked afresh from the
+// kernel.
+func listHostAddrs() ([]netip.Addr, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
+
+// hostAddresses lists the host's own IPv4 addresses outside the Outcall
+// networks: a rule or grant opens one only when it names it and allows
+// private destinations.
+func (c *Controller) hostAddressesLocked() ([]netip.Addr, error) {
+	addrs, err := c.opts.HostAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, ip := range addrs {
+		if !c.inOutcallSubnetLocked(ip) {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out), nil
+}
+
+// inOutcallSubnetLocked reports whether ip is inside the subnet block or
+// the subnet of a network: agents and gateways, never opened by a grant.
+func (c *Controller) inOutcallSubnetLocked(ip netip.Addr) bool {
+	return c.outcallSubnetLocked(ip).IsValid()
+}
+
+// outcallSubnetLocked returns the subnet block or network subnet holding
+// ip, or the zero Prefix.
+func (c *Controller) outcallSubnetLocked(ip netip.Addr) netip.Prefix {
+	if c.opts.SubnetBlock.Contains(ip) {
+		return c.opts.SubnetBlock
+	}
+	for _, n := range c.nets {
+		if n.Subnet().Contains(ip) {
+			return n.Subnet()
+		}
+	}
+	return netip.Prefix{}
+}
+
+func (c *Controller) isHostAddressLocked(ip netip.Addr) bool {
+	addrs, err := c.hostAddressesLocked()
+	// Unsure means restricted.
+	return err != nil || slices.Contains(addrs, ip)
+}
+
+// syncFencesLocked fences the subnet block and every network's subnet
+// (never opened: agents do not reach each other or another network's
+// gateway) and the host's own addresses (opened only with a license),
+// beside the static restricted ranges the datapath always fences. It
+// rewrites the map only when something changed since the last call.
+func (c *Controller) syncFencesLocked() error {
+	addrs, err := c.hostAddressesLocked()
+	if err != nil {
+		return err
+	}
+	fences := []datapath.Fence{{Prefix: c.opts.SubnetBlock, Never: true}}
+	for _, n := range c.nets {
+		if !c.opts.SubnetBlock.Contains(n.Subnet().Addr()) {
+			fences = append(fences, datapath.Fence{Prefix: n.Subnet(), Never: true})
+		}
+	}
+	for _, a := range addrs {
+		fences = append(fences, datapath.Fence{Prefix: netip.PrefixFrom(a, 32)})
+	}
+	if c.fences != nil && slices.Equal(fences, c.fences) {
+		return nil
+	}
+	if err := c.dp.SetFences(fences); err != nil {
+		return err
+	}
+	c.fences = fences
+	return nil
+}
