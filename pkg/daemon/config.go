@@ -46,6 +46,9 @@ type Config struct {
 	// the host-wide conntrack table.
 	MaxConnsPerAgent uint
 	Logger           *slog.Logger
+	// Services run on every network's gateway (GatewayService): the DNS
+	// filter and the proxy. Not a flag: cmd/outcalld builds them.
+	Services []GatewayService
 }
 
 // Validate rejects a bad configuration before anything on the host changes.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"sync"
 	"time"
@@ -42,6 +41,8 @@ type Daemon struct {
 	networks  *network.Controller
 	requests  *rulereq.Store
 	collector *metrics.Collector
+	// gatewaysChanged is kicked when a network comes or goes.
+	gatewaysChanged chan struct{}
 }
 
 // New checks privileges and the configuration and builds the parts. It
@@ -92,10 +93,19 @@ func New(cfg Config) (*Daemon, error) {
 // packet layer is the networks' datapath), rule requests, metrics and the
 // event consumers.
 func assemble(cfg Config, bus *events.Bus, nets *network.Controller) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: cfg.Logger, events: bus, networks: nets}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, events: bus, networks: nets, gatewaysChanged: make(chan struct{}, 1)}
 	d.collector = metrics.NewCollector(nets)
 	bus.Handle(d.collector.Handle)
 	bus.Handle(logEvents(cfg.Logger))
+	// Inline handlers must not block or call back: a kick is all.
+	bus.Handle(func(e events.Event) {
+		if _, ok := e.(events.Network); ok {
+			select {
+			case d.gatewaysChanged <- struct{}{}:
+			default:
+			}
+		}
+	})
 	var err error
 	d.rules, err = rules.NewEngine(rules.Options{Dir: cfg.RulesDir, Logger: cfg.Logger.With("target", "rules"),
 		Observer: ruleEvents{bus}, Packet: nets})
@@ -145,10 +155,11 @@ func checkBridgeName(name string) error {
 }
 
 // Run starts the parts in the spec's order (rules; bridges, floor and
-// networks; then the host API), serves until ctx is done or a part fails,
-// and stops them in reverse, every goroutine ended before it returns: the
-// host API stops accepting, the networks' loops end, and the strict policy
-// stays in place.
+// networks; the gateway services; then the host API), serves until ctx is
+// done or a part fails, and stops them in reverse, every goroutine ended
+// before it returns: the host API stops accepting, the gateway services
+// close their ports, the networks' loops end, and the strict policy stays
+// in place.
 func (d *Daemon) Run(ctx context.Context) error {
 	// Every rule file is checked before anything on the host changes
 	// (S003-FR-014): a bad rule set aborts startup.
@@ -158,42 +169,37 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.networks.Up(); err != nil {
 		return err
 	}
-	// From here on every return goes through the shutdown below.
-	var listeners []net.Listener
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
+	// From here on every return goes through stop.
 	errc := make(chan error, 8)
-	run := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
+	var stages []*stage
+	start := func(name string, fns ...func(context.Context) error) *stage {
+		s := newStage(ctx, name, errc, fns...)
+		stages = append(stages, s)
+		return s
 	}
 	stop := func() {
-		cancel()
-		for _, l := range listeners {
-			l.Close()
+		for i := len(stages) - 1; i >= 0; i-- {
+			stages[i].stop()
 		}
-		wg.Wait()
 		d.networks.Shutdown()
 		d.log.Info("outcalld stopped; bridges and strict policy remain", "bridge", d.cfg.Bridge)
 	}
-	run("networks", d.networks.Run)
+	loops := []func(context.Context) error{d.networks.Run}
 	if d.cfg.WatchRules {
-		run("rules watcher", func(ctx context.Context) error { return d.rules.Watch(ctx, rulesDebounce) })
+		loops = append(loops, func(ctx context.Context) error { return d.rules.Watch(ctx, rulesDebounce) })
 	}
+	start("networks", loops...)
+	start("gateway services", d.runGateways)
+	var serve []func(context.Context) error
 	if d.cfg.MetricsAddr != "" {
-		l, err := metrics.Listen(d.cfg.MetricsAddr)
+		ml, err := metrics.Listen(d.cfg.MetricsAddr)
 		if err != nil {
 			stop()
 			return err
 		}
-		listeners = append(listeners, l)
-		run("metrics", func(ctx context.Context) error {
-			return metrics.Serve(ctx, l, d.collector, d.log.With("target", "metrics"))
+		defer ml.Close() // if the host API cannot listen; Serve closes it too
+		serve = append(serve, func(ctx context.Context) error {
+			return metrics.Serve(ctx, ml, d.collector, d.log.With("target", "metrics"))
 		})
 	}
 	l, err := hostapi.Listen(d.cfg.Socket)
@@ -201,10 +207,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		stop()
 		return err
 	}
-	listeners = append(listeners, l)
-	run("host api", func(ctx context.Context) error {
+	serve = append(serve, func(ctx context.Context) error {
 		return hostapi.Serve(ctx, l, hostapi.Handler(d.hostService(), d.log.With("target", "host_api")))
 	})
+	start("apis", serve...)
 	d.log.Info("outcalld ready", "bridge", d.cfg.Bridge, "socket", d.cfg.Socket)
 
 	var runErr error
@@ -215,4 +221,36 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	stop()
 	return runErr
+}
+
+// stage is a group of goroutines started and stopped together.
+type stage struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// newStage runs each fn until its context, derived from parent, ends; a
+// failure is sent on errc, named.
+func newStage(parent context.Context, name string, errc chan<- error, fns ...func(context.Context) error) *stage {
+	ctx, cancel := context.WithCancel(parent)
+	s := &stage{cancel: cancel}
+	for _, fn := range fns {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				select {
+				case errc <- fmt.Errorf("%s: %w", name, err):
+				default:
+				}
+			}
+		}()
+	}
+	return s
+}
+
+// stop ends the stage's goroutines and waits for them.
+func (s *stage) stop() {
+	s.cancel()
+	s.wg.Wait()
 }

@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,4 +150,85 @@ func TestRunBadRulesChangeNothing(t *testing.T) {
 	if td.calls.Index("openDatapath") < 0 {
 		t.Fatal("the positive control never opened the datapath")
 	}
+}
+
+// recordingService is a GatewayService that records where it runs.
+type recordingService struct {
+	mu      sync.Mutex
+	running map[string]bool
+}
+
+func (s *recordingService) Name() string { return "rec" }
+
+func (s *recordingService) Serve(ctx context.Context, gw network.Gateway) error {
+	s.set(gw.Name, true)
+	<-ctx.Done()
+	s.set(gw.Name, false)
+	return nil
+}
+
+func (s *recordingService) set(name string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.running[name] = true
+	} else {
+		delete(s.running, name)
+	}
+}
+
+func (s *recordingService) names() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for n := range s.running {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
+}
+
+// TestGatewayServicesFollowNetworks: a gateway service runs on every
+// network that is up, starts on a network created later, ends on a
+// destroyed one, and has ended everywhere before the networks shut down.
+func TestGatewayServicesFollowNetworks(t *testing.T) {
+	td := newTestDaemon(t)
+	svc := &recordingService{running: map[string]bool{}}
+	td.cfg.Services = []GatewayService{svc}
+	atShutdown := make(chan string, 1)
+	td.dp.OnClearRules = func() { atShutdown <- svc.names() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- td.Run(ctx) }()
+	waitUntil(t, "the service on the default network", func() bool { return svc.names() == "outcall-default" })
+
+	client := hostclient.New(td.cfg.Socket)
+	staging := "staging"
+	if _, err := client.CreateNetwork(ctx, api.NetworkCreateRequest{Name: &staging}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the service on the new network", func() bool { return svc.names() == "outcall-default,outcall-staging" })
+	if _, err := client.DestroyNetwork(ctx, api.NetworkDestroyRequest{Name: &staging}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the service gone with its network", func() bool { return svc.names() == "outcall-default" })
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if left := <-atShutdown; left != "" {
+		t.Fatalf("gateway services still running while the networks shut down: %s", left)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
 }
