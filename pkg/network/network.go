@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"outcall.dev/outcall/internal/atomicfile"
@@ -184,6 +185,9 @@ func (s store) save(nets []Network) error {
 	b, err := json.MarshalIndent(nets, "", "  ")
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return fmt.Errorf("write networks: %w", err)
 	}
 	if err := atomicfile.WriteFile(s.path, append(b, '\n')); err != nil {
 		return fmt.Errorf("write networks: %w", err)

@@ -119,6 +119,12 @@ type Agent struct {
 // daemon's bridge, which must exist.
 func (l *Lab) AddAgent(name, ip, mac string) Agent {
 	l.t.Helper()
+	return l.AddAgentOn(l.Bridge, Gateway, name, ip, mac)
+}
+
+// AddAgentOn is AddAgent on another Outcall bridge, whose gateway is gw.
+func (l *Lab) AddAgentOn(bridge, gw, name, ip, mac string) Agent {
+	l.t.Helper()
 	a := Agent{NS: l.Prefix + "-" + name, Port: l.Prefix + name, IP: ip, MAC: mac}
 	l.Run("ip", "netns", "add", a.NS)
 	l.InNS(a.NS, "ip", "link", "set", "lo", "up")
@@ -126,8 +132,8 @@ func (l *Lab) AddAgent(name, ip, mac string) Agent {
 	l.InNS(a.NS, "ip", "link", "set", "eth0", "address", mac)
 	l.InNS(a.NS, "ip", "addr", "add", ip+"/24", "dev", "eth0")
 	l.InNS(a.NS, "ip", "link", "set", "eth0", "up")
-	l.InNS(a.NS, "ip", "route", "add", "default", "via", Gateway)
-	l.InNS(l.Host, "ip", "link", "set", a.Port, "master", l.Bridge)
+	l.InNS(a.NS, "ip", "route", "add", "default", "via", gw)
+	l.InNS(l.Host, "ip", "link", "set", a.Port, "master", bridge)
 	l.InNS(l.Host, "ip", "link", "set", a.Port, "up")
 	return a
 }
@@ -165,15 +171,23 @@ type Daemon struct {
 // StartDaemon runs bin in the host namespace and waits for its socket.
 func (l *Lab) StartDaemon(bin string, extra ...string) *Daemon {
 	l.t.Helper()
-	d := &Daemon{Socket: filepath.Join(l.Dir, "host.sock"), Log: &bytes.Buffer{}, done: make(chan error, 1)}
-	args := append([]string{"--net=/run/netns/" + l.Host, bin,
-		"--bridge", l.Bridge, "--socket", d.Socket,
+	args := append([]string{
+		"--bridge", l.Bridge, "--socket", l.Socket(),
 		"--state-dir", filepath.Join(l.Dir, "state"), "--pin-dir", l.PinDir,
 		"--metrics-addr", "127.0.0.1:9469", "--log-level", "debug",
 		// Never the host's rules: the lab's own directory (absent unless a
 		// test writes it).
 		"--rules-dir", l.RulesDir()}, extra...)
-	d.Cmd = exec.Command("nsenter", args...)
+	return l.start(exec.Command("nsenter", append([]string{"--net=/run/netns/" + l.Host, bin}, args...)...))
+}
+
+// Socket is the host API socket of the lab's daemon.
+func (l *Lab) Socket() string { return filepath.Join(l.Dir, "host.sock") }
+
+// start runs a daemon's command and waits for its socket.
+func (l *Lab) start(cmd *exec.Cmd) *Daemon {
+	l.t.Helper()
+	d := &Daemon{Cmd: cmd, Socket: l.Socket(), Log: &bytes.Buffer{}, done: make(chan error, 1)}
 	d.Cmd.Stdout, d.Cmd.Stderr = d.Log, d.Log
 	if err := d.Cmd.Start(); err != nil {
 		l.t.Fatalf("start outcalld: %v", err)

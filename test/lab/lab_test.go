@@ -18,6 +18,9 @@ import (
 var bins string // directory holding the built outcalld and outcall
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv(labDaemonEnv); cfg != "" {
+		os.Exit(runLabDaemon(cfg))
+	}
 	dir, err := os.MkdirTemp("", "outcall-lab-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
