@@ -87,16 +87,6 @@ func Errorf(kind *Kind, format string, args ...any) error {
 	return &Error{Kind: kind, Err: fmt.Errorf(format, args...)}
 }
 
-// StatusError chooses a status outright. It predates the kinds and remains
-// for callers that have not moved to them; new code returns a kind.
-type StatusError struct {
-	Status int
-	Err    error
-}
-
-func (e *StatusError) Error() string { return e.Err.Error() }
-func (e *StatusError) Unwrap() error { return e.Err }
-
 // StatusOf maps any error to the HTTP status and the envelope message every
 // Outcall server answers with. The message is err.Error(). The status is
 // that of the first classified error met walking err's chain from the
@@ -104,7 +94,6 @@ func (e *StatusError) Unwrap() error { return e.Err }
 // a kind of its own decides for the layers below it:
 //
 //   - a *Kind, through kindStatus;
-//   - a *StatusError, its Status;
 //   - an *http.MaxBytesError (a handler that read the body itself), 413;
 //   - nothing classified: 500.
 //
@@ -130,8 +119,6 @@ func classify(err error) (int, bool) {
 				return http.StatusInternalServerError, true
 			}
 			return s, true
-		case *StatusError:
-			return e.Status, true
 		case *http.MaxBytesError:
 			return http.StatusRequestEntityTooLarge, true
 		}

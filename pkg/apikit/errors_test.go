@@ -32,8 +32,6 @@ func TestStatusOf(t *testing.T) {
 		{"kind under context", fmt.Errorf("remove endpoint: %w", Wrap(ErrNotFound, inner)), 404, `remove endpoint: rule not found: "r"`},
 		{"outermost kind wins", Errorf(ErrConflict, "approve: %w", Wrap(ErrNotFound, inner)), 409, `approve: rule not found: "r"`},
 		{"kind inside a join", errors.Join(errors.New("a"), Wrap(ErrInvalid, errors.New("b"))), 400, "a\nb"},
-		{"status error", &StatusError{Status: http.StatusUnprocessableEntity, Err: errors.New("bad rules")}, 422, "bad rules"},
-		{"status error under context", fmt.Errorf("x: %w", &StatusError{Status: 409, Err: errors.New("y")}), 409, "x: y"},
 		{"max bytes", fmt.Errorf("read: %w", &http.MaxBytesError{Limit: 5}), 413, "read: http: request body too large"},
 		{"unknown kind is internal", &Kind{"made up"}, 500, "made up"},
 	}

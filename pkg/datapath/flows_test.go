@@ -47,14 +47,19 @@ func TestFlowsOutliveExpiryNotRevocation(t *testing.T) {
 	time.Sleep(400 * time.Millisecond)
 	expectVerdict(t, d, agentPort, ack, AllowEstablished, "") // outlives expiry
 	expectVerdict(t, d, agentPort, syn, DropExpired, "")      // a new connection does not
-	if n, err := d.SweepExpired(); err != nil || n < 1 {
-		t.Fatalf("sweep = %d, %v", n, err)
+	// A sweep (grants.Manager) deletes the expired entry; its flow lives.
+	if ok, err := d.DeleteGrant(key); err != nil || !ok {
+		t.Fatalf("delete the expired grant = %v, %v", ok, err)
 	}
 	expectVerdict(t, d, agentPort, ack, AllowEstablished, "") // nor the sweep
 
+	// A revoke deletes the entry and ends its flows.
 	must(t, d.PutGrant(Grant{GrantKey: key}))
-	if ok, err := d.RevokeGrant(key); err != nil || !ok {
-		t.Fatalf("RevokeGrant = %v, %v", ok, err)
+	if ok, err := d.DeleteGrant(key); err != nil || !ok {
+		t.Fatalf("DeleteGrant = %v, %v", ok, err)
+	}
+	if _, err := d.EndGrantFlows([]GrantKey{key}); err != nil {
+		t.Fatal(err)
 	}
 	expectVerdict(t, d, agentPort, ack, DropNoRule, "")
 	expectVerdict(t, d, agentPort, syn, DropNoRule, "")

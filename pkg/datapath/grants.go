@@ -67,7 +67,8 @@ func (d *Datapath) PutGrant(g Grant) error {
 const grantFlagPrivate = uint8(portIngressGrantFlagGRANT_F_PRIVATE)
 
 // DeleteGrant removes an allow entry; it reports whether it existed. The
-// flows it opened live on: use RevokeGrant to end them too.
+// flows it opened live on: EndGrantFlows ends them too (grants.Manager
+// does both on a revoke).
 func (d *Datapath) DeleteGrant(k GrantKey) (bool, error) {
 	key, err := k.raw()
 	if err != nil {
@@ -104,39 +105,4 @@ func (d *Datapath) Grants() ([]Grant, error) {
 		return nil, fmt.Errorf("list grants: %w", err)
 	}
 	return out, nil
-}
-
-// SweepExpired deletes grants whose expiry has passed and returns how many.
-// It only reclaims memory: the program already refuses expired entries.
-func (d *Datapath) SweepExpired() (int, error) {
-	grants, err := d.Grants()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	now := time.Now()
-	for _, g := range grants {
-		if !g.Expires.IsZero() && !g.Expires.After(now) {
-			if ok, err := d.DeleteGrant(g.GrantKey); err != nil {
-				return n, err
-			} else if ok {
-				n++
-			}
-		}
-	}
-	return n, nil
-}
-
-// RevokeGrant removes an allow entry and ends the flows it opened: an
-// operator's revoke closes the tuple, where an expiry does not. It reports
-// whether the entry existed.
-func (d *Datapath) RevokeGrant(k GrantKey) (bool, error) {
-	ok, err := d.DeleteGrant(k)
-	if err != nil {
-		return false, err
-	}
-	if _, err := d.EndGrantFlows([]GrantKey{k}); err != nil {
-		return ok, err
-	}
-	return ok, nil
 }

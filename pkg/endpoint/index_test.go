@@ -231,7 +231,7 @@ func TestRegistryAddRefuses(t *testing.T) {
 		{"operator with a container", func(e *Endpoint) { e.ContainerID = "beef" }, "an operator's endpoint has no container id"},
 		{"docker without a container", func(e *Endpoint) { e.Origin = OriginDocker }, "a Docker endpoint needs its container id"},
 		{"unknown origin", func(e *Endpoint) { e.Origin = "kubernetes" }, `invalid origin "kubernetes"`},
-		{"long network", func(e *Endpoint) { e.Network = "a-network-name-too-long" }, `invalid network "a-network-name-too-long"`},
+		{"long network", func(e *Endpoint) { e.Network = "outcall-" + strings.Repeat("n", 65) }, `need a network name of 1-72 characters`},
 		{"no mac", func(e *Endpoint) { e.MAC = nil; e.MACText = "" }, `invalid mac "": need a 6-byte`},
 		{"no ip", func(e *Endpoint) { e.IP = netip.Addr{} }, "invalid ip"},
 		{"ipv6", func(e *Endpoint) { e.IP = netip.MustParseAddr("fd00::1") }, `invalid ip "fd00::1"`},

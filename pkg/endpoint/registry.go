@@ -41,8 +41,8 @@ type Endpoint struct {
 	// identity. 0 in a registry written before this field existed; the
 	// daemon binds such an endpoint to the port it finds under its name.
 	Ifindex int `json:"ifindex,omitempty"`
-	// Network is the Outcall network of the endpoint's port, named by its
-	// bridge. Source addresses and MACs are unique within a network, not
+	// Network is the Outcall network of the endpoint's port
+	// ("outcall-default"). Source addresses and MACs are unique within a network, not
 	// across networks: two bridges are two segments, and a peer is found
 	// by the network it spoke on and its address there. Empty in a
 	// registry written before networks existed, and in an Add that names
@@ -288,10 +288,14 @@ func check(e Endpoint) error {
 	return nil
 }
 
-// validateNetwork checks a network's name: the name of its Linux bridge.
+// maxNetworkLen is the longest network name: "outcall-" and a suffix of at
+// most 64 characters (S002-FR-011).
+const maxNetworkLen = 8 + 64
+
+// validateNetwork checks a network's name ("outcall-default").
 func validateNetwork(network string) error {
-	if network == "" || len(network) > 15 {
-		return fmt.Errorf("invalid network %q: need a bridge name of 1-15 characters", network)
+	if network == "" || len(network) > maxNetworkLen {
+		return fmt.Errorf("invalid network %q: need a network name of 1-%d characters", network, maxNetworkLen)
 	}
 	return nil
 }
@@ -463,7 +467,7 @@ func (r *Registry) ByIfindex(ifindex int) (Endpoint, bool) {
 }
 
 // BySource returns the endpoint that owns source address ip on network
-// (a bridge name): the peer of a DNS query, a proxy connection or an agent
+// (a network name such as "outcall-default"): the peer of a DNS query, a proxy connection or an agent
 // API call. The match is exact: an IPv4-mapped IPv6 address or an empty
 // network finds nothing, so a caller cannot be defaulted into an identity;
 // a caller on a dual-stack socket unmaps the peer's address first.

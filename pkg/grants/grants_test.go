@@ -12,7 +12,7 @@ import (
 // fakeKernel is the grants map as a Go map, with switchable failures.
 type fakeKernel struct {
 	entries  map[datapath.GrantKey]datapath.Grant
-	revoked  []datapath.GrantKey // RevokeGrant calls, which also end flows
+	revoked  []datapath.GrantKey // EndGrantFlows calls
 	failOn   map[datapath.GrantKey]bool
 	failPuts bool
 }
@@ -155,7 +155,7 @@ func TestFailedPutIndexesNothing(t *testing.T) {
 }
 
 // TestSweepDeletesWithoutEndingFlows: expiry deletes entries with
-// DeleteGrant (flows live on), never with RevokeGrant.
+// DeleteGrant (flows live on), never with EndGrantFlows.
 func TestSweepDeletesWithoutEndingFlows(t *testing.T) {
 	k := newFake()
 	m := New(k, Options{})

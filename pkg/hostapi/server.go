@@ -34,7 +34,7 @@ type Service interface {
 	DatapathCounters(ctx context.Context) ([]api.DatapathCounter, error)
 
 	// The rule engine (S003-IF-001..005, 007..009). Errors choose their
-	// status through their apikit kind (or a StatusError), mapped by
+	// status through their apikit kind, mapped by
 	// apikit.StatusOf: 400 bad input, 404 unknown rule or request, 409
 	// request not pending or bridge down, 422 invalid rules on reload, 500
 	// otherwise.
@@ -301,12 +301,6 @@ func decode(w http.ResponseWriter, log *slog.Logger, r *http.Request, v any) boo
 	}
 	return true
 }
-
-// StatusError lets a Service choose the HTTP status of an error outright.
-// New code returns an apikit kind (apikit.ErrNotFound, ...) instead; both
-// are mapped by apikit.StatusOf. The CLI reads only the envelope, scripts
-// may read the status.
-type StatusError = apikit.StatusError
 
 // Listen prepares the socket: parent directory created (0750), a stale socket
 // replaced, the new one restricted to its owner (0600) from the moment it

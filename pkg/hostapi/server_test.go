@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/apikit"
 )
 
 // fakeService records calls; the real Service is the daemon, exercised end
@@ -51,7 +51,7 @@ func (f *fakeService) RemoveEndpoint(_ context.Context, name string) error {
 	if name != "a b" {
 		return errors.New("wrong name " + name)
 	}
-	return &StatusError{Status: http.StatusNotFound, Err: errors.New("endpoint not found")}
+	return apikit.Wrap(apikit.ErrNotFound, errors.New("endpoint not found"))
 }
 
 func TestHandler(t *testing.T) {
@@ -216,8 +216,13 @@ func (f *fakeService) Revoke(_ context.Context, req api.RevokeRequest) error {
 	return f.err
 }
 
+// statusErr is an error of the kind the host API answers with status.
 func statusErr(status int, msg string) error {
-	return &StatusError{Status: status, Err: errors.New(msg)}
+	kinds := map[int]*apikit.Kind{400: apikit.ErrInvalid, 404: apikit.ErrNotFound, 409: apikit.ErrConflict, 422: apikit.ErrUnprocessable}
+	if k, ok := kinds[status]; ok {
+		return apikit.Wrap(k, errors.New(msg))
+	}
+	return errors.New(msg) // 500
 }
 
 func TestRuleRoutes(t *testing.T) {

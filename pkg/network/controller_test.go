@@ -539,3 +539,56 @@ func TestEndpointStaysOnItsNetwork(t *testing.T) {
 		t.Fatalf("endpoints %+v: want a1 on outcall-default, not attached", eps)
 	}
 }
+
+// TestIdentifyBySource: a gateway service finds the identity that sent from
+// an address on its own network, only while that identity's port is
+// enforced; a container's identity is found by its id the same way.
+func TestIdentifyBySource(t *testing.T) {
+	td := newTestController(t)
+	td.open(t)
+	ctx := context.Background()
+	if _, err := td.CreateNetwork(ctx, api.NetworkCreateRequest{Name: ptr("staging")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.AddEndpoint(ctx, api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
+		t.Fatal(err)
+	}
+	c1 := endpoint.Endpoint{Name: "c1", Interface: "veth-a2", IP: netip.MustParseAddr("10.200.0.11"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 0x0b},
+		Ifindex: 12, Network: api.DefaultNetworkName, Origin: endpoint.OriginDocker, ContainerID: "c0ffee"}
+	if _, err := td.endpoints.Add(c1); err != nil {
+		t.Fatal(err)
+	}
+	gws := td.Gateways()
+	if len(gws) != 2 || gws[0].Name != api.DefaultNetworkName || gws[1].Name != "outcall-staging" {
+		t.Fatalf("gateways %+v", gws)
+	}
+	def, staging := gws[0], gws[1]
+	for _, tc := range []struct {
+		gw   Gateway
+		src  string
+		want string
+	}{
+		{def, "10.200.0.10", "a1"},
+		{def, "::ffff:10.200.0.10", "a1"},
+		{def, "10.200.0.11", "c1"},
+		{def, "10.200.0.99", ""},
+		{staging, "10.200.0.10", ""}, // the same address on another network is nobody
+	} {
+		e, ok := tc.gw.Identify(netip.MustParseAddr(tc.src))
+		if got := map[bool]string{true: e.Name}[ok]; got != tc.want {
+			t.Errorf("%s.Identify(%s) = %q, want %q", tc.gw.Name, tc.src, got, tc.want)
+		}
+	}
+	if e, ok := td.ContainerIdentity("c0ffee"); !ok || e.Name != "c1" {
+		t.Fatalf("ContainerIdentity = %+v, %v", e, ok)
+	}
+	// A port whose program is gone identifies nobody.
+	delete(td.dp.Attached, 11)
+	delete(td.dp.Attached, 12)
+	if _, ok := def.Identify(netip.MustParseAddr("10.200.0.10")); ok {
+		t.Error("an identity whose port lost its program was found")
+	}
+	if _, ok := td.ContainerIdentity("c0ffee"); ok {
+		t.Error("a container whose port lost its program was found")
+	}
+}
