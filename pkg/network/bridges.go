@@ -271,7 +271,8 @@ func (c *Controller) addNetworkLocked(n *netState) (err error) {
 			return
 		}
 		c.nets = c.nets[:len(c.nets)-1]
-		if n.index != 0 {
+		// Ensure may have made the bridge before it failed.
+		if st, serr := c.bridges.Status(n.Bridge); serr != nil || st.Exists {
 			if derr := c.bridges.Delete(n.Bridge); derr != nil {
 				c.log.Error("remove the bridge of a network that failed to come up", "bridge", n.Bridge, "err", derr)
 			}

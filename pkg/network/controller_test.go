@@ -592,3 +592,31 @@ func TestIdentifyBySource(t *testing.T) {
 		t.Error("a container whose port lost its program was found")
 	}
 }
+
+// TestCreateNetworkFailureUndoes: a create that fails half-way removes the
+// bridge it made, takes the bridge out of the floor again and records
+// nothing.
+func TestCreateNetworkFailureUndoes(t *testing.T) {
+	td := newTestController(t)
+	td.open(t)
+	ctx := context.Background()
+	name := BridgeName("outcall-staging")
+	td.br.FailEnsure = name
+	if _, err := td.CreateNetwork(ctx, api.NetworkCreateRequest{Name: ptr("staging")}); err == nil || !strings.Contains(err.Error(), "fake Ensure") {
+		t.Fatalf("create = %v, want the Ensure failure", err)
+	}
+	if b := td.br.Bridges[name]; b == nil || b.Exists {
+		t.Fatalf("the half-made bridge is left: %+v", b)
+	}
+	if got := td.fl.Last().Bridges; strings.Join(got, ",") != "outcall0" {
+		t.Fatalf("floor after the failed create names %v", got)
+	}
+	if list, _ := td.Networks(ctx); len(list) != 1 {
+		t.Fatalf("networks after a failed create: %+v", list)
+	}
+	// Positive control: the same create succeeds once Ensure does.
+	td.br.FailEnsure = ""
+	if res, err := td.CreateNetwork(ctx, api.NetworkCreateRequest{Name: ptr("staging")}); err != nil || !res.Created {
+		t.Fatalf("create = %+v, %v", res, err)
+	}
+}

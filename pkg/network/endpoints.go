@@ -3,6 +3,7 @@ package network
 import (
 	"bytes"
 	"context"
+	"strings"
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/apikit"
@@ -118,14 +119,11 @@ func (c *Controller) AddEndpoint(ctx context.Context, req api.EndpointAddRequest
 }
 
 func (c *Controller) bridgeNamesLocked() string {
-	s := ""
-	for i, n := range c.nets {
-		if i > 0 {
-			s += ", "
-		}
-		s += n.Bridge
+	names := make([]string, 0, len(c.nets))
+	for _, n := range c.nets {
+		names = append(names, n.Bridge)
 	}
-	return s
+	return strings.Join(names, ", ")
 }
 
 // RemoveEndpoint takes an identity away: its port reaches nothing again,

@@ -17,8 +17,11 @@
 #            10.200.0.1, pins under /sys/fs/bpf/$P
 #   $P-a1    agent 10.200.0.10 (02:00:0a:c8:00:0a) on port ${P}a1 of ${P}br
 #   $P-a2    agent 10.200.0.11 (02:00:0a:c8:00:0b) on port ${P}a2 of ${P}br
+#   $P-b1    agent 10.200.1.10 (02:00:0a:c8:01:0a) on port ${P}b1 of the
+#            bridge of a second network, outcall-second (10.200.1.0/24,
+#            gateway 10.200.1.1), made with `outcall network create`
 #
-# Both agents are registered as endpoints a1 and a2. The rules directory is
+# The agents are registered as endpoints a1, a2 and b1. The rules directory is
 # the lab's own and starts empty, so everything is blocked until you add a
 # grant or a rule file. Every address exists only inside these namespaces,
 # so no packet of the lab leaves the machine.
@@ -47,7 +50,7 @@ UPSTREAM_UPLINK=192.0.2.2
 UPSTREAM=198.51.100.10
 UPSTREAM2=203.0.113.10
 GATEWAY=10.200.0.1
-NAMESPACES=("$P-host" "$P-up" "$P-a1" "$P-a2")
+NAMESPACES=("$P-host" "$P-up" "$P-a1" "$P-a2" "$P-b1")
 
 in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
@@ -78,16 +81,18 @@ down() {
 	echo "lab $P removed"
 }
 
+# add_agent NAME IP MAC [BRIDGE GATEWAY]: an agent namespace on the default
+# network's bridge, or on BRIDGE with GATEWAY.
 add_agent() {
-	local name=$1 ip=$2 mac=$3 ns=$P-$1 port=$P$1
+	local name=$1 ip=$2 mac=$3 bridge=${4:-${P}br} gw=${5:-$GATEWAY} ns=$P-$1 port=$P$1
 	ip netns add "$ns"
 	in_ns "$ns" ip link set lo up
 	ip link add "$port" netns "$P-host" type veth peer name eth0 netns "$ns"
 	in_ns "$ns" ip link set eth0 address "$mac"
 	in_ns "$ns" ip addr add "$ip/24" dev eth0
 	in_ns "$ns" ip link set eth0 up
-	in_ns "$ns" ip route add default via "$GATEWAY"
-	in_ns "$P-host" ip link set "$port" master "${P}br"
+	in_ns "$ns" ip route add default via "$gw"
+	in_ns "$P-host" ip link set "$port" master "$bridge"
 	in_ns "$P-host" ip link set "$port" up
 	# The port may still be joining the bridge: retry until outcalld has
 	# attached its program and takes the endpoint.
@@ -151,6 +156,9 @@ up() {
 
 	add_agent a1 10.200.0.10 02:00:0a:c8:00:0a
 	add_agent a2 10.200.0.11 02:00:0a:c8:00:0b
+	"$BIN_DIR/outcall" --socket "$LAB_DIR/host.sock" network create --name second >/dev/null
+	# A network's bridge is ocbr- and 10 hex digits of sha256(name).
+	add_agent b1 10.200.1.10 02:00:0a:c8:01:0a "ocbr-$(printf %s outcall-second | sha256sum | cut -c1-10)" 10.200.1.1
 	trap - EXIT
 
 	cat <<EOF
@@ -158,6 +166,7 @@ lab $P is up (logs in $LAB_DIR). Everything is blocked until you open it:
 
   outcall() { $BIN_DIR/outcall --socket $LAB_DIR/host.sock "\$@"; }
   outcall endpoint list
+  outcall network list                                      # outcall-default and outcall-second (b1)
   outcall grant add --endpoint a1 --dst $UPSTREAM --proto tcp --port 80
   # a TCP echo through the grant, then one that no grant opens (it times out):
   timeout 3 nsenter --net=/run/netns/$P-a1 bash -c 'exec 3<>/dev/tcp/$UPSTREAM/80; echo hi >&3; head -1 <&3'

@@ -313,7 +313,9 @@ type Bridge struct {
 type Bridges struct {
 	c       *Calls
 	Bridges map[string]*Bridge
-	next    int
+	// FailEnsure names a bridge whose Ensure creates it and then fails.
+	FailEnsure string
+	next       int
 }
 
 // NewBridges returns fake bridges recording into c.
@@ -339,6 +341,9 @@ func (f *Bridges) Ensure(name string, _ netip.Prefix) (int, bool, error) {
 	}
 	created := !b.Exists
 	b.Exists = true
+	if name == f.FailEnsure {
+		return 0, false, fmt.Errorf("fake Ensure %s failed", name)
+	}
 	return b.Index, created, nil
 }
 
