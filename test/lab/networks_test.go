@@ -2,6 +2,7 @@ package lab
 
 import (
 	"strings"
+	"syscall"
 	"testing"
 
 	"outcall.dev/outcall/pkg/network"
@@ -114,5 +115,29 @@ func TestLabTwoNetworks(t *testing.T) {
 	if _, errOut, code := cli(t, d, "network", "destroy", "--name", "second"); code != 1 ||
 		!strings.Contains(errOut, `cannot destroy network "outcall-second": `) {
 		t.Fatalf("destroy with b1 on it: exit %d, %q", code, errOut)
+	}
+
+	// A restart (SIGKILL: nothing cleaned up) brings the second network
+	// back under the same policy, with no window for b1: a destination it
+	// was never granted does not answer once meanwhile (its responder
+	// answers the host: the positive control).
+	ServeTCP(t, l.Up, Upstream2+":80")
+	mustReach(t, TCP, l.Host, Upstream2+":80")
+	prober := StartProber(2000, func() bool { return TCP(b1.NS, Upstream2+":80") })
+	if err := d.Signal(syscall.SIGKILL); err == nil {
+		t.Log("the lab daemon exited cleanly on SIGKILL?")
+	}
+	d2 := l.StartLabDaemon(echoPort)
+	if list := mustCLI(t, d2, "network", "list"); !strings.Contains(list, "outcall-second     10.200.1.0/24    1") {
+		t.Fatalf("network list after a restart:\n%s", list)
+	}
+	waitFor(t, "the echo service on the second gateway again", func() bool { return echoFrom(b1.NS, "tcp4", gwB) == "outcall-second" })
+	if TCP(b1.NS, Upstream+":80") {
+		t.Error("b1's grant survived a restart (S009-FR-010)")
+	}
+	mustCLI(t, d2, "grant", "add", "--endpoint", "b1", "--dst", Upstream, "--proto", "tcp", "--port", "80")
+	mustReach(t, TCP, b1.NS, Upstream+":80")
+	if leaks, probes := prober.Stop(); leaks != 0 || probes < 2 {
+		t.Errorf("%d of %d probes from b1 to an ungranted destination passed across the restart", leaks, probes)
 	}
 }
