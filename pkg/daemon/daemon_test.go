@@ -161,9 +161,9 @@ type recordingService struct {
 func (s *recordingService) Name() string { return "rec" }
 
 func (s *recordingService) Serve(ctx context.Context, gw network.Gateway) error {
-	s.set(gw.Name, true)
+	s.set(gw.Network().Name, true)
 	<-ctx.Done()
-	s.set(gw.Name, false)
+	s.set(gw.Network().Name, false)
 	return nil
 }
 

@@ -70,7 +70,8 @@ func (d *Daemon) reconcileGateways(ctx context.Context, running map[string]insta
 	want := map[string]wanted{}
 	for _, gw := range d.networks.Gateways() {
 		for _, svc := range d.cfg.Services {
-			want[svc.Name()+" "+gw.Name+" "+gw.Gateway.String()] = wanted{svc, gw}
+			n := gw.Network()
+			want[svc.Name()+" "+n.Name+" "+n.Gateway.String()] = wanted{svc, gw}
 		}
 	}
 	for key, in := range running {
@@ -95,7 +96,8 @@ func (d *Daemon) reconcileGateways(ctx context.Context, running map[string]insta
 func (d *Daemon) startInstance(ctx context.Context, svc GatewayService, gw network.Gateway) instance {
 	ctx, cancel := context.WithCancel(ctx)
 	in := instance{cancel: cancel, done: make(chan struct{})}
-	log := d.log.With("target", svc.Name(), "network", gw.Name, "gateway", gw.Gateway.Addr())
+	n := gw.Network()
+	log := d.log.With("target", svc.Name(), "network", n.Name, "gateway", n.Gateway.Addr())
 	go func() {
 		defer close(in.done)
 		log.Info("gateway service starting")

@@ -124,6 +124,14 @@ func (m *Manager) Put(g Grant) error {
 	return nil
 }
 
+// Get returns the grant the index holds for key.
+func (m *Manager) Get(key datapath.GrantKey) (Grant, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.byKey[key]
+	return g, ok
+}
+
 func (m *Manager) notify(g Grant, added bool) {
 	if m.onChange != nil {
 		m.onChange(g, added)

@@ -559,7 +559,7 @@ func TestIdentifyBySource(t *testing.T) {
 		t.Fatal(err)
 	}
 	gws := td.Gateways()
-	if len(gws) != 2 || gws[0].Name != api.DefaultNetworkName || gws[1].Name != "outcall-staging" {
+	if len(gws) != 2 || gws[0].Network().Name != api.DefaultNetworkName || gws[1].Network().Name != "outcall-staging" {
 		t.Fatalf("gateways %+v", gws)
 	}
 	def, staging := gws[0], gws[1]
@@ -576,7 +576,7 @@ func TestIdentifyBySource(t *testing.T) {
 	} {
 		e, ok := tc.gw.Identify(netip.MustParseAddr(tc.src))
 		if got := map[bool]string{true: e.Name}[ok]; got != tc.want {
-			t.Errorf("%s.Identify(%s) = %q, want %q", tc.gw.Name, tc.src, got, tc.want)
+			t.Errorf("%s.Identify(%s) = %q, want %q", tc.gw.Network().Name, tc.src, got, tc.want)
 		}
 	}
 	if e, ok := td.ContainerIdentity("c0ffee"); !ok || e.Name != "c1" {

@@ -93,7 +93,7 @@ func (s echoService) Serve(ctx context.Context, gw network.Gateway) error {
 		return err
 	}
 	defer pc.Close()
-	reply := []byte(gw.Name + "\n")
+	reply := []byte(gw.Network().Name + "\n")
 	go func() {
 		buf := make([]byte, 512)
 		for {
