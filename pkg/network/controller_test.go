@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/bridge"
@@ -618,5 +620,96 @@ func TestCreateNetworkFailureUndoes(t *testing.T) {
 	td.br.FailEnsure = ""
 	if res, err := td.CreateNetwork(ctx, api.NetworkCreateRequest{Name: ptr("staging")}); err != nil || !res.Created {
 		t.Fatalf("create = %+v, %v", res, err)
+	}
+}
+
+// TestLearnGrants: a direct_ip answer's grants are written for the asking
+// identity on the rule's ports, owned by the rule; nothing is written
+// unless all may be (a destination inside an Outcall subnet, an unlicensed
+// restricted one, a rule no longer in force, an identity of another
+// network); an operator's grant is never replaced; a rule's grant is
+// renewed, never shortened.
+func TestLearnGrants(t *testing.T) {
+	td := newTestController(t)
+	td.open(t)
+	ctx := context.Background()
+	if _, err := td.AddEndpoint(ctx, api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
+		t.Fatal(err)
+	}
+	tables := &rules.PacketTables{Tables: ruletable.Tables{Rules: []ruletable.Rule{
+		{ID: "pypi", Action: ruletable.Allow}, {ID: "deny", Action: ruletable.Block},
+	}}}
+	if err := td.InstallRules(tables); err != nil {
+		t.Fatal(err)
+	}
+	gw := td.Gateways()[0]
+	pub, pub2 := netip.MustParseAddr("151.101.0.223"), netip.MustParseAddr("151.101.64.223")
+	for _, tc := range []struct {
+		name string
+		id   uint32
+		lg   Learned
+		want string
+	}{
+		{"unknown identity", 99, Learned{Rule: "pypi", Dsts: []netip.Addr{pub}, TTL: time.Minute}, "identity 99 is not enforced"},
+		{"a block rule", 1, Learned{Rule: "deny", Dsts: []netip.Addr{pub}, TTL: time.Minute}, `rule "deny" is not an allow rule`},
+		{"a rule not in force", 1, Learned{Rule: "gone", Dsts: []netip.Addr{pub}, TTL: time.Minute}, `rule "gone" is not an allow rule`},
+		{"an agent's address", 1, Learned{Rule: "pypi", Dsts: []netip.Addr{pub, netip.MustParseAddr("10.200.0.11")}, TTL: time.Minute}, "inside the Outcall subnet"},
+		{"restricted without the flag", 1, Learned{Rule: "pypi", Dsts: []netip.Addr{netip.MustParseAddr("169.254.169.254")}, TTL: time.Minute}, "is restricted"},
+		{"no TTL", 1, Learned{Rule: "pypi", Dsts: []netip.Addr{pub}}, "not positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := gw.Learn(tc.id, tc.lg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Learn = %v, want an error containing %q", err, tc.want)
+			}
+			if len(td.dp.GrantMap) != 0 {
+				t.Fatalf("a refused Learn wrote %v", td.dp.GrantMap)
+			}
+		})
+	}
+
+	// The operator holds pub:443 for good; the answer opens pub:80, pub2:80
+	// and pub2:443 for a minute, owned by the rule.
+	if _, err := td.Allow(ctx, api.AllowRequest{Container: "a1", Destination: pub.String(), Protocol: ptr("tcp"), Port: ptr(uint16(443))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Learn(1, Learned{Rule: "pypi", Dsts: []netip.Addr{pub, pub2}, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	byKey := map[string]grants.Grant{}
+	for _, g := range td.grants.List() {
+		byKey[fmt.Sprintf("%s:%d", g.Dst, g.Port)] = g
+	}
+	if len(byKey) != 4 {
+		t.Fatalf("grants %v, want 4", byKey)
+	}
+	if g := byKey[pub.String()+":443"]; g.Owner != grants.Operator || !g.Expires.IsZero() {
+		t.Fatalf("the operator's grant became %+v", g)
+	}
+	first := byKey[pub2.String()+":80"]
+	if first.Owner != (grants.Owner{Rule: "pypi"}) || first.Proto != 6 || time.Until(first.Expires) > time.Minute {
+		t.Fatalf("learned grant %+v", first)
+	}
+	// A shorter answer does not shorten it; a longer one renews it.
+	if err := gw.Learn(1, Learned{Rule: "pypi", Dsts: []netip.Addr{pub2}, TTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := td.grants.Get(first.GrantKey); !g.Expires.Equal(first.Expires) {
+		t.Fatalf("a shorter answer moved the expiry from %v to %v", first.Expires, g.Expires)
+	}
+	if err := gw.Learn(1, Learned{Rule: "pypi", Dsts: []netip.Addr{pub2}, TTL: 5 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := td.grants.Get(first.GrantKey); !g.Expires.After(first.Expires) {
+		t.Fatal("a longer answer did not renew the grant")
+	}
+	// The rule leaves the set: its grants go, the operator's stays.
+	if err := td.InstallRules(&rules.PacketTables{}); err != nil {
+		t.Fatal(err)
+	}
+	if left := td.grants.List(); len(left) != 1 || left[0].Owner != grants.Operator {
+		t.Fatalf("grants after the rule left: %+v", left)
+	}
+	if err := gw.Learn(1, Learned{Rule: "pypi", Dsts: []netip.Addr{pub2}, TTL: time.Minute}); err == nil {
+		t.Fatal("a rule the reload removed learned a grant")
 	}
 }
