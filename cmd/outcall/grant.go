@@ -144,10 +144,14 @@ func newGrantListCmd() *cobra.Command {
 				return printLine(cmd, "No grants.")
 			}
 			w := table(cmd)
-			fmt.Fprintln(w, "ENDPOINT\tSRC\tDESTINATION\tPROTO\tPORT\tEXPIRES")
+			fmt.Fprintln(w, "ENDPOINT\tSRC\tDESTINATION\tPROTO\tPORT\tEXPIRES\tSOURCE")
 			for _, r := range rules {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", orDash(r.Container), orDash(r.SrcIP), orDash(r.Destination),
-					orDash(deref(r.Protocol, "")), optional(r.Port, ""), optional(r.ExpiresInSecs, "s"))
+				source := orDash(r.Source)
+				if r.Rule != "" {
+					source += " (" + r.Rule + ")"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(r.Container), orDash(r.SrcIP), orDash(r.Destination),
+					orDash(deref(r.Protocol, "")), optional(r.Port, ""), optional(r.ExpiresInSecs, "s"), source)
 			}
 			return w.Flush()
 		}),

@@ -443,12 +443,12 @@ func TestCLI(t *testing.T) {
 			name: "grant list",
 			args: []string{"grant", "list"},
 			routes: map[string]string{"GET /api/v1/rules/active": `{"success":true,"data":[` +
-				`{"container":"web","src_ip":"10.200.0.2","destination":"203.0.113.10","port":443,"protocol":"tcp","expires_in_secs":59},` +
-				`{"container":"db-server","src_ip":"10.200.0.10","destination":"198.51.100.7","port":null,"protocol":null}]}`},
+				`{"container":"web","src_ip":"10.200.0.2","destination":"203.0.113.10","port":443,"protocol":"tcp","expires_in_secs":59,"source":"dns","rule":"allow-pypi"},` +
+				`{"container":"db-server","src_ip":"10.200.0.10","destination":"198.51.100.7","port":null,"protocol":null,"source":"operator"}]}`},
 			wantOut: "" +
-				"ENDPOINT   SRC          DESTINATION   PROTO  PORT  EXPIRES\n" +
-				"web        10.200.0.2   203.0.113.10  tcp    443   59s\n" +
-				"db-server  10.200.0.10  198.51.100.7  -      -     -\n",
+				"ENDPOINT   SRC          DESTINATION   PROTO  PORT  EXPIRES  SOURCE\n" +
+				"web        10.200.0.2   203.0.113.10  tcp    443   59s      dns (allow-pypi)\n" +
+				"db-server  10.200.0.10  198.51.100.7  -      -     -        operator\n",
 			wantReqs: []string{"GET /api/v1/rules/active"},
 		},
 		{

@@ -163,6 +163,11 @@ type ActiveRule struct {
 	Port          *uint16 `json:"port"`
 	Protocol      *string `json:"protocol"`
 	ExpiresInSecs *uint64 `json:"expires_in_secs,omitempty"`
+	// Source, an addition to the spec's type, is who opened the grant:
+	// "operator" (grant add, the host API) or "dns" (a direct_ip rule's
+	// answer, Rule naming the rule).
+	Source string `json:"source,omitempty"`
+	Rule   string `json:"rule,omitempty"`
 }
 
 // FlushResult counts the allow entries a flush removed.

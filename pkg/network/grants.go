@@ -76,7 +76,7 @@ func (c *Controller) Allow(ctx context.Context, req api.AllowRequest) (api.Activ
 	if err := c.grants.Put(grants.Grant{Grant: g, Owner: grants.Operator}); err != nil {
 		return api.ActiveRule{}, err
 	}
-	return activeRule(e, g, time.Now()), nil
+	return activeRule(e, grants.Grant{Grant: g, Owner: grants.Operator}, time.Now()), nil
 }
 
 // Revoke removes an operator grant and ends its flows.
@@ -102,8 +102,11 @@ func (c *Controller) Revoke(ctx context.Context, req api.RevokeRequest) error {
 	return nil
 }
 
-func activeRule(e endpoint.Endpoint, g datapath.Grant, now time.Time) api.ActiveRule {
-	r := api.ActiveRule{Container: e.Name, SrcIP: e.IP.String(), Destination: g.Dst.String()}
+func activeRule(e endpoint.Endpoint, g grants.Grant, now time.Time) api.ActiveRule {
+	r := api.ActiveRule{Container: e.Name, SrcIP: e.IP.String(), Destination: g.Dst.String(), Source: "operator"}
+	if g.Owner.Rule != "" {
+		r.Source, r.Rule = "dns", g.Owner.Rule
+	}
 	if g.Proto != 0 {
 		p := datapath.ProtoName(g.Proto)
 		r.Protocol = &p
@@ -135,7 +138,7 @@ func (c *Controller) ActiveRules(ctx context.Context) ([]api.ActiveRule, error) 
 		if !ok {
 			e = endpoint.Endpoint{Name: fmt.Sprintf("identity-%d", g.Identity)}
 		}
-		out = append(out, activeRule(e, g.Grant, now))
+		out = append(out, activeRule(e, g, now))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Container != out[j].Container {
