@@ -31,6 +31,13 @@ type Config struct {
 	MetricsAddr string // empty disables metrics
 	DNSPort     uint16
 	ProxyPort   uint16
+	// DNSUpstreams are the resolvers the DNS filter forwards to and the
+	// proxy resolves with, in order (--dns-upstream, else the host's
+	// /etc/resolv.conf).
+	DNSUpstreams []netip.AddrPort
+	// NoProxy disables the proxy (--no-proxy); startup fails if a rule
+	// needs it (egress.mode: proxy).
+	NoProxy bool
 	// RulesDir holds the rule files; a missing directory is an empty set.
 	RulesDir string
 	// WatchRules reloads the rules when a file in RulesDir changes.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -43,6 +44,9 @@ type Daemon struct {
 	collector *metrics.Collector
 	// gatewaysChanged is kicked when a network comes or goes.
 	gatewaysChanged chan struct{}
+	// dns and proxy serve on every gateway; proxy is nil with --no-proxy.
+	dns   NameFilter
+	proxy Proxy
 }
 
 // New checks privileges and the configuration and builds the parts. It
@@ -97,12 +101,20 @@ func assemble(cfg Config, bus *events.Bus, nets *network.Controller) (*Daemon, e
 	d.collector = metrics.NewCollector(nets)
 	bus.Handle(d.collector.Handle)
 	bus.Handle(logEvents(cfg.Logger))
-	// Inline handlers must not block or call back: a kick is all.
+	// Inline handlers must not block or call back: a kick, a cache flush.
 	bus.Handle(func(e events.Event) {
-		if _, ok := e.(events.Network); ok {
+		switch e := e.(type) {
+		case events.Network:
 			select {
 			case d.gatewaysChanged <- struct{}{}:
 			default:
+			}
+		case events.Reload:
+			// A new rule set decides every name again (S007-FR-018).
+			if e.Err == nil && d.dns != nil {
+				if n := d.dns.Flush(); n > 0 {
+					d.log.Info("DNS cache flushed after a rule reload", "target", "dns", "entries", n)
+				}
 			}
 		}
 	})
@@ -166,6 +178,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if _, err := d.rules.Reload(ctx); err != nil {
 		return err
 	}
+	if err := d.checkNoProxy(); err != nil {
+		return err
+	}
 	if err := d.networks.Up(); err != nil {
 		return err
 	}
@@ -189,7 +204,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		loops = append(loops, func(ctx context.Context) error { return d.rules.Watch(ctx, rulesDebounce) })
 	}
 	start("networks", loops...)
-	start("gateway services", d.runGateways)
+	failed := make(chan error, 1)
+	start("gateway services", func(ctx context.Context) error { return d.runGateways(ctx, failed) })
+	// A gateway service that cannot bind (its port taken, S007-EC-008)
+	// fails at once: startup aborts rather than run containers without
+	// DNS enforcement.
+	if len(d.services()) > 0 {
+		select {
+		case err := <-failed:
+			stop()
+			return err
+		case <-time.After(gatewayStartGrace):
+		}
+	}
 	var serve []func(context.Context) error
 	if d.cfg.MetricsAddr != "" {
 		ml, err := metrics.Listen(d.cfg.MetricsAddr)
@@ -198,8 +225,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer ml.Close() // if the host API cannot listen; Serve closes it too
+		var extra []prometheus.Collector
+		if d.dns != nil {
+			extra = append(extra, d.dns.Collectors()...)
+		}
+		if d.proxy != nil {
+			extra = append(extra, d.proxy.Collectors()...)
+		}
 		serve = append(serve, func(ctx context.Context) error {
-			return metrics.Serve(ctx, ml, d.collector, d.log.With("target", "metrics"))
+			return metrics.Serve(ctx, ml, d.collector, d.log.With("target", "metrics"), extra...)
 		})
 	}
 	l, err := hostapi.Listen(d.cfg.Socket)
@@ -221,6 +255,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	stop()
 	return runErr
+}
+
+// checkNoProxy refuses --no-proxy while an allow rule sends its traffic
+// through the proxy (egress.mode: proxy).
+func (d *Daemon) checkNoProxy() error {
+	if !d.cfg.NoProxy {
+		return nil
+	}
+	for _, r := range d.rules.Active().Rules() {
+		if r.Action == api.ActionAllow && r.Egress != nil && r.Egress.Mode == api.EgressProxy {
+			return fmt.Errorf("--no-proxy: rule %q (%s:%d) needs the proxy (egress.mode: proxy); remove the rule or the flag", r.ID, r.File, r.Line)
+		}
+	}
+	return nil
 }
 
 // stage is a group of goroutines started and stopped together.

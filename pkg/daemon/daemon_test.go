@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -201,8 +202,9 @@ func TestGatewayServicesFollowNetworks(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- td.Run(ctx) }()
 	waitUntil(t, "the service on the default network", func() bool { return svc.names() == "outcall-default" })
-
 	client := hostclient.New(td.cfg.Socket)
+	waitUntil(t, "the host API", func() bool { _, err := client.BridgeStatus(ctx); return err == nil })
+
 	staging := "staging"
 	if _, err := client.CreateNetwork(ctx, api.NetworkCreateRequest{Name: &staging}); err != nil {
 		t.Fatal(err)
@@ -231,4 +233,54 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// failingService cannot bind, as a DNS filter whose port is taken.
+type failingService struct{}
+
+func (failingService) Name() string { return "dns" }
+func (failingService) Serve(context.Context, network.Gateway) error {
+	return errors.New("listen udp 10.200.0.1:53: bind: address already in use")
+}
+
+// TestRunAbortsWhenAGatewayServiceCannotBind: S007-EC-008, no daemon
+// without its DNS filter; the strict policy stays and no socket is left.
+func TestRunAbortsWhenAGatewayServiceCannotBind(t *testing.T) {
+	td := newTestDaemon(t)
+	td.cfg.Services = []GatewayService{failingService{}}
+	err := td.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "dns on network outcall-default: listen udp") {
+		t.Fatalf("Run = %v, want the bind failure", err)
+	}
+	if _, serr := os.Stat(td.cfg.Socket); !os.IsNotExist(serr) {
+		t.Fatalf("the host socket exists after an aborted start: %v", serr)
+	}
+	if err := td.calls.InOrder("bridges.Ensure outcall0", "dp.ClearRules", "dp.Close"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNoProxyRefusesProxyRules: --no-proxy with a rule that needs the
+// proxy stops startup before anything changes, naming the rule.
+func TestNoProxyRefusesProxyRules(t *testing.T) {
+	td := newTestDaemon(t)
+	td.cfg.NoProxy = true
+	rule := "version: \"1\"\nrules:\n  - id: via-proxy\n    action: allow\n    condition: 'network.hostname == \"pypi.org\"'\n    egress:\n      mode: proxy\n"
+	if err := os.WriteFile(filepath.Join(td.cfg.RulesDir, "10-pypi.yaml"), []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := td.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `--no-proxy: rule "via-proxy" (10-pypi.yaml:3) needs the proxy`) {
+		t.Fatalf("Run = %v", err)
+	}
+	if log := td.calls.Log(); len(log) != 0 {
+		t.Fatalf("a refused startup changed something: %v", log)
+	}
+	// Positive control: without the flag the same rules start.
+	td.cfg.NoProxy = false
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := td.Run(ctx); err != nil {
+		t.Fatalf("Run without --no-proxy = %v", err)
+	}
 }

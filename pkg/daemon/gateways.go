@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"outcall.dev/outcall/pkg/network"
@@ -21,6 +22,11 @@ type GatewayService interface {
 	Serve(ctx context.Context, gw network.Gateway) error
 }
 
+// gatewayStartGrace is how long startup waits for the first instances of
+// the gateway services to fail: a bind fails at once, and a daemon whose
+// DNS filter cannot bind must not start.
+const gatewayStartGrace = 300 * time.Millisecond
+
 // gatewayRetry is how often the gateways are compared with what runs: a
 // service that failed is started again, and a network whose event was
 // missed is picked up.
@@ -32,10 +38,25 @@ type instance struct {
 	done   chan struct{}
 }
 
+// services are the gateway services: the DNS filter, the proxy unless
+// --no-proxy, and any the configuration adds.
+func (d *Daemon) services() []GatewayService {
+	var out []GatewayService
+	if d.dns != nil {
+		out = append(out, d.dns)
+	}
+	if d.proxy != nil {
+		out = append(out, d.proxy)
+	}
+	return append(out, d.cfg.Services...)
+}
+
 // runGateways keeps one instance of each service on each gateway that is
-// up, until ctx is done; then it ends them all and waits for them.
-func (d *Daemon) runGateways(ctx context.Context) error {
-	if len(d.cfg.Services) == 0 {
+// up, until ctx is done; then it ends them all and waits for them. An
+// instance of the first round that fails is sent on failed.
+func (d *Daemon) runGateways(ctx context.Context, failed chan<- error) error {
+	services := d.services()
+	if len(services) == 0 {
 		return nil
 	}
 	running := map[string]instance{}
@@ -49,8 +70,10 @@ func (d *Daemon) runGateways(ctx context.Context) error {
 	}()
 	t := time.NewTicker(gatewayRetry)
 	defer t.Stop()
+	first := failed
 	for {
-		d.reconcileGateways(ctx, running)
+		d.reconcileGateways(ctx, services, running, first)
+		first = nil
 		select {
 		case <-ctx.Done():
 			return nil
@@ -62,14 +85,14 @@ func (d *Daemon) runGateways(ctx context.Context) error {
 
 // reconcileGateways stops the instances whose gateway is gone or changed,
 // forgets those that ended, and starts the missing ones.
-func (d *Daemon) reconcileGateways(ctx context.Context, running map[string]instance) {
+func (d *Daemon) reconcileGateways(ctx context.Context, services []GatewayService, running map[string]instance, failed chan<- error) {
 	type wanted struct {
 		svc GatewayService
 		gw  network.Gateway
 	}
 	want := map[string]wanted{}
 	for _, gw := range d.networks.Gateways() {
-		for _, svc := range d.cfg.Services {
+		for _, svc := range services {
 			n := gw.Network()
 			want[svc.Name()+" "+n.Name+" "+n.Gateway.String()] = wanted{svc, gw}
 		}
@@ -88,12 +111,12 @@ func (d *Daemon) reconcileGateways(ctx context.Context, running map[string]insta
 	}
 	for key, w := range want {
 		if _, ok := running[key]; !ok {
-			running[key] = d.startInstance(ctx, w.svc, w.gw)
+			running[key] = d.startInstance(ctx, w.svc, w.gw, failed)
 		}
 	}
 }
 
-func (d *Daemon) startInstance(ctx context.Context, svc GatewayService, gw network.Gateway) instance {
+func (d *Daemon) startInstance(ctx context.Context, svc GatewayService, gw network.Gateway, failed chan<- error) instance {
 	ctx, cancel := context.WithCancel(ctx)
 	in := instance{cancel: cancel, done: make(chan struct{})}
 	n := gw.Network()
@@ -103,6 +126,12 @@ func (d *Daemon) startInstance(ctx context.Context, svc GatewayService, gw netwo
 		log.Info("gateway service starting")
 		if err := svc.Serve(ctx, gw); err != nil && ctx.Err() == nil {
 			log.Error("gateway service failed; it is started again", "err", err, "retry", gatewayRetry)
+			if failed != nil {
+				select {
+				case failed <- fmt.Errorf("%s on network %s: %w", svc.Name(), n.Name, err):
+				default:
+				}
+			}
 			return
 		}
 		log.Debug("gateway service stopped")

@@ -15,16 +15,17 @@ import (
 )
 
 // hostService is what the host API serves: the networks (bridges, networks,
-// endpoints, grants, counters) and the rules.
+// endpoints, grants, counters), the rules, the DNS filter and the proxy.
 type hostService struct {
 	*network.Controller
 	*ruleService
+	nameService
 }
 
 var _ hostapi.Service = hostService{}
 
 func (d *Daemon) hostService() hostService {
-	return hostService{d.networks, &ruleService{networks: d.networks, rules: d.rules, requests: d.requests}}
+	return hostService{d.networks, &ruleService{networks: d.networks, rules: d.rules, requests: d.requests}, nameService{d.dns, d.proxy}}
 }
 
 // ruleService serves the rule engine and rule requests on the host API.

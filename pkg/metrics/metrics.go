@@ -214,11 +214,16 @@ func Listen(addr string) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve exposes the collector (plus Go runtime metrics) on l at /metrics
-// until ctx is done.
-func Serve(ctx context.Context, l net.Listener, c *Collector, log *slog.Logger) error {
+// Serve exposes the collector, Go runtime metrics and the extra collectors
+// (the DNS filter's, the proxy's) on l at /metrics until ctx is done.
+func Serve(ctx context.Context, l net.Listener, c *Collector, log *slog.Logger, extra ...prometheus.Collector) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, x := range extra {
+		if err := reg.Register(x); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
