@@ -98,3 +98,15 @@ func (c *Controller) syncFencesLocked() error {
 	c.fences = fences
 	return nil
 }
+
+// Restricted reports whether ip is an address only the daemon knows to be
+// off limits: inside the subnet block or a network's subnet (agents and
+// gateways), or one of the host's own addresses. The DNS filter strips
+// such answers and the proxy refuses to dial them, as they do the static
+// restricted ranges, unless the deciding rule allows private addresses.
+func (c *Controller) Restricted(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inOutcallSubnetLocked(ip) || c.isHostAddressLocked(ip)
+}
