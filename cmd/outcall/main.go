@@ -145,6 +145,8 @@ unreachable), 2 bad arguments.`,
 		newBridgeCmd(),
 		newEndpointCmd(),
 		newNetworkCmd(),
+		newDNSCmd(),
+		newProxyCmd(),
 		newGrantCmd(),
 		newDatapathCmd(),
 		newRulesCmd(validate),
@@ -175,9 +177,9 @@ func groupCmd(c *cobra.Command) *cobra.Command {
 	return c
 }
 
-// ruleAction is action for the rule engine and network commands, which
-// report an unreachable daemon in their own words (S003-AS-018,
-// S002-AS-013) rather than S001's.
+// ruleAction is action for the rule engine, network, DNS and proxy
+// commands, which report an unreachable daemon in their own words
+// (S003-AS-018, S002-AS-013, S007-AS-013) rather than S001's.
 func ruleAction(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
 	return action(func(cmd *cobra.Command, args []string) error {
 		err := fn(cmd, args)

@@ -67,6 +67,13 @@ type Service interface {
 	// not exist is no error but Destroyed false (S002-IF-004).
 	DestroyNetwork(ctx context.Context, req api.NetworkDestroyRequest) (api.NetworkDestroyResult, error)
 	NetworkConfig(ctx context.Context) (api.NetworkConfig, error)
+
+	// The DNS filter (S007-IF-001..003) and the proxy (S006).
+	DNSStatus(ctx context.Context) (api.DNSFilterStatus, error)
+	// DNSCache returns the cache's stats and, with entries, its entries.
+	DNSCache(ctx context.Context, entries bool) (api.DNSCacheDetail, error)
+	FlushDNSCache(ctx context.Context) (api.DNSCacheFlushResult, error)
+	ProxyStatus(ctx context.Context) (api.ProxyStatus, error)
 }
 
 // maxBody bounds request bodies; no host API request is anywhere near it
@@ -148,6 +155,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	})
 	ruleRoutes(mux, svc, log)
 	networkRoutes(mux, svc, log)
+	nameRoutes(mux, svc, log)
 	mux.HandleFunc("GET /api/v1/datapath/counters", func(w http.ResponseWriter, r *http.Request) {
 		cs, err := svc.DatapathCounters(r.Context())
 		apikit.Reply(w, log, &cs, err)
@@ -269,6 +277,68 @@ func networkRoutes(mux *http.ServeMux, svc Service, log *slog.Logger) {
 		cfg, err := svc.NetworkConfig(r.Context())
 		apikit.Reply(w, log, &cfg, err)
 	})
+}
+
+// nameRoutes adds the DNS filter's routes (S007-IF-001..003) and the
+// proxy's (S006). Lists are always lists on the wire, [] when empty. GET
+// /api/v1/dns/cache answers the stats alone; with ?entries=true it answers
+// the DnsCacheDetail shape, stats and entries.
+func nameRoutes(mux *http.ServeMux, svc Service, log *slog.Logger) {
+	mux.HandleFunc("GET /api/v1/dns", func(w http.ResponseWriter, r *http.Request) {
+		st, err := svc.DNSStatus(r.Context())
+		st.Upstreams = apikit.NonNil(st.Upstreams)
+		apikit.Reply(w, log, &st, err)
+	})
+	mux.HandleFunc("GET /api/v1/dns/cache", func(w http.ResponseWriter, r *http.Request) {
+		entries, err := boolParam(r, "entries")
+		if err != nil {
+			apikit.WriteError(w, log, err)
+			return
+		}
+		detail, err := svc.DNSCache(r.Context(), entries)
+		if !entries {
+			apikit.Reply(w, log, &detail.Stats, err)
+			return
+		}
+		detail.Entries = apikit.NonNil(detail.Entries)
+		apikit.Reply(w, log, &detail, err)
+	})
+	mux.HandleFunc("POST /api/v1/dns/cache/flush", func(w http.ResponseWriter, r *http.Request) {
+		// The spec's request has no body; {} and null are accepted as the
+		// same, anything with a field is refused.
+		if !decode(w, log, r, &struct{}{}) {
+			return
+		}
+		res, err := svc.FlushDNSCache(r.Context())
+		apikit.Reply(w, log, &res, err)
+	})
+	mux.HandleFunc("GET /api/v1/proxy", func(w http.ResponseWriter, r *http.Request) {
+		st, err := svc.ProxyStatus(r.Context())
+		apikit.Reply(w, log, &st, err)
+	})
+}
+
+// boolParam reads a boolean query parameter: absent is false, "true" and
+// "false" are themselves, and any other value, or the parameter given more
+// than once, is refused rather than read as false.
+func boolParam(r *http.Request, name string) (bool, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return false, apikit.Errorf(apikit.ErrInvalid, "invalid query: %w", err)
+	}
+	vs, ok := q[name]
+	switch {
+	case !ok:
+		return false, nil
+	case len(vs) > 1:
+		return false, apikit.Errorf(apikit.ErrInvalid, "invalid query parameter %s: given %d times, want at most once", name, len(vs))
+	case vs[0] == "true":
+		return true, nil
+	case vs[0] == "false":
+		return false, nil
+	default:
+		return false, apikit.Errorf(apikit.ErrInvalid, "invalid query parameter %s=%q: want true or false", name, vs[0])
+	}
 }
 
 // networkName reads the name query parameter: absent is nil (the default
