@@ -110,3 +110,13 @@ func (c *Controller) Restricted(ip netip.Addr) bool {
 	defer c.mu.Unlock()
 	return c.inOutcallSubnetLocked(ip) || c.isHostAddressLocked(ip)
 }
+
+// Never reports whether ip is inside the subnet block or a network's
+// subnet: an agent or a gateway, which no rule, grant or proxied
+// connection ever reaches, allow_private_ips or not.
+func (c *Controller) Never(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inOutcallSubnetLocked(ip)
+}
