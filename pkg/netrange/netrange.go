@@ -57,3 +57,60 @@ func Licenses(named netip.Prefix, addr netip.Addr) bool {
 	}
 	return named.Contains(addr) && named.Bits() >= r.Bits() && r.Contains(named.Addr())
 }
+
+// restricted6 are the IPv6 ranges restricted outright (spec S007 §0.4).
+// They are listed most specific first, so that RangeOfAddr names ::1 as
+// ::1/128 rather than as the IPv4-compatible ::/96 around it.
+var restricted6 = []netip.Prefix{
+	netip.MustParsePrefix("::/128"),        // unspecified
+	netip.MustParsePrefix("::1/128"),       // loopback
+	netip.MustParsePrefix("::ffff:0:0/96"), // IPv4-mapped: an IPv4 destination in disguise
+	netip.MustParsePrefix("::/96"),         // IPv4-compatible (deprecated), same reason
+	netip.MustParsePrefix("fe80::/10"),     // link-local
+	netip.MustParsePrefix("fc00::/7"),      // unique local (private)
+	netip.MustParsePrefix("fec0::/10"),     // site-local (deprecated)
+	netip.MustParsePrefix("ff00::/8"),      // multicast
+	netip.MustParsePrefix("2001:db8::/32"), // documentation
+	netip.MustParsePrefix("2001::/32"),     // Teredo: tunnels to an IPv4 address
+}
+
+// Embedded-IPv4 prefixes: restricted only when the IPv4 address they carry
+// is, so a NAT64 or 6to4 address cannot smuggle a private IPv4 target.
+var (
+	nat64  = netip.MustParsePrefix("64:ff9b::/96")
+	sixto4 = netip.MustParsePrefix("2002::/16")
+)
+
+// RangeOfAddr is RangeOf for both families: an IPv4 address is looked up
+// in the IPv4 list; an IPv6 address in the IPv6 list of S007 §0.4, where
+// every IPv4-mapped address (::ffff:a.b.c.d, unlike RangeOf, which unmaps
+// it) is restricted as an IPv4 target in an AAAA record, and NAT64
+// (64:ff9b::/96) and 6to4 (2002::/16) addresses are restricted when the
+// IPv4 address they embed is. The DNS filter applies it to AAAA answers;
+// RangeOf keeps its IPv4-only meaning for the datapath, which drops IPv6.
+func RangeOfAddr(addr netip.Addr) (netip.Prefix, bool) {
+	if addr.Is4() {
+		return RangeOf(addr)
+	}
+	if !addr.Is6() {
+		return netip.Prefix{}, false
+	}
+	addr = addr.WithZone("")
+	for _, p := range restricted6 {
+		if p.Contains(addr) {
+			return p, true
+		}
+	}
+	b := addr.As16()
+	if nat64.Contains(addr) {
+		if _, ok := RangeOf(netip.AddrFrom4([4]byte(b[12:16]))); ok {
+			return nat64, true
+		}
+	}
+	if sixto4.Contains(addr) {
+		if _, ok := RangeOf(netip.AddrFrom4([4]byte(b[2:6]))); ok {
+			return sixto4, true
+		}
+	}
+	return netip.Prefix{}, false
+}

@@ -47,3 +47,42 @@ func TestLicenses(t *testing.T) {
 		}
 	}
 }
+
+func TestRangeOfAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		want string // "" = not restricted
+	}{
+		{"8.8.8.8", ""},
+		{"10.1.2.3", "10.0.0.0/8"},
+		{"::", "::/128"},
+		{"::1", "::1/128"},
+		{"::ffff:8.8.8.8", "::ffff:0.0.0.0/96"},
+		{"::8.8.8.8", "::/96"},
+		{"fe80::1", "fe80::/10"},
+		{"fd00::1", "fc00::/7"},
+		{"fec0::1", "fec0::/10"},
+		{"ff02::1", "ff00::/8"},
+		{"2001:db8::1", "2001:db8::/32"},
+		{"2001:0:1::1", "2001::/32"},
+		{"64:ff9b::a00:1", "64:ff9b::/96"}, // NAT64 of 10.0.0.1
+		{"64:ff9b::808:808", ""},           // NAT64 of 8.8.8.8
+		{"2002:c0a8:101::1", "2002::/16"},  // 6to4 of 192.168.1.1
+		{"2002:808:808::1", ""},            // 6to4 of 8.8.8.8
+		{"2606:4700:4700::1111", ""},       // public
+		{"fe80::1%eth0", "fe80::/10"},      // zone ignored
+		{"2001:4860:4860::8888", ""},       // public, not Teredo
+	} {
+		p, ok := RangeOfAddr(netip.MustParseAddr(tc.addr))
+		if got := map[bool]string{true: p.String(), false: ""}[ok]; got != tc.want {
+			t.Errorf("RangeOfAddr(%s) = %q, want %q", tc.addr, got, tc.want)
+		}
+	}
+	if _, ok := RangeOfAddr(netip.Addr{}); ok {
+		t.Error("the zero Addr is restricted; want not")
+	}
+	// RangeOf keeps its IPv4-only meaning.
+	if _, ok := RangeOf(netip.MustParseAddr("::1")); ok {
+		t.Error("RangeOf(::1) changed: want not restricted (IPv4 only)")
+	}
+}
