@@ -18,6 +18,7 @@ import (
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/daemon"
+	"outcall.dev/outcall/pkg/dns"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,7 +35,9 @@ func run(args []string, stderr io.Writer) int {
 		cfg         daemon.Config
 		subnetBlock = fs.String("subnet-block", "10.200.0.0/16", "RFC 1918 block for Outcall networks; the default bridge gets its first /24 and the .1 address")
 		proxyAddr   = fs.String("proxy-addr", "", "HTTP proxy address host:port on the gateway (default <gateway>:8080); its port is reachable from every endpoint")
-		dnsPort     = fs.Uint("dns-port", api.DefaultDNSPort, "DNS filter port on the gateway; reachable from every endpoint")
+		dnsPort     = fs.Uint("dns-port", api.DefaultDNSPort, "DNS filter port on each network's gateway")
+		dnsListen   = fs.String("dns-listen", "", "DNS filter address: the default network's gateway (the default) or 0.0.0.0, both meaning each network's gateway")
+		dnsUpstream = fs.String("dns-upstream", "", "comma-separated upstream resolvers IP[:port], tried in order (default: the nameservers of /etc/resolv.conf)")
 		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	)
@@ -47,6 +50,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.BoolVar(&cfg.WatchRules, "watch-rules", true, "reload the rules when a file in --rules-dir changes (the host API reload works either way)")
 	fs.BoolVar(&cfg.AllowPrivatePins, "allow-private-pins", false, "start even if --pin-dir's bpffs is private to this mount namespace (e.g. under \"ip netns exec\"); the pins vanish at exit and every port loses its program: for experiments only")
 	fs.DurationVar(&cfg.RepairInterval, "repair-interval", daemon.DefaultRepairInterval, "how often to check that every port's program and every floor table is in place, and restore what is missing (10ms-10s)")
+	fs.BoolVar(&cfg.NoProxy, "no-proxy", false, "disable the HTTP/CONNECT proxy; refused while a rule needs it (egress.mode: proxy)")
 	fs.UintVar(&cfg.MaxConnsPerAgent, "max-conns-per-agent", 512, "most connections (conntrack entries) one agent may hold to or through the gateway; new ones beyond it are dropped and counted (0: no cap)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: outcalld [flags]\n\noutcalld decides in the kernel what each agent container may reach.\n\nFlags:\n")
@@ -82,6 +86,14 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.DNSPort = uint16(*dnsPort)
+	if err := checkDNSListen(*dnsListen, gw.Addr()); err != nil {
+		fmt.Fprintf(stderr, "outcalld: --dns-listen: %v\n", err)
+		return 2
+	}
+	if cfg.DNSUpstreams, err = upstreams(*dnsUpstream); err != nil {
+		fmt.Fprintf(stderr, "outcalld: --dns-upstream: %v\n", err)
+		return 2
+	}
 	if *proxyAddr == "" {
 		*proxyAddr = net.JoinHostPort(gw.Addr().String(), "8080")
 	}
@@ -130,6 +142,38 @@ func defaultGateway(block string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is not inside one RFC 1918 range", block)
 	}
 	return netip.PrefixFrom(p.Addr().Next(), 24), nil
+}
+
+// checkDNSListen accepts what --dns-listen may say: the DNS filter listens
+// on each network's gateway, never on another address, where the
+// datapath would not let containers reach it and hosts outside might.
+func checkDNSListen(s string, gateway netip.Addr) error {
+	if s == "" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return fmt.Errorf("%q is not an IP address", s)
+	}
+	if ip != gateway && ip != netip.IPv4Unspecified() {
+		return fmt.Errorf("%s is not the default network's gateway %s: the DNS filter listens on each network's gateway (give %s, 0.0.0.0 or nothing)", ip, gateway, gateway)
+	}
+	return nil
+}
+
+// upstreams parses --dns-upstream, or reads /etc/resolv.conf without it.
+func upstreams(flagValue string) ([]netip.AddrPort, error) {
+	if flagValue != "" {
+		return dns.ParseUpstreams(flagValue)
+	}
+	ups, err := dns.ResolvConfUpstreams("/etc/resolv.conf")
+	if err != nil {
+		return nil, err
+	}
+	if len(ups) == 0 {
+		return nil, errors.New("/etc/resolv.conf lists no nameserver: give --dns-upstream")
+	}
+	return ups, nil
 }
 
 func proxyPort(addr string) (uint16, error) {

@@ -49,6 +49,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--proxy-addr", "10.200.0.1:0"}, "--proxy-addr"},
 		{[]string{"--subnet-block", "10.0.0.0/30"}, "--subnet-block"},
 		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--dns-listen", "192.0.2.1"}, "--dns-listen: 192.0.2.1 is not the default network's gateway 10.200.0.1"},
+		{[]string{"--dns-listen", "nope"}, "--dns-listen"},
+		{[]string{"--dns-upstream", "8.8.8.8:53,bad"}, "--dns-upstream"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	}
 	for _, tt := range tests {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,12 +18,14 @@ import (
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/bridge"
 	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/dns"
 	"outcall.dev/outcall/pkg/endpoint"
 	"outcall.dev/outcall/pkg/events"
 	"outcall.dev/outcall/pkg/hostapi"
 	"outcall.dev/outcall/pkg/metrics"
 	"outcall.dev/outcall/pkg/network"
 	"outcall.dev/outcall/pkg/nft"
+	"outcall.dev/outcall/pkg/proxy"
 	"outcall.dev/outcall/pkg/rulereq"
 	"outcall.dev/outcall/pkg/rules"
 )
@@ -128,7 +133,50 @@ func assemble(cfg Config, bus *events.Bus, nets *network.Controller) (*Daemon, e
 	if err != nil {
 		return nil, err
 	}
+	if err := d.buildNames(); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// buildNames builds the DNS filter and, unless --no-proxy, the proxy,
+// which resolves through the filter's upstreams. A configuration without
+// upstreams (tests of the daemon's own order) runs neither: every gateway
+// port stays closed.
+func (d *Daemon) buildNames() error {
+	if len(d.cfg.DNSUpstreams) == 0 {
+		return nil
+	}
+	f, err := dns.New(dns.Options{Port: d.cfg.DNSPort, Upstreams: d.cfg.DNSUpstreams, Rules: d.rules,
+		Logger: d.log.With("target", "dns"), Restricted: d.networks.Restricted})
+	if err != nil {
+		return err
+	}
+	d.dns = f
+	if d.cfg.NoProxy {
+		return nil
+	}
+	p, err := proxy.New(proxy.Options{Port: d.cfg.ProxyPort, Rules: d.rules, Logger: d.log.With("target", "proxy"),
+		// An agent or a gateway is never dialled for a container, whatever
+		// a rule or a DNS answer says.
+		Resolve: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			addrs, err := f.LookupIPv4(ctx, host)
+			return slices.DeleteFunc(addrs, d.networks.Never), err
+		},
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ap, err := netip.ParseAddrPort(addr)
+			if err != nil || d.networks.Never(ap.Addr()) {
+				return nil, fmt.Errorf("proxy: %s is not a destination a container may reach", addr)
+			}
+			var dialer net.Dialer
+			return dialer.DialContext(ctx, network, addr)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	d.proxy = p
+	return nil
 }
 
 // checkCapabilities fails early, with the missing capability named, instead

@@ -282,12 +282,13 @@ func TestLabEndpointMACRefused(t *testing.T) {
 }
 
 // TestLabForeignServiceUnreachable (defect 6): host processes listening on
-// the wildcard address at the DNS and proxy ports are not reachable from an
-// agent through the gateway while no Outcall listener holds those ports.
-// Positive control: they answer inside the host namespace. Against the old
-// code (services open from startup) the agent reached both.
+// the wildcard address at ports 53 and 8080 are not reachable from an agent
+// through the gateway while no Outcall listener holds those ports (the DNS
+// filter and the proxy are moved to 5353 and 18080 here). Positive
+// control: they answer inside the host namespace. Against the old code
+// (services open from startup) the agent reached both.
 func TestLabForeignServiceUnreachable(t *testing.T) {
-	w := setUp(t)
+	w := setUpWithRules(t, nil, "--dns-port", "5353", "--proxy-addr", Gateway+":18080")
 	l, d, a1 := w.lab, w.d, w.a1
 	ServeTCP(t, l.Host, "0.0.0.0:53")
 	ServeUDP(t, l.Host, "0.0.0.0:53")

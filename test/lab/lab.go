@@ -175,6 +175,9 @@ func (l *Lab) StartDaemon(bin string, extra ...string) *Daemon {
 		"--bridge", l.Bridge, "--socket", l.Socket(),
 		"--state-dir", filepath.Join(l.Dir, "state"), "--pin-dir", l.PinDir,
 		"--metrics-addr", "127.0.0.1:9469", "--log-level", "debug",
+		// Every name the daemon resolves goes to the upstream namespace
+		// (TESTING.md), where a test that needs DNS serves it.
+		"--dns-upstream", Upstream + ":53",
 		// Never the host's rules: the lab's own directory (absent unless a
 		// test writes it).
 		"--rules-dir", l.RulesDir()}, extra...)
