@@ -3,9 +3,9 @@ package lab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -71,8 +71,8 @@ func proxyClient(ns, proxyAddr string, cert *x509.Certificate, serverName string
 		return c, err
 	}
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		Proxy:           http.ProxyURL(&url.URL{Scheme: "http", Host: proxyAddr}),
-		DialContext:     dial,
+		Proxy:       http.ProxyURL(&url.URL{Scheme: "http", Host: proxyAddr}),
+		DialContext: dial,
 		TLSClientConfig: &tls.Config{ServerName: serverName, InsecureSkipVerify: true,
 			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 				if cert == nil || len(raw) == 0 || !bytes.Equal(raw[0], cert.Raw) {
