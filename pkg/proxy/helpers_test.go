@@ -61,7 +61,7 @@ func agentGateway() *fakeGateway {
 }
 
 func (g *fakeGateway) Network() network.Network {
-	return network.Network{Name: g.name, Bridge: "outcall0", Gateway: netip.MustParsePrefix("127.0.0.1/8")}
+	return network.Network{Name: g.name, Bridge: "outcall0", Gateway: netip.MustParsePrefix("10.200.0.1/24")}
 }
 
 func (g *fakeGateway) ListenTCP(ctx context.Context, port uint16) (net.Listener, error) {

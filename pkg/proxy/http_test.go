@@ -471,3 +471,15 @@ type panicEvaluator struct{}
 func (panicEvaluator) Evaluate(context.Context, rules.Layer, *api.EvaluationContext) rules.Outcome {
 	panic("engine broken")
 }
+
+// TestOwnSubnetNeverUpstream: a name resolving into the network's own
+// subnet (another agent) is refused even by a rule with allow_private_ips.
+func TestOwnSubnetNeverUpstream(t *testing.T) {
+	e := start(t, `  - {id: peer, condition: 'network.hostname == "peer.test"', action: allow, egress: {mode: proxy, allow_private_ips: true}}
+`, nil)
+	e.res.set("peer.test", netip.MustParseAddr("10.200.0.5")) // the fake gateway's subnet is 10.200.0.0/24
+	res := e.roundTrip("GET http://peer.test/ HTTP/1.1\r\nHost: peer.test\r\n\r\n")
+	if res.Status != 403 || res.Body != bodyRestricted || e.dial.count() != 0 {
+		t.Errorf("got %d %q after %d dials, want the restricted refusal", res.Status, res.Body, e.dial.count())
+	}
+}

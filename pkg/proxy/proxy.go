@@ -205,10 +205,11 @@ func (p *Proxy) Serve(ctx context.Context, gw network.Gateway) error {
 		return fmt.Errorf("proxy: listen on network %s port %d: %w", n.Name, p.opts.Port, err)
 	}
 	s := &server{
-		p:     p,
-		gw:    gw,
-		log:   p.log.With("network", n.Name),
-		conns: map[net.Conn]struct{}{},
+		p:      p,
+		gw:     gw,
+		log:    p.log.With("network", n.Name),
+		subnet: n.Subnet(),
+		conns:  map[net.Conn]struct{}{},
 	}
 	// Connections outlive ctx by the grace period: their context is
 	// cancelled only when the grace is over.
@@ -242,6 +243,8 @@ type server struct {
 	p   *Proxy
 	gw  network.Gateway
 	log *slog.Logger
+	// subnet is the network's subnet: never an upstream.
+	subnet netip.Prefix
 	// ctx is the connections' context, cancelled when the grace is over.
 	ctx context.Context
 

@@ -24,6 +24,11 @@ func (t target) String() string { return t.Host + ":" + strconv.Itoa(int(t.Port)
 
 var errBadHost = errors.New("invalid host")
 
+// hostProfile is IDNA lookup (UTS #46 mapping, punycode, the bidi rule)
+// without STD3's ban on underscores, which WHATWG URLs and real hostnames
+// allow; validDomain checks the characters afterwards.
+var hostProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.StrictDomainName(false))
+
 // maxDomainLen is the longest domain name in presentation form without the
 // trailing dot (RFC 1035).
 const maxDomainLen = 253
@@ -51,7 +56,7 @@ func normalizeHost(h string) (string, netip.Addr, error) {
 		}
 		return ip.String(), ip, nil
 	}
-	a, err := idna.Lookup.ToASCII(h)
+	a, err := hostProfile.ToASCII(h)
 	if err != nil {
 		return "", netip.Addr{}, errBadHost
 	}

@@ -30,7 +30,8 @@ type upstreamError struct {
 // private is set (S006-FR-026), without repeats, at most 64. Addresses of
 // this host are restricted too (DESIGN section 4): the proxy dials from the
 // host, so a name resolving to one of them would reach the host's own
-// services.
+// services. The network's own subnet is never dialled, whatever the rule
+// says: agents never reach each other, and through the proxy they would.
 func (h *handler) resolve(t target, private bool) ([]netip.Addr, *upstreamError) {
 	o := h.s.p.opts
 	var found []netip.Addr
@@ -49,7 +50,7 @@ func (h *handler) resolve(t target, private bool) ([]netip.Addr, *upstreamError)
 			return nil, &upstreamError{502, bodyUpstreamFailed, outcomeUpstreamFailed, err}
 		}
 	}
-	addrs, restricted, err := filterAddrs(found, private)
+	addrs, restricted, err := filterAddrs(found, private, h.s.subnet)
 	switch {
 	case err != nil:
 		return nil, &upstreamError{502, bodyUpstreamFailed, outcomeUpstreamFailed, err}
@@ -63,7 +64,7 @@ func (h *handler) resolve(t target, private bool) ([]netip.Addr, *upstreamError)
 
 // filterAddrs keeps the IPv4 addresses that may be dialled; restricted
 // reports whether any were dropped as restricted.
-func filterAddrs(found []netip.Addr, private bool) (addrs []netip.Addr, restricted bool, err error) {
+func filterAddrs(found []netip.Addr, private bool, subnet netip.Prefix) (addrs []netip.Addr, restricted bool, err error) {
 	var own []netip.Addr
 	if !private {
 		if own, err = hostAddrs(); err != nil {
@@ -75,7 +76,7 @@ func filterAddrs(found []netip.Addr, private bool) (addrs []netip.Addr, restrict
 		if !a.Is4() || slices.Contains(addrs, a) {
 			continue
 		}
-		if !private && (netrange.IsRestricted(a) || slices.Contains(own, a)) {
+		if subnet.Contains(a) || !private && (netrange.IsRestricted(a) || slices.Contains(own, a)) {
 			restricted = true
 			continue
 		}
