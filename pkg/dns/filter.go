@@ -103,7 +103,15 @@ type Filter struct {
 	total, allowed, blocked atomic.Uint64
 
 	mu        sync.Mutex
-	listeners map[string]netip.AddrPort // network name -> bound UDP address
+	listeners map[string]listener // by network name
+	serves    uint64              // numbers the Serve calls, for listener
+}
+
+// listener is the address one Serve call bound for a network; serve tells
+// a later Serve of the same network from an earlier one ending.
+type listener struct {
+	addr  netip.AddrPort
+	serve uint64
 }
 
 // New checks opts and returns a Filter that serves nothing until Serve.
@@ -142,7 +150,7 @@ func New(opts Options) (*Filter, error) {
 		opts:      opts,
 		log:       opts.Logger.With("target", "dns"),
 		cache:     newCache(opts.CacheEntries, opts.Now),
-		listeners: map[string]netip.AddrPort{},
+		listeners: map[string]listener{},
 	}
 	f.metrics = newMetrics(f.cache)
 	return f, nil
@@ -179,7 +187,9 @@ func (f *Filter) Serve(ctx context.Context, gw network.Gateway) error {
 		addr = ua.AddrPort()
 	}
 	f.mu.Lock()
-	f.listeners[n.Name] = addr
+	f.serves++
+	mine := listener{addr: addr, serve: f.serves}
+	f.listeners[n.Name] = mine
 	f.mu.Unlock()
 	f.log.InfoContext(ctx, "DNS filter listening", "network", n.Name, "address", addr.String())
 
@@ -209,7 +219,9 @@ func (f *Filter) Serve(ctx context.Context, gw network.Gateway) error {
 	conns.closeAll()
 	<-done
 	f.mu.Lock()
-	delete(f.listeners, n.Name)
+	if f.listeners[n.Name] == mine {
+		delete(f.listeners, n.Name)
+	}
 	f.mu.Unlock()
 	f.log.Info("DNS filter stopped", "network", n.Name, "address", addr.String())
 	return nil
@@ -217,8 +229,8 @@ func (f *Filter) Serve(ctx context.Context, gw network.Gateway) error {
 
 func (f *Filter) serveUDP(ctx context.Context, gw network.Gateway, pc net.PacketConn, wg *sync.WaitGroup) {
 	sem := make(chan struct{}, maxInflightUDP)
+	buf := make([]byte, 65535)
 	for {
-		buf := make([]byte, 65535)
 		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -247,7 +259,7 @@ func (f *Filter) serveUDP(ctx context.Context, gw network.Gateway, pc net.Packet
 				_, _ = pc.WriteTo(res.reply, from)
 			}
 			res.observeHold(f)
-		}(buf[:n])
+		}(slices.Clone(buf[:n]))
 	}
 }
 
@@ -406,13 +418,14 @@ func (f *Filter) Status() api.DNSFilterStatus {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		st.Listeners = append(st.Listeners, f.listeners[name].String())
+		st.Listeners = append(st.Listeners, f.listeners[name].addr.String())
 	}
 	if len(names) > 0 {
-		first, ok := f.listeners[api.DefaultNetworkName]
+		l, ok := f.listeners[api.DefaultNetworkName]
 		if !ok {
-			first = f.listeners[names[0]]
+			l = f.listeners[names[0]]
 		}
+		first := l.addr
 		st.Running = true
 		st.ListenAddress = first.Addr().String()
 		st.ListenPort = first.Port()
