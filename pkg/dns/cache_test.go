@@ -142,3 +142,22 @@ func TestCacheLRU(t *testing.T) {
 		t.Errorf("upstream asked www %d, multi %d times; want 1 and 2 (multi was evicted)", w, m)
 	}
 }
+
+// TestCacheHitLearns: a direct_ip answer served from the cache writes its
+// grants again, for the time the cached records have left.
+func TestCacheHitLearns(t *testing.T) {
+	fx := newFixture(t, nil)
+	fx.rules.set(func(*api.EvaluationContext) rules.Outcome {
+		return allow("r", &api.Egress{Mode: api.EgressDirectIP, Ports: []uint16{443}})
+	})
+	fx.ask(t, agentIP, question("www.example.test.", mdns.TypeA), true)
+	fx.clock.advance(20 * time.Second)
+	fx.ask(t, agentIP, question("www.example.test.", mdns.TypeA), true)
+	calls := fx.gw.calls()
+	if len(calls) != 2 || calls[0].lg.TTL != 120*time.Second || calls[1].lg.TTL != 100*time.Second {
+		t.Fatalf("Learn calls %+v; want TTL 120 s, then 100 s from the cache", calls)
+	}
+	if n := fx.up.count("www.example.test."); n != 1 {
+		t.Errorf("upstream asked %d times; want once", n)
+	}
+}

@@ -172,7 +172,7 @@ func (f *Filter) handle(ctx context.Context, gw network.Gateway, src netip.Addr,
 				f.cache.put(key, answer, ttl)
 			}
 		}
-		authority = copyRRs(r.Ns)
+		authority = negativeAuthority(r.Ns)
 	}
 	start = time.Now()
 
@@ -406,10 +406,11 @@ func normalise(qname string) (string, bool) {
 	return strings.ToLower(name), true
 }
 
-// typeString is dns.record_type: the type's mnemonic, or TYPEn.
+// typeString is dns.record_type: the type's mnemonic in upper case (miekg
+// spells types 0 and 65535 "None" and "Reserved"), or TYPEn.
 func typeString(t uint16) string {
 	if s, ok := mdns.TypeToString[t]; ok {
-		return s
+		return strings.ToUpper(s)
 	}
 	return "TYPE" + strconv.Itoa(int(t))
 }
@@ -445,6 +446,22 @@ func minTTL(rrs []mdns.RR) uint32 {
 		m = min(m, rr.Header().Ttl)
 	}
 	return m
+}
+
+// negativeAuthority is what of an upstream's authority section a negative
+// answer (NXDOMAIN, NODATA) passes on: the SOA that bounds the client's
+// negative caching and the DNSSEC records that prove the denial. Anything
+// else, an address record above all, stays behind: the address filter
+// looks at the answer section only.
+func negativeAuthority(rrs []mdns.RR) []mdns.RR {
+	var out []mdns.RR
+	for _, rr := range rrs {
+		switch rr.Header().Rrtype {
+		case mdns.TypeSOA, mdns.TypeNSEC, mdns.TypeNSEC3, mdns.TypeRRSIG:
+			out = append(out, mdns.Copy(rr))
+		}
+	}
+	return out
 }
 
 func copyRRs(rrs []mdns.RR) []mdns.RR {

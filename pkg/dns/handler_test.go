@@ -341,3 +341,31 @@ func addrs(ss ...string) []netip.Addr {
 	}
 	return out
 }
+
+func TestTypeString(t *testing.T) {
+	for qtype, want := range map[uint16]string{
+		mdns.TypeA: "A", mdns.TypeAAAA: "AAAA", mdns.TypePTR: "PTR", mdns.TypeNSEC3PARAM: "NSEC3PARAM",
+		0: "NONE", 65535: "RESERVED", 65280: "TYPE65280",
+	} {
+		if got := typeString(qtype); got != want {
+			t.Errorf("typeString(%d) = %q; want %q", qtype, got, want)
+		}
+	}
+}
+
+// TestNegativeAuthority: an upstream NXDOMAIN passes on its SOA, never an
+// address record smuggled into its authority section.
+func TestNegativeAuthority(t *testing.T) {
+	u := startUpstream(t, mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+		m := new(mdns.Msg)
+		m.SetRcode(r, mdns.RcodeNameError)
+		a, _ := mdns.NewRR("sneaky.example.test. 100 IN A 10.0.0.9")
+		m.Ns = []mdns.RR{zoneSOA(), a}
+		_ = w.WriteMsg(m)
+	}))
+	fx := newFixture(t, func(o *Options) { o.Upstreams = []netip.AddrPort{u.addr} })
+	r := fx.ask(t, agentIP, question("gone.example.test.", mdns.TypeA), true)
+	if r == nil || r.Rcode != mdns.RcodeNameError || !slices.Equal(rrStrings(r.Ns), []string{zoneSOA().String()}) {
+		t.Fatalf("reply %v; want NXDOMAIN with only the upstream's SOA", r)
+	}
+}
