@@ -1,7 +1,6 @@
 package dns_test
 
 import (
-	"context"
 	"log/slog"
 
 	"outcall.dev/outcall/pkg/dns"
@@ -28,5 +27,4 @@ func Example() {
 	// The proxy resolves through the same upstreams, with
 	// f.LookupIPv4(ctx, host). (This example has no Output, so it is
 	// compiled, never run: it sends nothing.)
-	_ = context.Background
 }

@@ -101,6 +101,7 @@ type Filter struct {
 	flight  singleflight.Group
 
 	total, allowed, blocked atomic.Uint64
+	refusedLog              logLimiter
 
 	mu        sync.Mutex
 	listeners map[string]listener // by network name

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -45,6 +46,28 @@ func soa() *mdns.SOA {
 		Expire:  86400,
 		Minttl:  60,
 	}
+}
+
+// logLimiter lets one warning through per second and counts the ones it
+// held back, so that a flood from unknown senders cannot flood the log.
+type logLimiter struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed uint64
+}
+
+// allow reports whether a warning may be logged at now, and how many were
+// suppressed since the last one.
+func (l *logLimiter) allow(now time.Time) (uint64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < time.Second {
+		l.suppressed++
+		return 0, false
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return n, true
 }
 
 // query is one query on its way through the pipeline, for its log line.
@@ -88,7 +111,9 @@ func (f *Filter) handle(ctx context.Context, gw network.Gateway, src netip.Addr,
 	if !ok {
 		f.blocked.Add(1)
 		f.metrics.queries.WithLabelValues(outcomeRefused, ruleNone).Inc()
-		f.log.WarnContext(ctx, "DNS query from an unknown sender refused", "src", src.String())
+		if n, ok := f.refusedLog.allow(time.Now()); ok {
+			f.log.WarnContext(ctx, "DNS query from an unknown sender refused", "src", src.String(), "suppressed", n)
+		}
 		return f.finish(req, f.rcodeReply(req, mdns.RcodeRefused), udp)
 	}
 	q.agent, q.identity = ep.Name, ep.Identity

@@ -369,3 +369,21 @@ func TestNegativeAuthority(t *testing.T) {
 		t.Fatalf("reply %v; want NXDOMAIN with only the upstream's SOA", r)
 	}
 }
+
+func TestLogLimiter(t *testing.T) {
+	var l logLimiter
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, tc := range []struct {
+		at     time.Duration
+		ok     bool
+		before uint64
+	}{
+		{0, true, 0}, {100 * time.Millisecond, false, 0}, {900 * time.Millisecond, false, 0},
+		{time.Second, true, 2}, {1500 * time.Millisecond, false, 0}, {3 * time.Second, true, 1},
+	} {
+		n, ok := l.allow(t0.Add(tc.at))
+		if ok != tc.ok || n != tc.before {
+			t.Errorf("%d: allow at %v = %d, %v; want %d, %v", i, tc.at, n, ok, tc.before, tc.ok)
+		}
+	}
+}
