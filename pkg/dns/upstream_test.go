@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/rules"
 )
 
@@ -196,5 +199,62 @@ rules:
 				}
 			}
 		}
+	}
+}
+
+// TestCoalescing: concurrent queries for one (name, type) share one
+// upstream exchange (EC-010). The upstream holds every query until all
+// twenty have been evaluated; without coalescing each would have sent its
+// own.
+func TestCoalescing(t *testing.T) {
+	const n = 20
+	release := make(chan struct{})
+	var asked atomic.Int64
+	u := startUpstream(t, mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+		asked.Add(1)
+		<-release
+		m := new(mdns.Msg)
+		m.SetReply(r)
+		rr, _ := mdns.NewRR(r.Question[0].Name + " 60 IN A 198.51.100.70")
+		m.Answer = []mdns.RR{rr}
+		_ = w.WriteMsg(m)
+	}))
+	fx := newFixture(t, func(o *Options) { o.Upstreams = []netip.AddrPort{u.addr} })
+	evaluated := make(chan struct{}, n)
+	fx.rules.set(func(*api.EvaluationContext) rules.Outcome {
+		evaluated <- struct{}{}
+		return allow("r", nil)
+	})
+	var wg sync.WaitGroup
+	replies := make(chan *mdns.Msg, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			raw, _ := question("same.example.test.", mdns.TypeA).Pack()
+			res := fx.f.handle(context.Background(), fx.gw, agentIP, raw, true)
+			r := new(mdns.Msg)
+			if res.reply != nil && r.Unpack(res.reply) == nil {
+				replies <- r
+			}
+		}()
+	}
+	for range n {
+		<-evaluated
+	}
+	close(release)
+	wg.Wait()
+	close(replies)
+	got := 0
+	for r := range replies {
+		if r.Rcode == mdns.RcodeSuccess && len(r.Answer) == 1 {
+			got++
+		}
+	}
+	if got != n {
+		t.Errorf("%d of %d queries answered", got, n)
+	}
+	if a := asked.Load(); a >= 5 {
+		t.Errorf("upstream asked %d times for %d concurrent queries; want them coalesced", a, n)
 	}
 }
