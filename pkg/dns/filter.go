@@ -58,6 +58,11 @@ const (
 	maxTCPConns = 256
 )
 
+// ErrBind is wrapped by Serve's error when a socket cannot be bound
+// (S007-FR-026 DnsBindError): the daemon must not run containers without
+// DNS enforcement (EC-008).
+var ErrBind = errors.New("dns filter: bind")
+
 // Evaluator is the rule engine as the filter uses it; *rules.Engine
 // implements it.
 type Evaluator interface {
@@ -175,13 +180,13 @@ func (f *Filter) Serve(ctx context.Context, gw network.Gateway) error {
 	pc, err := gw.ListenUDP(ctx, f.opts.Port)
 	if err != nil {
 		f.log.ErrorContext(ctx, "DNS bind failed", "network", n.Name, "proto", "udp", "port", f.opts.Port, "err", err)
-		return fmt.Errorf("dns filter on network %s: bind udp port %d: %w", n.Name, f.opts.Port, err)
+		return fmt.Errorf("%w: network %s, udp port %d: %w", ErrBind, n.Name, f.opts.Port, err)
 	}
 	ln, err := gw.ListenTCP(ctx, f.opts.Port)
 	if err != nil {
 		pc.Close()
 		f.log.ErrorContext(ctx, "DNS bind failed", "network", n.Name, "proto", "tcp", "port", f.opts.Port, "err", err)
-		return fmt.Errorf("dns filter on network %s: bind tcp port %d: %w", n.Name, f.opts.Port, err)
+		return fmt.Errorf("%w: network %s, tcp port %d: %w", ErrBind, n.Name, f.opts.Port, err)
 	}
 	addr := netip.AddrPortFrom(n.Gateway.Addr(), f.opts.Port)
 	if ua, ok := pc.LocalAddr().(*net.UDPAddr); ok {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,8 +201,11 @@ func TestServeShutdown(t *testing.T) {
 func TestServeBindError(t *testing.T) {
 	fx := newFixture(t, nil)
 	fx.gw.bindErr = errors.New("address already in use")
-	if err := fx.f.Serve(context.Background(), fx.gw); err == nil {
-		t.Fatal("Serve succeeded without its socket")
+	if err := fx.f.Serve(context.Background(), fx.gw); !errors.Is(err, ErrBind) || !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("Serve = %v; want ErrBind with the cause", err)
+	}
+	if st := fx.f.Status(); st.Running {
+		t.Errorf("status %+v after a bind failure; want not running", st)
 	}
 }
 
