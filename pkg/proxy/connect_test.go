@@ -527,3 +527,59 @@ func TestShutdown(t *testing.T) {
 		t.Errorf("after shutdown: %d listeners held, status %+v", open, e.p.Status())
 	}
 }
+
+// TestTunnelDisconnect (EC-004, EC-005): when either side of a tunnel goes,
+// the other side is closed, without any response.
+func TestTunnelDisconnect(t *testing.T) {
+	for _, clientLeaves := range []bool{true, false} {
+		t.Run(fmt.Sprintf("client leaves %v", clientLeaves), func(t *testing.T) {
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			upEOF := make(chan error, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := readClientHelloRecord(c); err != nil {
+					upEOF <- err
+					return
+				}
+				io.WriteString(c, "server bytes")
+				if !clientLeaves {
+					return // the upstream goes
+				}
+				_, err = io.Copy(io.Discard, c)
+				upEOF <- err
+			}()
+			e := start(t, ruleExample, nil)
+			e.res.set("example.com", publicAddr)
+			e.dial.mapPublic(publicAddr, 443, ln.Addr().String())
+			c := e.connect()
+			fmt.Fprintf(c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+			got := make([]byte, len(connectEstablished)+len("server bytes"))
+			if _, err := io.ReadFull(c, got[:len(connectEstablished)]); err != nil {
+				t.Fatal(err)
+			}
+			c.Write(clientHello(t, &tls.Config{ServerName: "example.com", InsecureSkipVerify: true}))
+			if _, err := io.ReadFull(c, got[len(connectEstablished):]); err != nil || !strings.HasSuffix(string(got), "server bytes") {
+				t.Fatalf("read %q, %v", got, err)
+			}
+			if clientLeaves {
+				c.Close()
+				if err := <-upEOF; err != nil {
+					t.Errorf("upstream: %v, want EOF", err)
+				}
+				return
+			}
+			if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+				t.Errorf("client after the upstream left: %q, %v; want EOF", rest, err)
+			}
+		})
+	}
+}

@@ -63,7 +63,7 @@ func TestForwardAbsoluteURI(t *testing.T) {
 	c := cs[0]
 	if *c.Network.Hostname != "api.test" || c.Network.IP != "" || c.Network.Port != 80 || c.Network.Protocol != "tcp" ||
 		c.HTTP.Method != "GET" || c.HTTP.Path != "/v1/data?x=1" || c.HTTP.Host != "api.test" || c.HTTP.BodySize != 0 ||
-		c.HTTP.Headers["x-dup"] != "a, b" || c.HTTP.Headers["accept"] != "application/json" || c.Agent.Name != "agent-a" {
+		c.HTTP.Headers["x-dup"] != "a, b" || c.HTTP.Headers["proxy-authorization"] != "" || c.HTTP.Headers["accept"] != "application/json" || c.Agent.Name != "agent-a" {
 		t.Errorf("evaluation context %+v %+v %+v", *c.Network, *c.HTTP, *c.Agent)
 	}
 	if got := e.dial.dialed; len(got) != 1 || got[0] != "11.1.1.1:80" {

@@ -57,11 +57,17 @@ func (r *request) has(name string) bool {
 }
 
 // headerMap is http.headers for the rule engine: names lowercased, the
-// values of repeated names joined with ", " in order.
+// values of repeated names joined with ", " in order. Proxy-Authorization
+// is left out: authorization comes from the container's identity, never
+// from credentials the client presents (S006-FR-014), so no rule can be
+// written that trusts them, and they never travel further than the proxy.
 func (r *request) headerMap() map[string]string {
 	m := make(map[string]string, len(r.Headers))
 	for _, h := range r.Headers {
 		k := strings.ToLower(h.Name)
+		if k == "proxy-authorization" {
+			continue
+		}
 		if v, ok := m[k]; ok {
 			m[k] = v + ", " + h.Value
 		} else {
