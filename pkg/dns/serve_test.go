@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -280,4 +281,46 @@ func pending(t *testing.T, c *net.UDPConn) int {
 		t.Fatalf("peek: %v", rerr)
 	}
 	return n
+}
+
+// TestUnknownSenderOverSockets: a sender the gateway does not identify
+// gets REFUSED over UDP and TCP, and nothing is forwarded.
+func TestUnknownSenderOverSockets(t *testing.T) {
+	fx := newFixture(t, nil)
+	udp, tcp := fx.serve(t)
+	for _, netw := range []string{"udp", "tcp"} {
+		var local net.Addr = &net.UDPAddr{IP: strangerIP.AsSlice()}
+		if netw == "tcp" {
+			local = &net.TCPAddr{IP: strangerIP.AsSlice()}
+		}
+		addr := map[string]string{"udp": udp, "tcp": tcp}[netw]
+		c := &mdns.Client{Net: netw, Timeout: 5 * time.Second, Dialer: &net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}}
+		r, _, err := c.Exchange(question("www.example.test.", mdns.TypeA), addr)
+		if err != nil {
+			t.Fatalf("%s: %v", netw, err)
+		}
+		if r.Rcode != mdns.RcodeRefused || len(r.Answer)+len(r.Ns) != 0 {
+			t.Errorf("%s: reply %v; want REFUSED, question only", netw, r)
+		}
+	}
+	if n := fx.up.count("www.example.test."); n != 0 {
+		t.Errorf("forwarded %d times for an unknown sender", n)
+	}
+	// Positive control: the known sender is answered on the same sockets.
+	if r := exchange(t, "udp", udp, question("www.example.test.", mdns.TypeA)); r.Rcode != mdns.RcodeSuccess {
+		t.Errorf("known sender: %v", r)
+	}
+}
+
+// TestExtraRestricted: Options.Restricted (the host's own addresses, the
+// Outcall subnets) is applied besides netrange's ranges.
+func TestExtraRestricted(t *testing.T) {
+	host := netip.MustParseAddr("198.51.100.10") // www's address plays the host's
+	fx := newFixture(t, func(o *Options) { o.Restricted = func(a netip.Addr) bool { return a == host } })
+	if r := fx.ask(t, agentIP, question("www.example.test.", mdns.TypeA), true); r == nil || r.Rcode != mdns.RcodeServerFailure {
+		t.Fatalf("reply %v; want SERVFAIL (only a restricted address)", r)
+	}
+	if r := fx.ask(t, agentIP, question("multi.example.test.", mdns.TypeA), true); r == nil || r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 3 {
+		t.Fatalf("reply %v; want the unrestricted answer whole", r)
+	}
 }
