@@ -122,6 +122,12 @@ func (f *Filter) handle(ctx context.Context, gw network.Gateway, src netip.Addr,
 		return f.finish(req, f.rcodeReply(req, mdns.RcodeNotImplemented), udp)
 	}
 
+	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
+		// RFC 6891 §6.1.3: an EDNS version this server does not speak.
+		f.metrics.queries.WithLabelValues(outcomeFormerr, ruleNone).Inc()
+		return f.finish(req, f.rcodeReply(req, mdns.RcodeBadVers), udp)
+	}
+
 	// 2. Normalise.
 	question := req.Question[0]
 	q.rtype = typeString(question.Qtype)

@@ -387,3 +387,18 @@ func TestLogLimiter(t *testing.T) {
 		}
 	}
 }
+
+// TestEDNSVersion: an EDNS version other than 0 is BADVERS, not evaluated.
+func TestEDNSVersion(t *testing.T) {
+	fx := newFixture(t, nil)
+	q := question("www.example.test.", mdns.TypeA)
+	q.SetEdns0(1232, false)
+	q.IsEdns0().SetVersion(1)
+	r := fx.ask(t, agentIP, q, true)
+	if r == nil || r.Rcode != mdns.RcodeBadVers || r.IsEdns0() == nil || r.IsEdns0().Version() != 0 {
+		t.Fatalf("reply %v; want BADVERS with an OPT of version 0", r)
+	}
+	if len(fx.rules.contexts()) != 0 {
+		t.Error("evaluated")
+	}
+}
