@@ -294,6 +294,8 @@ func start(t *testing.T, ruleItems string, tune func(*Options), gw ...*fakeGatew
 		t.Fatalf("Serve returned before listening: %v", err)
 	}
 	t.Cleanup(func() { e.stop() })
+	// ListenTCP hands out the address just before Serve records it.
+	waitFor(t, "the status to show the listener", func() bool { return p.Status().Listening })
 	return e
 }
 
