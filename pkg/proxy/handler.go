@@ -398,6 +398,10 @@ func (h *handler) relayRequest(up net.Conn, req *request, method, origin string,
 		}
 		if err == nil {
 			closeWrite(up)
+		} else {
+			// A body cut short can never be completed: end the exchange
+			// rather than leave the upstream waiting for the idle timeout.
+			up.Close()
 		}
 		bodyDone <- err
 	}()
@@ -406,8 +410,8 @@ func (h *handler) relayRequest(up net.Conn, req *request, method, origin string,
 	case berr := <-bodyDone:
 		if err == nil && berr == nil {
 			closeLingering(h.c)
-			return
 		}
+		return // the deferred close ends the rest
 	default:
 		// The response ended before the client sent all of its body:
 		// closing the client ends the body copy.

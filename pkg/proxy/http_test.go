@@ -483,3 +483,14 @@ func TestOwnSubnetNeverUpstream(t *testing.T) {
 		t.Errorf("got %d %q after %d dials, want the restricted refusal", res.Status, res.Body, e.dial.count())
 	}
 }
+
+// TestBodyCutShort: a client that leaves before sending its declared body
+// ends the upstream exchange at once, not after the idle timeout.
+func TestBodyCutShort(t *testing.T) {
+	e, _ := publicAPI(t, okReply, nil) // IdleTimeout stays 300 s
+	c := e.connect()
+	io.WriteString(c, "POST http://api.test/ HTTP/1.1\r\nHost: api.test\r\nContent-Length: 100\r\n\r\npartial")
+	waitFor(t, "the upstream dial", func() bool { return e.dial.count() == 1 })
+	c.Close()
+	waitFor(t, "the connection to end", func() bool { return e.p.Status().ActiveConnections == 0 })
+}
