@@ -129,8 +129,16 @@ func New(opts Options) (*Proxy, error) {
 		opts.Port = api.DefaultProxyPort
 	}
 	if opts.Dial == nil {
-		d := &net.Dialer{}
-		opts.Dial = d.DialContext
+		// The proxy hands the dialer literal IPv4 addresses only; checking
+		// before dialling keeps it so if a future caller passes a name,
+		// which net.Dialer would look up with the machine's resolver.
+		var d net.Dialer
+		opts.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			if ap, err := netip.ParseAddrPort(address); err != nil || !ap.Addr().Is4() || network != "tcp4" {
+				return nil, fmt.Errorf("proxy: refusing to dial %s %s: only resolved IPv4 addresses are dialled", network, address)
+			}
+			return d.DialContext(ctx, network, address)
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -187,3 +187,29 @@ func TestConcurrentAgents(t *testing.T) {
 		t.Errorf("upstream got %d requests, want 10", n)
 	}
 }
+
+// TestDefaultDialIPv4Only: the default dialer refuses anything but an IPv4
+// literal over tcp4, before any socket connects.
+func TestDefaultDialIPv4Only(t *testing.T) {
+	p, err := New(Options{Rules: panicEvaluator{}, Resolve: func(context.Context, string) ([]netip.Addr, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := p.opts.Dial(context.Background(), "tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("control: dial %s: %v", ln.Addr(), err)
+	}
+	c.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	for _, tt := range [][2]string{{"tcp4", fmt.Sprintf("localhost:%d", port)}, {"tcp6", fmt.Sprintf("[::1]:%d", port)}, {"tcp", fmt.Sprintf("127.0.0.1:%d", port)}} {
+		if c, err := p.opts.Dial(context.Background(), tt[0], tt[1]); err == nil {
+			c.Close()
+			t.Errorf("default dialer dialled %s %s", tt[0], tt[1])
+		}
+	}
+}
