@@ -46,6 +46,8 @@ type Grant struct {
 	Port     uint16
 	Owner    string // "operator" or "rule:<id>"
 	Added    bool
+	// Expired is a removal by the expiry sweep, not a revoke.
+	Expired bool
 }
 
 // Reload is a finished rule reload; Err is nil on success.

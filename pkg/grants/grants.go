@@ -67,7 +67,7 @@ type Grant struct {
 type Manager struct {
 	k        Kernel
 	now      func() time.Time
-	onChange func(Grant, bool)
+	onChange func(Grant, Change)
 
 	mu         sync.Mutex
 	byKey      map[datapath.GrantKey]Grant
@@ -79,7 +79,7 @@ type Manager struct {
 type Options struct {
 	// OnChange, if set, is called after every grant the index gains
 	// (added) or loses, outside the Manager's lock.
-	OnChange func(g Grant, added bool)
+	OnChange func(g Grant, change Change)
 }
 
 // New returns a Manager over k with an empty index.
@@ -120,7 +120,7 @@ func (m *Manager) Put(g Grant) error {
 	add(m.byIdentity, g.Identity, g.GrantKey)
 	add(m.byOwner, g.Owner, g.GrantKey)
 	m.mu.Unlock()
-	m.notify(g, true)
+	m.notify(g, Added)
 	return nil
 }
 
@@ -132,9 +132,19 @@ func (m *Manager) Get(key datapath.GrantKey) (Grant, bool) {
 	return g, ok
 }
 
-func (m *Manager) notify(g Grant, added bool) {
+// Change is what happened to a grant, for Options.OnChange.
+type Change int
+
+// The changes.
+const (
+	Added   Change = iota // inserted or renewed
+	Removed               // revoked: by the operator, a reload, an endpoint's removal
+	Expired               // swept after its expiry
+)
+
+func (m *Manager) notify(g Grant, c Change) {
 	if m.onChange != nil {
-		m.onChange(g, added)
+		m.onChange(g, c)
 	}
 }
 
@@ -202,7 +212,7 @@ func (m *Manager) revoke(pick func() []datapath.GrantKey) (int, error) {
 		}
 		m.mu.Unlock()
 		if ok {
-			m.notify(g, false)
+			m.notify(g, Removed)
 		}
 		if existed {
 			n++
@@ -242,7 +252,7 @@ func (m *Manager) Sweep() (int, error) {
 		}
 		m.mu.Unlock()
 		if ok {
-			m.notify(g, false)
+			m.notify(g, Expired)
 		}
 	}
 	return n, errors.Join(errs...)

@@ -192,18 +192,20 @@ func TestClearKernel(t *testing.T) {
 }
 
 func TestOnChange(t *testing.T) {
-	var added, removed int
-	m := New(newFake(), Options{OnChange: func(_ Grant, add bool) {
-		if add {
-			added++
-		} else {
-			removed++
-		}
-	}})
+	seen := map[Change]int{}
+	m := New(newFake(), Options{OnChange: func(_ Grant, c Change) { seen[c]++ }})
+	now := time.Now()
+	m.now = func() time.Time { return now }
 	_ = m.Put(grant(key(1, "198.51.100.10", 443), Operator))
 	_ = m.Put(grant(key(1, "198.51.100.11", 443), Operator))
+	old := grant(key(1, "198.51.100.12", 443), Owner{Rule: "r"})
+	old.Expires = now.Add(-time.Second)
+	_ = m.Put(old)
+	if n, err := m.Sweep(); n != 1 || err != nil {
+		t.Fatalf("Sweep = %d, %v", n, err)
+	}
 	_, _ = m.Flush()
-	if added != 2 || removed != 2 {
-		t.Fatalf("OnChange saw %d added, %d removed; want 2 and 2", added, removed)
+	if seen[Added] != 3 || seen[Removed] != 2 || seen[Expired] != 1 {
+		t.Fatalf("OnChange saw %v; want 3 added, 2 removed, 1 expired", seen)
 	}
 }

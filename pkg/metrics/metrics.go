@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +28,8 @@ import (
 type Source interface {
 	DatapathCounters(ctx context.Context) ([]api.DatapathCounter, error)
 	BridgeStatus(ctx context.Context) (api.BridgeStatus, error)
-	GrantCount(ctx context.Context) (int, error)
+	// GrantCounts is the live grants by source ("operator", "dns").
+	GrantCounts(ctx context.Context) (map[string]int, error)
 	EndpointCount() int
 	// DatapathRuleHits returns what each packet-level rule decided in the
 	// datapath since the daemon started.
@@ -59,7 +61,7 @@ var (
 	nftDesc = prometheus.NewDesc("outcall_nftables_active",
 		"Whether the inet outcall table exists.", nil, nil)
 	grantsDesc = prometheus.NewDesc("outcall_grants",
-		"Allow entries in the datapath.", nil, nil)
+		"Live allow entries in the datapath by source (operator, dns).", []string{"source"}, nil)
 	endpointsDesc = prometheus.NewDesc("outcall_endpoints",
 		"Registered endpoints.", nil, nil)
 	scrapeErrDesc = prometheus.NewDesc("outcall_scrape_errors",
@@ -86,6 +88,9 @@ type Collector struct {
 	DropEvents *prometheus.CounterVec
 	// Reloads counts rule reloads by result.
 	Reloads *prometheus.CounterVec
+	// GrantChanges counts grants inserted (or renewed), revoked and
+	// expired, by source (operator, dns).
+	GrantChanges *prometheus.CounterVec
 	// Repairs counts enforcement the daemon found missing and restored,
 	// by what: tcx_link (a port's program was detached) or nftables (a
 	// floor table was deleted).
@@ -107,6 +112,10 @@ func NewCollector(src Source) *Collector {
 			Name: "outcall_rule_reloads_total",
 			Help: "Rule set reloads by result (success or failure; a failure keeps the previous set).",
 		}, []string{"result"}),
+		GrantChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outcall_grant_changes_total",
+			Help: "Grants inserted (or renewed), revoked and expired, by source (operator, dns).",
+		}, []string{"source", "change"}),
 		Repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outcall_repairs_total",
 			Help: "Enforcement found missing and restored, by what (tcx_link, nftables).",
@@ -133,6 +142,18 @@ func (c *Collector) Handle(e events.Event) {
 		c.DropEvents.WithLabelValues(e.Reason).Inc()
 	case events.Repair:
 		c.Repairs.WithLabelValues(e.What).Inc()
+	case events.Grant:
+		source, change := "operator", "revoked"
+		if strings.HasPrefix(e.Owner, "rule:") {
+			source = "dns"
+		}
+		switch {
+		case e.Added:
+			change = "inserted"
+		case e.Expired:
+			change = "expired"
+		}
+		c.GrantChanges.WithLabelValues(source, change).Inc()
 	}
 }
 
@@ -144,6 +165,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.DropEvents.Describe(ch)
 	c.Reloads.Describe(ch)
 	c.Repairs.Describe(ch)
+	c.GrantChanges.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -165,8 +187,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		failed++
 	}
-	if n, err := c.src.GrantCount(ctx); err == nil {
-		ch <- prometheus.MustNewConstMetric(grantsDesc, prometheus.GaugeValue, float64(n))
+	if counts, err := c.src.GrantCounts(ctx); err == nil {
+		for source, n := range counts {
+			ch <- prometheus.MustNewConstMetric(grantsDesc, prometheus.GaugeValue, float64(n), source)
+		}
 	} else {
 		failed++
 	}
@@ -195,6 +219,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.DropEvents.Collect(ch)
 	c.Reloads.Collect(ch)
 	c.Repairs.Collect(ch)
+	c.GrantChanges.Collect(ch)
 }
 
 func boolValue(b bool) float64 {

@@ -21,7 +21,9 @@ func (fakeSource) DatapathCounters(context.Context) ([]api.DatapathCounter, erro
 func (fakeSource) BridgeStatus(context.Context) (api.BridgeStatus, error) {
 	return api.BridgeStatus{Name: "outcall0", Up: true, NftablesActive: true}, nil
 }
-func (fakeSource) GrantCount(context.Context) (int, error) { return 2, nil }
+func (fakeSource) GrantCounts(context.Context) (map[string]int, error) {
+	return map[string]int{"operator": 2, "dns": 3}, nil
+}
 func (fakeSource) EndpointCount() int                      { return 1 }
 func (fakeSource) FloorCounters(context.Context) (map[string]uint64, error) {
 	return map[string]uint64{"forward_conn_limit_drop": 4}, nil
@@ -40,6 +42,10 @@ func TestRuleMetrics(t *testing.T) {
 		events.Reload{Err: errors.New("bad rule")},
 		events.Repair{What: "nftables"},
 		events.Drop{Reason: "no_rule"},
+		events.Grant{Owner: "operator", Added: true},
+		events.Grant{Owner: "rule:allow-pypi", Added: true},
+		events.Grant{Owner: "rule:allow-pypi", Expired: true},
+		events.Grant{Owner: "operator"},
 	} {
 		c.Handle(e)
 	}
@@ -62,8 +68,18 @@ outcall_repairs_total{what="nftables"} 1
 # HELP outcall_datapath_drop_events_total Sampled drop events received from the datapath ring buffer.
 # TYPE outcall_datapath_drop_events_total counter
 outcall_datapath_drop_events_total{reason="no_rule"} 1
+# HELP outcall_grants Live allow entries in the datapath by source (operator, dns).
+# TYPE outcall_grants gauge
+outcall_grants{source="dns"} 3
+outcall_grants{source="operator"} 2
+# HELP outcall_grant_changes_total Grants inserted (or renewed), revoked and expired, by source (operator, dns).
+# TYPE outcall_grant_changes_total counter
+outcall_grant_changes_total{change="expired",source="dns"} 1
+outcall_grant_changes_total{change="inserted",source="dns"} 1
+outcall_grant_changes_total{change="inserted",source="operator"} 1
+outcall_grant_changes_total{change="revoked",source="operator"} 1
 `
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "outcall_rule_hits_total", "outcall_floor_packets_total", "outcall_rule_reloads_total", "outcall_repairs_total", "outcall_datapath_drop_events_total"); err != nil {
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "outcall_rule_hits_total", "outcall_floor_packets_total", "outcall_rule_reloads_total", "outcall_repairs_total", "outcall_datapath_drop_events_total", "outcall_grants", "outcall_grant_changes_total"); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewPedanticRegistry()

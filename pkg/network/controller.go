@@ -260,7 +260,7 @@ func (c *Controller) openDatapathLocked() error {
 	}()
 	c.stopEvents = func() { cancel(); <-done }
 	// Grants do not survive a restart (S009-FR-010): containers ask again.
-	c.grants = grants.New(dp, grants.Options{OnChange: func(g grants.Grant, added bool) { c.events.Publish(grantEvent(g, added)) }})
+	c.grants = grants.New(dp, grants.Options{OnChange: func(g grants.Grant, ch grants.Change) { c.events.Publish(grantEvent(g, ch)) }})
 	if n, err := c.grants.ClearKernel(); err != nil {
 		return err
 	} else if n > 0 {
@@ -565,7 +565,9 @@ func (c *Controller) closeDatapathLocked() {
 	c.grants = nil
 }
 
-// grantEvent is the event of a grant the manager added or removed.
-func grantEvent(g grants.Grant, added bool) events.Event {
-	return events.Grant{Identity: g.Identity, Dst: g.Dst, Proto: g.Proto, Port: g.Port, Owner: g.Owner.String(), Added: added}
+// grantEvent is the event of a grant the manager added, removed or let
+// expire.
+func grantEvent(g grants.Grant, ch grants.Change) events.Event {
+	return events.Grant{Identity: g.Identity, Dst: g.Dst, Proto: g.Proto, Port: g.Port, Owner: g.Owner.String(),
+		Added: ch == grants.Added, Expired: ch == grants.Expired}
 }

@@ -103,10 +103,7 @@ func (c *Controller) Revoke(ctx context.Context, req api.RevokeRequest) error {
 }
 
 func activeRule(e endpoint.Endpoint, g grants.Grant, now time.Time) api.ActiveRule {
-	r := api.ActiveRule{Container: e.Name, SrcIP: e.IP.String(), Destination: g.Dst.String(), Source: "operator"}
-	if g.Owner.Rule != "" {
-		r.Source, r.Rule = "dns", g.Owner.Rule
-	}
+	r := api.ActiveRule{Container: e.Name, SrcIP: e.IP.String(), Destination: g.Dst.String(), Source: GrantSource(g.Owner), Rule: g.Owner.Rule}
 	if g.Proto != 0 {
 		p := datapath.ProtoName(g.Proto)
 		r.Protocol = &p
@@ -197,15 +194,29 @@ func (c *Controller) DatapathCounters(ctx context.Context) ([]api.DatapathCounte
 	return out, nil
 }
 
-// GrantCount is how many grants are live (metrics.Source).
-func (c *Controller) GrantCount(ctx context.Context) (int, error) {
+// GrantCounts is how many grants are live by source, "operator" or "dns"
+// (metrics.Source), from the index: the kernel map is not walked.
+func (c *Controller) GrantCounts(ctx context.Context) (map[string]int, error) {
 	c.mu.Lock()
 	gm := c.grants
 	c.mu.Unlock()
+	out := map[string]int{"operator": 0, "dns": 0}
 	if gm == nil {
-		return 0, nil
+		return out, nil
 	}
-	return gm.Count(), nil
+	for _, g := range gm.List() {
+		out[GrantSource(g.Owner)]++
+	}
+	return out, nil
+}
+
+// GrantSource is the source a grant is listed and counted under:
+// "operator", or "dns" for a rule's (DNS-learned) grant.
+func GrantSource(o grants.Owner) string {
+	if o.Rule != "" {
+		return "dns"
+	}
+	return "operator"
 }
 
 // FloorCounters reads the floor's named counters (metrics.Source).
