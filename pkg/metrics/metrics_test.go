@@ -24,7 +24,7 @@ func (fakeSource) BridgeStatus(context.Context) (api.BridgeStatus, error) {
 func (fakeSource) GrantCounts(context.Context) (map[string]int, error) {
 	return map[string]int{"operator": 2, "dns": 3}, nil
 }
-func (fakeSource) EndpointCount() int                      { return 1 }
+func (fakeSource) EndpointCount() int { return 1 }
 func (fakeSource) FloorCounters(context.Context) (map[string]uint64, error) {
 	return map[string]uint64{"forward_conn_limit_drop": 4}, nil
 }
