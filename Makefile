@@ -14,9 +14,11 @@ DEBIAN_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool nftables iproute
 
 all: build
 
-deps: ## install the system packages the build and the tests need (Debian), and the benchmark peers
+deps: ## install the system packages the build and the tests need (Debian)
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+bench-deps: ## install the benchmark peers (dnsmasq, unbound, tinyproxy, squid); not needed by the tests
 	@# The names benchmarks' peers (BENCHMARKS.md); one that cannot be had is
 	@# skipped by the benchmark with its reason, never a failure here.
 	@missing=""; for c in dnsmasq unbound tinyproxy squid; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
@@ -38,7 +40,7 @@ vet:
 test: deps ## the whole suite, with the race detector; needs root
 	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -race -count=1 -timeout 20m ./...
 
-bench: deps ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput, DNS filter and proxy vs peers
+bench: deps bench-deps ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput, DNS filter and proxy vs peers
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/datapath
 	$(GO) test -run '^$$' -bench 'Reload|PacketVerdict' -benchtime 5x ./pkg/rules
 	$(GO) test -run '^$$' -bench 'Evaluate' -benchtime 5000x ./pkg/rules

@@ -117,13 +117,12 @@ func benchTool(b *testing.B, name string) string {
 }
 
 type benchWorld struct {
-	l      *Lab
-	d      *Daemon
-	agent  Agent
-	plain  string // the peers' client namespace
-	dir    string // the peers' configs and logs
-	upDNS  *benchDNS
-	hasTLS bool
+	l     *Lab
+	d     *Daemon
+	agent Agent
+	plain string // the peers' client namespace
+	dir   string // the peers' configs and logs
+	upDNS *benchDNS
 }
 
 // setUpBench builds the lab, starts outcalld (pinned to CPU 0, no per-agent
