@@ -10,7 +10,7 @@ export MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linu
 
 DEBIAN_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool nftables iproute2 util-linux iperf3 gcc make
 
-.PHONY: all build deps generate check-generate test bench run image vet clean
+.PHONY: all build deps bench-deps generate check-generate test bench run image vet clean
 
 all: build
 
