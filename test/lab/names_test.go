@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -92,8 +93,12 @@ func TestLabDNSFilter(t *testing.T) {
 	if r := Resolve(a1.NS, "udp", gw, "unlisted.test", dns.TypeA); r == nil || r.Rcode != dns.RcodeNameError {
 		t.Fatalf("a name no rule allows: %v", r)
 	}
+	blockedBefore := dnsBlocked(t, d)
 	if r := Resolve(a1.NS, "udp", gw, "rebind.test", dns.TypeA); r == nil || r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
 		t.Fatalf("a rebinding answer (private address, no allow_private_ips): %v", r)
+	}
+	if n := dnsBlocked(t, d); n != blockedBefore+1 {
+		t.Errorf("the rebinding answer was not counted as blocked: %d, then %d", blockedBefore, n)
 	}
 	if r := Resolve(a1.NS, "udp", gw, "cname.test", dns.TypeA); r == nil {
 		t.Fatal("a CNAME to an allowed name got no answer")
@@ -201,4 +206,21 @@ func TestLabResolveThenConnect(t *testing.T) {
 	if failures != 0 {
 		t.Fatalf("%d of %d first connections right after the answer failed", failures, n)
 	}
+}
+
+// dnsBlocked reads the DNS filter's blocked count from `outcall dns status`.
+func dnsBlocked(t *testing.T, d *Daemon) int {
+	t.Helper()
+	out := mustCLI(t, d, "dns", "status")
+	var total, allowed, blocked int
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "Queries:") {
+			if _, err := fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "Queries:")), "%d total (%d allowed, %d blocked)", &total, &allowed, &blocked); err != nil {
+				t.Fatalf("parse %q: %v", line, err)
+			}
+			return blocked
+		}
+	}
+	t.Fatalf("dns status has no Queries line:\n%s", out)
+	return 0
 }

@@ -134,8 +134,12 @@ func TestLabProxy(t *testing.T) {
 	}
 	// The proxy-only host's address, directly: closed (no grant, no
 	// direct_ip rule).
+	before := counters(t, d)
 	if TCP(a1.NS, Upstream2+":80") {
 		t.Error("the agent reached the proxy-only host's address directly")
+	}
+	if moved := counters(t, d)["drop/no_rule"] - before["drop/no_rule"]; moved < 1 {
+		t.Errorf("drop/no_rule moved by %d for the direct probe, want at least 1", moved)
 	}
 	status := mustCLI(t, d, "proxy", "status")
 	if !strings.Contains(status, "Proxy:          active") || !strings.Contains(status, "Listen:         "+proxyAddr) {
