@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -626,31 +625,7 @@ func (h histogram) String() string {
 // metrics endpoint inside the host namespace.
 func holdHistogram(b *testing.B, l *Lab) histogram {
 	b.Helper()
-	var body string
-	err := Do(l.Host, func() error {
-		// Dial here: an http.Client would dial from another thread,
-		// outside the namespace.
-		c, err := net.DialTimeout("tcp4", "127.0.0.1:9469", 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		bs, err := io.ReadAll(resp.Body)
-		body = string(bs)
-		return err
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	body := scrape(b, l)
 	type bucket struct{ le, cum float64 }
 	var buckets []bucket
 	var h histogram

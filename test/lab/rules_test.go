@@ -152,7 +152,7 @@ func TestLabRuleReload(t *testing.T) {
 }
 
 // scrape reads the daemon's metrics from inside the lab's host namespace.
-func scrape(t *testing.T, l *Lab) string {
+func scrape(t testing.TB, l *Lab) string {
 	t.Helper()
 	var body string
 	err := Do(l.Host, func() error {
