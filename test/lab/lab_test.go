@@ -377,7 +377,7 @@ func TestLabShutdownAndRestart(t *testing.T) {
 	if probes < 3 {
 		t.Errorf("only %d probes ran during the restarts", probes)
 	}
-	if out := mustCLI(t, d3, "endpoint", "list"); !strings.Contains(out, "a1") {
+	if out := mustCLI(t, d3, "endpoint", "list"); !listsEndpoint(out, "a1") {
 		t.Errorf("endpoints lost across restarts:\n%s", out)
 	}
 }
