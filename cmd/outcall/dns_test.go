@@ -8,11 +8,11 @@ import (
 
 const (
 	dnsRunning = `{"success":true,"data":{"running":true,"listen_address":"10.200.0.1","listen_port":53,` +
-		`"upstreams":["8.8.8.8:53","8.8.4.4:53"],"cache_entries":142,"queries_total":5823,"queries_allowed":4901,"queries_blocked":922}}`
+		`"upstreams":["192.0.2.53:53","198.51.100.53:53"],"cache_entries":142,"queries_total":5823,"queries_allowed":4901,"queries_blocked":922}}`
 	dnsRunningOut = "" +
 		"DNS Filter:     active\n" +
 		"Listen:         10.200.0.1:53\n" +
-		"Upstreams:      8.8.8.8:53, 8.8.4.4:53\n" +
+		"Upstreams:      192.0.2.53:53, 198.51.100.53:53\n" +
 		"Cache:          142 entries\n" +
 		"Queries:        5823 total (4901 allowed, 922 blocked)\n"
 	cacheStats    = `{"entries":142,"max_entries":10000,"hits":3201,"misses":1700,"evictions":12}`
@@ -42,7 +42,7 @@ func TestDNSCLI(t *testing.T) {
 			name: "status with one listener shows no listeners",
 			args: []string{"dns", "status"},
 			routes: map[string]string{"GET /api/v1/dns": `{"success":true,"data":{"running":true,"listen_address":"10.200.0.1","listen_port":53,` +
-				`"listeners":["10.200.0.1:53"],"upstreams":["8.8.8.8:53","8.8.4.4:53"],"cache_entries":142,"queries_total":5823,"queries_allowed":4901,"queries_blocked":922}}`},
+				`"listeners":["10.200.0.1:53"],"upstreams":["192.0.2.53:53","198.51.100.53:53"],"cache_entries":142,"queries_total":5823,"queries_allowed":4901,"queries_blocked":922}}`},
 			wantOut:  dnsRunningOut,
 			wantReqs: []string{"GET /api/v1/dns"},
 		},
@@ -50,12 +50,12 @@ func TestDNSCLI(t *testing.T) {
 			name: "status with every network's listener",
 			args: []string{"dns", "status"},
 			routes: map[string]string{"GET /api/v1/dns": `{"success":true,"data":{"running":true,"listen_address":"10.200.0.1","listen_port":5353,` +
-				`"listeners":["10.200.0.1:5353","10.200.1.1:5353"],"upstreams":["1.1.1.1:53"],"cache_entries":1,"queries_total":0,"queries_allowed":0,"queries_blocked":0}}`},
+				`"listeners":["10.200.0.1:5353","10.200.1.1:5353"],"upstreams":["203.0.113.53:53"],"cache_entries":1,"queries_total":0,"queries_allowed":0,"queries_blocked":0}}`},
 			wantOut: "" +
 				"DNS Filter:     active\n" +
 				"Listen:         10.200.0.1:5353\n" +
 				"Listeners:      10.200.0.1:5353, 10.200.1.1:5353\n" +
-				"Upstreams:      1.1.1.1:53\n" +
+				"Upstreams:      203.0.113.53:53\n" +
 				"Cache:          1 entry\n" +
 				"Queries:        0 total (0 allowed, 0 blocked)\n",
 			wantReqs: []string{"GET /api/v1/dns"},

@@ -51,7 +51,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--log-level", "loud"}, "--log-level"},
 		{[]string{"--dns-listen", "192.0.2.1"}, "--dns-listen: 192.0.2.1 is not the default network's gateway 10.200.0.1"},
 		{[]string{"--dns-listen", "nope"}, "--dns-listen"},
-		{[]string{"--dns-upstream", "8.8.8.8:53,bad"}, "--dns-upstream"},
+		{[]string{"--dns-upstream", "192.0.2.53:53,bad"}, "--dns-upstream"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	}
 	for _, tt := range tests {

@@ -20,7 +20,7 @@ func (f *fakeService) DNSStatus(context.Context) (api.DNSFilterStatus, error) {
 		return api.DNSFilterStatus{}, f.err
 	}
 	return api.DNSFilterStatus{Running: true, ListenAddress: "10.200.0.1", ListenPort: 53, Listeners: []string{"10.200.0.1:53", "10.200.1.1:53"},
-		Upstreams: []string{"8.8.8.8:53", "8.8.4.4:53"}, CacheEntries: 142, QueriesTotal: 5823, QueriesAllowed: 4901, QueriesBlocked: 922}, f.err
+		Upstreams: []string{"192.0.2.53:53", "198.51.100.53:53"}, CacheEntries: 142, QueriesTotal: 5823, QueriesAllowed: 4901, QueriesBlocked: 922}, f.err
 }
 
 // DNSCache answers an empty cache with nil entries when empty, and its
@@ -69,7 +69,7 @@ func TestNameRoutes(t *testing.T) {
 		// status (S007-IF-001)
 		{name: "dns status", method: "GET", path: "/api/v1/dns", status: 200,
 			want: `{"success":true,"data":{"running":true,"listen_address":"10.200.0.1","listen_port":53,"listeners":["10.200.0.1:53","10.200.1.1:53"],` +
-				`"upstreams":["8.8.8.8:53","8.8.4.4:53"],"cache_entries":142,"queries_total":5823,"queries_allowed":4901,"queries_blocked":922}}`,
+				`"upstreams":["192.0.2.53:53","198.51.100.53:53"],"cache_entries":142,"queries_total":5823,"queries_allowed":4901,"queries_blocked":922}}`,
 			wantCall: "DNSStatus"},
 		{name: "dns status not running lists no upstreams", method: "GET", path: "/api/v1/dns", empty: true, status: 200,
 			want: `{"success":true,"data":{"running":false,"listen_address":"","listen_port":0,"upstreams":[],"cache_entries":0,` +

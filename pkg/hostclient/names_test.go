@@ -23,9 +23,9 @@ func TestNameCalls(t *testing.T) {
 			name: "dns status",
 			call: func(c *Client) (any, error) { return c.DNSStatus(ctx) },
 			response: `{"running":true,"listen_address":"10.200.0.1","listen_port":53,"listeners":["10.200.0.1:53","10.200.1.1:53"],` +
-				`"upstreams":["8.8.8.8:53","8.8.4.4:53"],"cache_entries":142,"queries_total":5823,"queries_allowed":4901,"queries_blocked":922}`,
+				`"upstreams":["192.0.2.53:53","198.51.100.53:53"],"cache_entries":142,"queries_total":5823,"queries_allowed":4901,"queries_blocked":922}`,
 			want: api.DNSFilterStatus{Running: true, ListenAddress: "10.200.0.1", ListenPort: 53, Listeners: []string{"10.200.0.1:53", "10.200.1.1:53"},
-				Upstreams: []string{"8.8.8.8:53", "8.8.4.4:53"}, CacheEntries: 142, QueriesTotal: 5823, QueriesAllowed: 4901, QueriesBlocked: 922},
+				Upstreams: []string{"192.0.2.53:53", "198.51.100.53:53"}, CacheEntries: 142, QueriesTotal: 5823, QueriesAllowed: 4901, QueriesBlocked: 922},
 			wantReq: "GET /api/v1/dns HTTP/1.0\r\nHost: localhost\r\n\r\n",
 		},
 		{
