@@ -16,12 +16,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"outcall.dev/outcall/tools/internal/latency"
 )
 
 func main() {
@@ -101,18 +102,7 @@ func main() {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	q := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		i := int(p * float64(len(all)-1))
-		return float64(all[i]) / 1e6
-	}
+	p50, p99 := latency.Quantiles(lat)
 	fmt.Printf("qps=%.1f p50_ms=%.3f p99_ms=%.3f ok=%d timeouts=%d errors=%d rcode_other=%d\n",
-		float64(ok.Load())/elapsed.Seconds(), q(0.50), q(0.99), ok.Load(), timeouts.Load(), errs.Load(), other.Load())
+		float64(ok.Load())/elapsed.Seconds(), p50, p99, ok.Load(), timeouts.Load(), errs.Load(), other.Load())
 }

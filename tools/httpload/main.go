@@ -27,10 +27,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"outcall.dev/outcall/tools/internal/latency"
 )
 
 func main() {
@@ -103,19 +104,9 @@ func main() {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	q := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[int(p*float64(len(all)-1))]) / 1e6
-	}
+	p50, p99 := latency.Quantiles(lat)
 	fmt.Printf("rate=%.1f p50_ms=%.3f p99_ms=%.3f ok=%d errors=%d\n",
-		float64(ok.Load())/elapsed.Seconds(), q(0.50), q(0.99), ok.Load(), errs.Load())
+		float64(ok.Load())/elapsed.Seconds(), p50, p99, ok.Load(), errs.Load())
 	if e, _ := firstErr.Load().(string); e != "" {
 		fmt.Fprintln(os.Stderr, "first error:", e)
 	}
