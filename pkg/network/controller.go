@@ -82,6 +82,12 @@ type Controller struct {
 	// held services are open to containers (services.go).
 	services map[datapath.Service]int
 	fences   []datapath.Fence // what the datapath fences now
+	// hostAddrs are the host's own addresses outside the Outcall subnets
+	// as the last fence sync saw them (hostAddrsKnown): the DNS filter,
+	// the proxy and Learn ask per answer record and destination, and the
+	// datapath's fences, which enforce, are exactly as fresh.
+	hostAddrs      []netip.Addr
+	hostAddrsKnown bool
 	// packetRules are the packet tables of the active rule set, kept for
 	// installing into a datapath opened later.
 	packetRules *rules.PacketTables

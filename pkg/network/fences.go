@@ -64,7 +64,13 @@ func (c *Controller) outcallSubnetLocked(ip netip.Addr) netip.Prefix {
 	return netip.Prefix{}
 }
 
+// isHostAddressLocked reports whether ip is one of the host's own
+// addresses, as the fences have them; before the first sync it asks the
+// kernel.
 func (c *Controller) isHostAddressLocked(ip netip.Addr) bool {
+	if c.hostAddrsKnown {
+		return slices.Contains(c.hostAddrs, ip)
+	}
 	addrs, err := c.hostAddressesLocked()
 	// Unsure means restricted.
 	return err != nil || slices.Contains(addrs, ip)
@@ -80,6 +86,7 @@ func (c *Controller) syncFencesLocked() error {
 	if err != nil {
 		return err
 	}
+	c.hostAddrs, c.hostAddrsKnown = addrs, true
 	fences := []datapath.Fence{{Prefix: c.opts.SubnetBlock, Never: true}}
 	for _, n := range c.nets {
 		if !c.opts.SubnetBlock.Contains(n.Subnet().Addr()) {
