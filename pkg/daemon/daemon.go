@@ -157,6 +157,7 @@ func (d *Daemon) buildNames() error {
 		return nil
 	}
 	p, err := proxy.New(proxy.Options{Port: d.cfg.ProxyPort, Rules: d.rules, Logger: d.log.With("target", "proxy"),
+		Restricted: d.networks.Restricted,
 		// An agent or a gateway is never dialled for a container, whatever
 		// a rule or a DNS answer says.
 		Resolve: func(ctx context.Context, host string) ([]netip.Addr, error) {

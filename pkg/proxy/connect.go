@@ -77,7 +77,7 @@ func (h *handler) connect(req *request, prefix []byte) {
 		if private && !allowPrivate(out2) {
 			// Restricted addresses the CONNECT host's rule opened stay
 			// closed unless the SNI's rule opens them too.
-			if addrs, _, err = filterAddrs(addrs, false, h.s.subnet); err != nil || len(addrs) == 0 {
+			if addrs, _, err = filterAddrs(addrs, false, h.s.subnet, h.s.p.opts.Restricted); err != nil || len(addrs) == 0 {
 				p.totalBlocked.Add(1)
 				log.Warn("proxy closed a tunnel: the server name's rule does not allow the restricted upstream", "sni", sni)
 				p.m.observe(outcomeRestricted, metricRule(out2), h.start)

@@ -494,3 +494,34 @@ func TestBodyCutShort(t *testing.T) {
 	c.Close()
 	waitFor(t, "the connection to end", func() bool { return e.p.Status().ActiveConnections == 0 })
 }
+
+// TestDaemonRestricted: Options.Restricted (the host's own addresses and
+// the Outcall subnets, as the daemon knows them) refuses a resolved address
+// netrange does not, unless the rule allows private addresses; an address
+// it does not name is dialled (the positive control).
+func TestDaemonRestricted(t *testing.T) {
+	for _, tt := range []struct {
+		name, egress string
+		restricted   bool
+		status       int
+	}{
+		{"named by the daemon", "", true, 403},
+		{"named, with allow_private_ips", ", egress: {mode: proxy, allow_private_ips: true}", true, 200},
+		{"not named", "", false, 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, okReply)
+			e := start(t, `  - {id: web, condition: 'network.hostname == "web.test"', action: allow`+tt.egress+`}
+`, func(o *Options) { o.Restricted = func(a netip.Addr) bool { return tt.restricted && a == publicAddr } })
+			e.res.set("web.test", publicAddr)
+			e.dial.mapPublic(publicAddr, 80, up.addr())
+			res := e.roundTrip("GET http://web.test/ HTTP/1.1\r\nHost: web.test\r\n\r\n")
+			if res.Status != tt.status {
+				t.Errorf("got %d %q, want %d", res.Status, res.Body, tt.status)
+			}
+			if tt.status == 403 && (res.Body != bodyRestricted || e.dial.count() != 0) {
+				t.Errorf("refusal %q after %d dials", res.Body, e.dial.count())
+			}
+		})
+	}
+}

@@ -74,6 +74,11 @@ type Options struct {
 	// address:port the proxy resolved and checked. nil is a net.Dialer;
 	// tests pass one that reaches loopback servers only.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Restricted, if set, names the addresses restricted besides the ranges
+	// of package netrange that only the daemon knows (the host's own
+	// addresses, the Outcall subnets), as the DNS filter's option of that
+	// name does. nil reads the host's interface addresses on every request.
+	Restricted func(netip.Addr) bool
 	// Logger receives the proxy's logs; nil discards them.
 	Logger *slog.Logger
 

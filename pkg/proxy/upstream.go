@@ -50,7 +50,7 @@ func (h *handler) resolve(t target, private bool) ([]netip.Addr, *upstreamError)
 			return nil, &upstreamError{502, bodyUpstreamFailed, outcomeUpstreamFailed, err}
 		}
 	}
-	addrs, restricted, err := filterAddrs(found, private, h.s.subnet)
+	addrs, restricted, err := filterAddrs(found, private, h.s.subnet, h.s.p.opts.Restricted)
 	switch {
 	case err != nil:
 		return nil, &upstreamError{502, bodyUpstreamFailed, outcomeUpstreamFailed, err}
@@ -63,20 +63,23 @@ func (h *handler) resolve(t target, private bool) ([]netip.Addr, *upstreamError)
 }
 
 // filterAddrs keeps the IPv4 addresses that may be dialled; restricted
-// reports whether any were dropped as restricted.
-func filterAddrs(found []netip.Addr, private bool, subnet netip.Prefix) (addrs []netip.Addr, restricted bool, err error) {
-	var own []netip.Addr
-	if !private {
-		if own, err = hostAddrs(); err != nil {
+// reports whether any were dropped as restricted. isHost names the
+// addresses restricted beyond netrange's (Options.Restricted); nil means
+// the host's interface addresses, read now.
+func filterAddrs(found []netip.Addr, private bool, subnet netip.Prefix, isHost func(netip.Addr) bool) (addrs []netip.Addr, restricted bool, err error) {
+	if !private && isHost == nil {
+		own, err := hostAddrs()
+		if err != nil {
 			return nil, false, err
 		}
+		isHost = func(a netip.Addr) bool { return slices.Contains(own, a) }
 	}
 	for _, a := range found {
 		a = a.Unmap()
 		if !a.Is4() || slices.Contains(addrs, a) {
 			continue
 		}
-		if subnet.Contains(a) || !private && (netrange.IsRestricted(a) || slices.Contains(own, a)) {
+		if subnet.Contains(a) || !private && (netrange.IsRestricted(a) || isHost(a)) {
 			restricted = true
 			continue
 		}
