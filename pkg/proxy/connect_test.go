@@ -194,9 +194,11 @@ func TestConnectThroughGoClient(t *testing.T) {
 	e.res.set("example.com", publicAddr)
 	e.dial.mapPublic(publicAddr, 443, srv.Listener.Addr().String())
 	proxyURL, _ := url.Parse("http://" + e.addr)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		Proxy: http.ProxyURL(proxyURL), TLSClientConfig: &tls.Config{RootCAs: rootsOf(srv)},
-	}}
+	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL), TLSClientConfig: &tls.Config{RootCAs: rootsOf(srv)}}
+	// A tunnel the client keeps would hold the proxy's shutdown for its
+	// grace period.
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	res, err := client.Get("https://example.com/")
 	if err != nil {
 		t.Fatal(err)

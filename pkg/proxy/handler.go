@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -83,24 +84,35 @@ var deniedConnectPorts = map[uint16]bool{
 var (
 	errHeaderTimeout = errors.New("request headers timed out")
 	errHeadTooLarge  = errors.New("request head too large")
+	errKeptIdle      = errors.New("kept-alive connection idle or closed")
 )
 
-// handler serves one client connection: one request, then close (S006:
-// there is no keep-alive reuse, so a request can never ride on a connection
-// whose earlier request decided differently).
+// handler serves one client connection: requests one after another while
+// the client keeps the connection alive (HTTP/1.1 without `Connection:
+// close`), each read, evaluated and answered on its own, so no request ever
+// rides on an earlier one's decision. Any refusal, a CONNECT or a response
+// without framing ends the connection.
 type handler struct {
 	s   *server
 	c   net.Conn
 	ep  endpoint.Endpoint
 	src netip.Addr
 	log *slog.Logger
-	// start is when the request head was complete.
+	// start is when the current request head was complete.
 	start time.Time
+	// buf holds the request head being read; bytes after one request are
+	// the start of the next.
+	buf []byte
+	// up is the upstream connection the previous request left open, kept
+	// for the next request to the same target on this client connection
+	// only: never shared between clients, so never between identities.
+	up *upstreamConn
 }
 
 func (h *handler) serve() {
 	p := h.s.p
 	defer h.c.Close()
+	defer h.dropUpstream()
 	ap, err := netip.ParseAddrPort(h.c.RemoteAddr().String())
 	var ok bool
 	if err == nil {
@@ -118,55 +130,84 @@ func (h *handler) serve() {
 		return
 	}
 	h.log = h.log.With("agent", h.ep.Name, "identity", h.ep.Identity)
-	head, rest, err := h.readHead()
-	h.start = time.Now()
-	switch {
-	case errors.Is(err, errHeaderTimeout):
-		h.fail(408, bodyHeaderTimeout, outcomeHeaderTimeout)
-		return
-	case errors.Is(err, errHeadTooLarge):
-		h.fail(431, bodyHeadersTooLarge, outcomeHeadersTooLarge)
-		return
-	case err != nil:
-		p.m.request(outcomeClientGone, metricsRuleLabelNoMatch)
-		return
-	}
-	req, err := parseRequest(head)
-	if err != nil {
-		h.log.Debug("proxy refused a malformed request", "err", err)
-		h.fail(400, bodyMalformed, outcomeBadRequest)
-		return
-	}
-	method := strings.ToUpper(req.Method)
-	if method == http.MethodGet && req.Target == healthPath {
-		if len(rest) > 0 {
-			h.fail(400, bodyHealthBody, outcomeBadRequest)
+	h.buf = make([]byte, p.opts.MaxHeaderBytes)
+	var pending []byte
+	for first := true; ; first = false {
+		head, rest, err := h.readHead(pending, first)
+		h.start = time.Now()
+		switch {
+		case errors.Is(err, errKeptIdle):
+			return
+		case errors.Is(err, errHeaderTimeout):
+			h.fail(408, bodyHeaderTimeout, outcomeHeaderTimeout)
+			return
+		case errors.Is(err, errHeadTooLarge):
+			h.fail(431, bodyHeadersTooLarge, outcomeHeadersTooLarge)
+			return
+		case err != nil:
+			p.m.request(outcomeClientGone, metricsRuleLabelNoMatch)
 			return
 		}
-		p.m.observe(outcomeHealth, metricsRuleLabelNoMatch, h.start)
-		writeRaw(h.c, 200, "application/json", bodyHealth, nil)
-		closeLingering(h.c)
-		return
+		req, err := parseRequest(head)
+		if err != nil {
+			h.log.Debug("proxy refused a malformed request", "err", err)
+			h.fail(400, bodyMalformed, outcomeBadRequest)
+			return
+		}
+		method := strings.ToUpper(req.Method)
+		if method == http.MethodGet && req.Target == healthPath {
+			if len(rest) > 0 {
+				h.fail(400, bodyHealthBody, outcomeBadRequest)
+				return
+			}
+			p.m.observe(outcomeHealth, metricsRuleLabelNoMatch, h.start)
+			writeRaw(h.c, 200, "application/json", bodyHealth, nil)
+			closeLingering(h.c)
+			return
+		}
+		if method == methodConnect {
+			h.dropUpstream()
+			h.connect(req, rest)
+			return
+		}
+		var again bool
+		if pending, again = h.forward(req, method, rest); !again {
+			return
+		}
 	}
-	if method == methodConnect {
-		h.connect(req, rest)
-		return
-	}
-	h.forward(req, method, rest)
 }
 
-// readHead reads until the blank line that ends the request head, within
-// HeaderTimeout for the whole head (slow-loris clients get 408) and
-// MaxHeaderBytes (431). It returns the head and whatever body bytes came
-// with it.
-func (h *handler) readHead() (head, rest []byte, err error) {
+// readHead reads until the blank line that ends a request head, starting
+// with pending (bytes the client sent after the previous request). The
+// whole head must arrive within HeaderTimeout of its first byte
+// (slow-loris clients get 408) and fit MaxHeaderBytes (431). Before a later
+// request's first byte the client may wait KeepAliveTimeout, or until the
+// proxy shuts down: then errKeptIdle, and the connection just closes. It
+// returns the head and whatever body bytes came with it.
+func (h *handler) readHead(pending []byte, first bool) (head, rest []byte, err error) {
 	o := h.s.p.opts
-	buf := make([]byte, o.MaxHeaderBytes)
-	_ = h.c.SetReadDeadline(time.Now().Add(o.HeaderTimeout))
+	buf := h.buf
+	n := copy(buf, pending)
+	if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
+		return buf[:i+4], buf[i+4 : n], nil
+	}
 	defer h.c.SetReadDeadline(time.Time{})
-	n := 0
+	waiting := !first && n == 0
+	if waiting {
+		_ = h.c.SetReadDeadline(time.Now().Add(o.KeepAliveTimeout))
+		// Shutdown need not wait out a client that keeps a connection
+		// open with nothing to send.
+		stop := context.AfterFunc(h.s.stopping, func() { _ = h.c.SetReadDeadline(time.Unix(1, 0)) })
+		defer stop()
+	} else {
+		_ = h.c.SetReadDeadline(time.Now().Add(o.HeaderTimeout))
+	}
 	for {
 		m, err := h.c.Read(buf[n:])
+		if m > 0 && waiting {
+			waiting = false
+			_ = h.c.SetReadDeadline(time.Now().Add(o.HeaderTimeout))
+		}
 		from := max(0, n-3)
 		n += m
 		if i := bytes.Index(buf[from:n], []byte("\r\n\r\n")); i >= 0 {
@@ -174,7 +215,10 @@ func (h *handler) readHead() (head, rest []byte, err error) {
 			return buf[:end], buf[end:n], nil
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			switch {
+			case waiting && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF)):
+				return nil, nil, errKeptIdle
+			case errors.Is(err, os.ErrDeadlineExceeded):
 				return nil, nil, errHeaderTimeout
 			}
 			return nil, nil, err
@@ -260,61 +304,6 @@ func requestContext(t target, method, path, host string, headers map[string]stri
 	}
 }
 
-// forward serves an absolute-form request (S006-FR-003, the forward path of
-// section 1.4).
-func (h *handler) forward(req *request, method string, prefix []byte) {
-	p := h.s.p
-	u, err := parseAbsoluteURI(req.Target)
-	if err != nil {
-		h.fail(400, bodyBadURI, outcomeBadRequest)
-		return
-	}
-	t := u.Target
-	hosts := req.values(headerHost)
-	if len(hosts) != 1 || !sameAuthority(hosts[0], defaultHTTPPort, t) {
-		// Counted as blocked like the original: a Host that disagrees
-		// with the URI is how a client tries to make the upstream serve a
-		// name the rules never saw.
-		p.totalBlocked.Add(1)
-		h.log.Warn("proxy refused a request whose Host does not match its URI", "host", t.Host, "port", t.Port, "method", method)
-		h.fail(400, bodyHostMismatch, outcomeBadRequest)
-		return
-	}
-	if req.has(headerTransferEncode) || req.has("Expect") || req.has("Upgrade") {
-		h.fail(400, bodyFraming, outcomeBadRequest)
-		return
-	}
-	cl, code := contentLength(req, p.opts.MaxBodyBytes)
-	switch code {
-	case 400:
-		h.fail(400, bodyContentLength, outcomeBadRequest)
-		return
-	case 413:
-		h.fail(413, bodyTooLarge, outcomeBodyTooLarge)
-		return
-	}
-	if int64(len(prefix)) > cl {
-		h.fail(400, bodyTrailing, outcomeBadRequest)
-		return
-	}
-	out := h.evaluate(requestContext(t, method, u.Origin, t.Host, req.headerMap(), cl))
-	if !allowed(out) {
-		h.block(out, method, t)
-		return
-	}
-	log := h.log.With("host", t.Host, "port", t.Port, "method", method, "rule", out.RuleID())
-	addrs, uerr := h.resolve(t, allowPrivate(out))
-	if uerr == nil {
-		var up net.Conn
-		if up, uerr = h.dial(addrs, t.Port); uerr == nil {
-			log.Debug("proxy allowed a request")
-			h.relayRequest(up, req, method, u.Origin, prefix, cl, out)
-			return
-		}
-	}
-	h.upstreamFailed(log, uerr, out)
-}
-
 // upstreamFailed answers a failed resolution or dial before any response.
 func (h *handler) upstreamFailed(log *slog.Logger, e *upstreamError, out rules.Outcome) {
 	p := h.s.p
@@ -361,78 +350,6 @@ func contentLength(req *request, limit int64) (int64, int) {
 		return 0, 413 // all digits: only too large to parse is left
 	}
 	return n, 0
-}
-
-// relayRequest sends the request upstream in origin form and relays the
-// response (S006 forward path steps 8-9).
-func (h *handler) relayRequest(up net.Conn, req *request, method, origin string, prefix []byte, cl int64, out rules.Outcome) {
-	p := h.s.p
-	defer h.s.untrack(up)
-	defer up.Close()
-	var b bytes.Buffer
-	b.WriteString(method + " " + origin + " HTTP/1.1\r\n")
-	drop := connectionTokens(req)
-	for _, hd := range req.Headers {
-		if k := strings.ToLower(hd.Name); !hopByHop[k] && !drop[k] {
-			b.WriteString(hd.Name + ": " + hd.Value + "\r\n")
-		}
-	}
-	b.WriteString("Connection: close\r\n\r\n")
-	_ = up.SetWriteDeadline(time.Now().Add(p.opts.IdleTimeout))
-	if _, err := up.Write(b.Bytes()); err != nil {
-		h.log.Warn("proxy could not write the request upstream", "err", err)
-		p.m.observe(outcomeUpstreamFailed, metricRule(out), h.start)
-		writeResponse(h.c, 502, bodyUpstreamWrite, nil)
-		closeLingering(h.c)
-		return
-	}
-	_ = up.SetWriteDeadline(time.Time{})
-	p.m.observe(outcomeAllowed, metricRule(out), h.start)
-	idle := newIdleWatch(p.opts.IdleTimeout, func() { h.c.Close(); up.Close() })
-	defer idle.stop()
-	bodyDone := make(chan error, 1)
-	go func() {
-		err := writeFull(up, prefix[:min(int64(len(prefix)), cl)], idle)
-		if err == nil {
-			_, err = copyIdle(up, h.c, cl-int64(len(prefix)), idle, nil)
-		}
-		if err == nil {
-			closeWrite(up)
-		} else {
-			// A body cut short can never be completed: end the exchange
-			// rather than leave the upstream waiting for the idle timeout.
-			up.Close()
-		}
-		bodyDone <- err
-	}()
-	_, err := copyIdle(h.c, up, -1, idle, nil)
-	select {
-	case berr := <-bodyDone:
-		if err == nil && berr == nil {
-			closeLingering(h.c)
-		}
-		return // the deferred close ends the rest
-	default:
-		// The response ended before the client sent all of its body:
-		// closing the client ends the body copy.
-	}
-	h.c.Close()
-	up.Close()
-	<-bodyDone
-}
-
-// connectionTokens returns the lowercased header names a Connection
-// header lists: hop-by-hop for this request, so never forwarded.
-func connectionTokens(req *request) map[string]bool {
-	m := map[string]bool{}
-	for _, v := range req.values(headerConnection) {
-		for tok := range strings.SplitSeq(v, ",") {
-			if tok = strings.ToLower(strings.TrimSpace(tok)); tok != "" {
-				m[tok] = true
-			}
-		}
-	}
-	return m
 }
 
 // writeResponse writes a generic text/plain response (S006-IF-004 generic

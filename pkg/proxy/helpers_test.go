@@ -331,8 +331,18 @@ type response struct {
 	Status int
 	Header http.Header
 	Body   string
-	// Closed reports that the proxy closed the connection after the body.
-	Closed bool
+	// Close is what the response says: the connection ends after it.
+	Close bool
+	br    *bufio.Reader
+	c     net.Conn
+}
+
+// closed reports whether the proxy closed the connection after the
+// response, waiting for it at most 2 s.
+func (r response) closed() bool {
+	_ = r.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, err := r.br.ReadByte()
+	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // roundTrip writes raw to a new connection and reads one response.
@@ -345,19 +355,30 @@ func (e *env) roundTrip(raw string) response {
 	return readResponse(e.t, c)
 }
 
+// readResponse reads one response from c. Its reader may read ahead, so
+// pipelined responses are read with one reader (readResponses).
 func readResponse(t *testing.T, c net.Conn) response {
 	t.Helper()
+	return readResponses(t, c, 1)[0]
+}
+
+// readResponses reads n responses from c with one reader.
+func readResponses(t *testing.T, c net.Conn, n int) []response {
+	t.Helper()
 	br := bufio.NewReader(c)
-	res, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
+	var out []response
+	for range n {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("read response %d: %v", len(out)+1, err)
+		}
+		body, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatalf("read body: %v", err)
+		}
+		out = append(out, response{Status: res.StatusCode, Header: res.Header, Body: string(body), Close: res.Close, br: br, c: c})
 	}
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("read body: %v", err)
-	}
-	_, err = br.ReadByte()
-	return response{Status: res.StatusCode, Header: res.Header, Body: string(body), Closed: err != nil}
+	return out
 }
 
 // rawUpstream is a plain TCP server that records each connection's bytes

@@ -74,6 +74,11 @@ func (m *metrics) request(outcome, rule string) {
 // observe counts one request's outcome and how long the proxy took to reach
 // it since the head was complete.
 func (m *metrics) observe(outcome, rule string, since time.Time) {
+	m.observeTook(outcome, rule, time.Since(since))
+}
+
+// observeTook counts one request's outcome, reached after took.
+func (m *metrics) observeTook(outcome, rule string, took time.Duration) {
 	m.request(outcome, rule)
-	m.latency.WithLabelValues(outcome).Observe(time.Since(since).Seconds())
+	m.latency.WithLabelValues(outcome).Observe(took.Seconds())
 }

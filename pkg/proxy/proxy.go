@@ -47,6 +47,7 @@ const (
 	DefaultHeaderTimeout      = 10 * time.Second
 	DefaultClientHelloTimeout = 10 * time.Second
 	DefaultIdleTimeout        = 300 * time.Second
+	DefaultKeepAliveTimeout   = 60 * time.Second
 	DefaultMaxConnections     = 1024
 	DefaultMaxHeaderBytes     = 8192
 	DefaultMaxBodyBytes       = 16 << 20
@@ -93,6 +94,9 @@ type Options struct {
 	// IdleTimeout closes a tunnel or relay after no data in either
 	// direction for this long (S006-FR-011); 0 is 300 s.
 	IdleTimeout time.Duration
+	// KeepAliveTimeout is how long a client connection may wait between
+	// requests before the proxy closes it; 0 is 60 s.
+	KeepAliveTimeout time.Duration
 	// MaxConnections is the limit of concurrent client connections over
 	// all networks (S006-FR-012); 0 is 1024.
 	MaxConnections int
@@ -152,6 +156,7 @@ func New(opts Options) (*Proxy, error) {
 	setDefault(&opts.HeaderTimeout, DefaultHeaderTimeout)
 	setDefault(&opts.ClientHelloTimeout, DefaultClientHelloTimeout)
 	setDefault(&opts.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&opts.KeepAliveTimeout, DefaultKeepAliveTimeout)
 	setDefault(&opts.MaxConnections, DefaultMaxConnections)
 	setDefault(&opts.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDefault(&opts.MaxBodyBytes, DefaultMaxBodyBytes)
@@ -218,11 +223,12 @@ func (p *Proxy) Serve(ctx context.Context, gw network.Gateway) error {
 		return fmt.Errorf("proxy: listen on network %s port %d: %w", n.Name, p.opts.Port, err)
 	}
 	s := &server{
-		p:      p,
-		gw:     gw,
-		log:    p.log.With("network", n.Name),
-		subnet: n.Subnet(),
-		conns:  map[net.Conn]struct{}{},
+		p:        p,
+		gw:       gw,
+		log:      p.log.With("network", n.Name),
+		subnet:   n.Subnet(),
+		stopping: ctx,
+		conns:    map[net.Conn]struct{}{},
 	}
 	// Connections outlive ctx by the grace period: their context is
 	// cancelled only when the grace is over.
@@ -260,6 +266,9 @@ type server struct {
 	subnet netip.Prefix
 	// ctx is the connections' context, cancelled when the grace is over.
 	ctx context.Context
+	// stopping is Serve's context: once it is done, a kept-alive
+	// connection waiting for its next request closes at once.
+	stopping context.Context
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex

@@ -43,7 +43,7 @@ func TestStatus(t *testing.T) {
 	if !st.Listening || st.ListenAddr != e.addr || len(st.Listeners) != 1 || st.Listeners[0] != e.addr {
 		t.Errorf("status %+v, want listening on %s", st, e.addr)
 	}
-	e.roundTrip("GET http://api.test/ HTTP/1.1\r\nHost: api.test\r\n\r\n")
+	e.roundTrip("GET http://api.test/ HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
 	e.roundTrip("GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n")
 	waitFor(t, "connections to end", func() bool { return e.p.Status().ActiveConnections == 0 })
 	if st := e.p.Status(); st.TotalRequests != 2 || st.TotalBlocked != 1 {
@@ -156,7 +156,7 @@ func TestConcurrentAgents(t *testing.T) {
 			defer c.Close()
 			// Each agent asks for its own host (allowed) and, on a second
 			// connection below, for its neighbour's (blocked).
-			fmt.Fprintf(c, "GET http://h%d.test/ HTTP/1.1\r\nHost: h%d.test\r\n\r\n", i, i)
+			fmt.Fprintf(c, "GET http://h%d.test/ HTTP/1.1\r\nHost: h%d.test\r\nConnection: close\r\n\r\n", i, i)
 			b, _ := io.ReadAll(c)
 			if !strings.HasPrefix(string(b), "HTTP/1.1 200 ") {
 				errs <- fmt.Errorf("agent-%d own host: %q", i, b)
