@@ -22,6 +22,10 @@ func (e *Error) Unwrap() error { return e.Err }
 // manager never touches such a link: it may belong to someone else.
 var ErrNotBridge = errors.New("link is not a bridge")
 
+// ErrNoPeer marks a namespace with no veth carrying the hardware address
+// PeerPort looks for.
+var ErrNoPeer = errors.New("no veth with that hardware address")
+
 type notBridgeError struct{ name, kind string }
 
 func (e notBridgeError) Error() string {
