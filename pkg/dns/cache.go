@@ -2,7 +2,9 @@ package dns
 
 import (
 	"container/list"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -20,13 +22,54 @@ type cacheKey struct {
 
 // cacheEntry is one raw, unfiltered upstream answer: the restricted-address
 // filter and the egress mode are applied on every hit, under the rules in
-// force then (S007-FR-034, EC-016).
+// force then (S007-FR-034, EC-016). answer and addrs never change once the
+// entry is stored: a hit reads them without a copy.
 type cacheEntry struct {
 	key    cacheKey
 	answer []mdns.RR
+	// addrs[i] is the address of answer[i], invalid for a record that is
+	// not an A or AAAA record.
+	addrs []netip.Addr
 	// ttl is min(answer TTLs, DNS_CACHE_MAX_TTL_SECS), in seconds.
 	ttl    uint32
 	stored time.Time
+	// packed is the last reply built from the entry, reused while the
+	// next hit would build the same bytes (see packedReply).
+	packed atomic.Pointer[packedReply]
+}
+
+// packedReply is a reply to a cache hit as finish packed it, and what it
+// was built from besides the entry: the TTL left, the records the
+// restricted-address filter kept (a bit per record) and the request's
+// shape. A hit with the same three gets the same bytes under its own ID:
+// the reply is packed by miekg/dns once a second per name and shape.
+type packedReply struct {
+	left  uint32
+	kept  uint64
+	shape replyShape
+	wire  []byte
+}
+
+// replyShape is what of a request a reply to a cache hit depends on, the
+// ID aside: the question as the client spelled it (0x20), the RD and CD
+// bits it echoes, its EDNS record's size and DO bit, and the transport,
+// which decides truncation. The type and class are the entry's key.
+type replyShape struct {
+	qname    string
+	rd, cd   bool
+	edns, do bool
+	size     uint16
+	udp      bool
+}
+
+// copyAt returns a copy of e's records with their TTLs set to left.
+func (e *cacheEntry) copyAt(left uint32) []mdns.RR {
+	out := make([]mdns.RR, len(e.answer))
+	for i, rr := range e.answer {
+		out[i] = mdns.Copy(rr)
+		out[i].Header().Ttl = left
+	}
+	return out
 }
 
 // remaining is what is left of e's TTL at now, counting down in whole
@@ -60,9 +103,10 @@ func newCache(max int, now func() time.Time) *cache {
 	return &cache{max: max, ll: list.New(), items: map[cacheKey]*list.Element{}, now: now}
 }
 
-// get returns a copy of the answer under k with its TTLs set to the time
-// remaining, or false (a miss) when there is none or it expired.
-func (c *cache) get(k cacheKey) ([]mdns.RR, uint32, bool) {
+// get returns the entry under k and the seconds its answer has left, or
+// false (a miss) when there is none or it expired. The entry's records are
+// shared: callers copy before they change one (cacheEntry.copyAt).
+func (c *cache) get(k cacheKey) (*cacheEntry, uint32, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[k]
@@ -80,22 +124,19 @@ func (c *cache) get(k cacheKey) ([]mdns.RR, uint32, bool) {
 	}
 	c.ll.MoveToFront(el)
 	c.hits++
-	out := make([]mdns.RR, len(e.answer))
-	for i, rr := range e.answer {
-		out[i] = mdns.Copy(rr)
-		out[i].Header().Ttl = left
-	}
-	return out, left, true
+	return e, left, true
 }
 
 // put stores answer under k for ttl seconds and reports whether it evicted
 // another entry. The records are copied: callers may go on using theirs.
 func (c *cache) put(k cacheKey, answer []mdns.RR, ttl uint32) (evicted bool) {
 	cp := make([]mdns.RR, len(answer))
+	addrs := make([]netip.Addr, len(answer))
 	for i, rr := range answer {
 		cp[i] = mdns.Copy(rr)
+		addrs[i], _ = addrOfRR(rr)
 	}
-	e := &cacheEntry{key: k, answer: cp, ttl: ttl, stored: c.now()}
+	e := &cacheEntry{key: k, answer: cp, addrs: addrs, ttl: ttl, stored: c.now()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[k]; ok {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -56,6 +57,9 @@ const (
 	maxInflightUDP = 1024
 	// maxTCPConns bounds the TCP connections served at once per network.
 	maxTCPConns = 256
+	// maxUDPReaders bounds the goroutines reading one network's UDP
+	// socket.
+	maxUDPReaders = 4
 )
 
 // ErrBind is wrapped by Serve's error when a socket cannot be bound
@@ -94,6 +98,11 @@ type Options struct {
 	// Now is the clock of the cache; nil means time.Now. Tests move it to
 	// count TTLs down without sleeping.
 	Now func() time.Time
+	// Observer, if set, is told about every decision the filter takes
+	// from its decision cache instead of asking Rules (which reports the
+	// decisions it makes to its own observer), so that rule hit counters
+	// count every query. The daemon passes the engine's observer.
+	Observer rules.Observer
 }
 
 // Filter is the DNS filter. One Filter serves every network: Serve runs
@@ -101,9 +110,11 @@ type Options struct {
 type Filter struct {
 	opts    Options
 	log     *slog.Logger
-	cache   *cache
-	metrics *metrics
-	flight  singleflight.Group
+	cache     *cache
+	decisions *decisionCache
+	metrics   *metrics
+	flight    singleflight.Group
+	upstreams []*udpPool // by Options.Upstreams
 
 	total, allowed, blocked atomic.Uint64
 	refusedLog              logLimiter
@@ -156,7 +167,11 @@ func New(opts Options) (*Filter, error) {
 		opts:      opts,
 		log:       opts.Logger.With("target", "dns"),
 		cache:     newCache(opts.CacheEntries, opts.Now),
+		decisions: newDecisionCache(opts.CacheEntries),
 		listeners: map[string]listener{},
+	}
+	for _, up := range opts.Upstreams {
+		f.upstreams = append(f.upstreams, newUDPPool(up))
 	}
 	f.metrics = newMetrics(f.cache)
 	return f, nil
@@ -233,8 +248,25 @@ func (f *Filter) Serve(ctx context.Context, gw network.Gateway) error {
 	return nil
 }
 
+// serveUDP reads queries with a few readers, one per CPU the runtime
+// uses (at most maxUDPReaders). A reader answers what needs no upstream
+// (refused, blocked, a cache hit: microseconds of work) itself and reads
+// on, with no goroutine or copy per packet; a query for the upstreams
+// goes to a goroutine of its own, at most maxInflightUDP at once.
 func (f *Filter) serveUDP(ctx context.Context, gw network.Gateway, pc net.PacketConn, wg *sync.WaitGroup) {
 	sem := make(chan struct{}, maxInflightUDP)
+	var readers sync.WaitGroup
+	for range min(max(runtime.GOMAXPROCS(0), 1), maxUDPReaders) {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			f.readUDP(ctx, gw, pc, sem, wg)
+		}()
+	}
+	readers.Wait()
+}
+
+func (f *Filter) readUDP(ctx context.Context, gw network.Gateway, pc net.PacketConn, sem chan struct{}, wg *sync.WaitGroup) {
 	buf := make([]byte, 65535)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -251,21 +283,29 @@ func (f *Filter) serveUDP(ctx context.Context, gw network.Gateway, pc net.Packet
 		if !ok {
 			continue
 		}
+		res, p := f.decide(ctx, gw, src, buf[:n], true)
+		if p == nil {
+			if res.reply != nil {
+				_, _ = pc.WriteTo(res.reply, from)
+			}
+			res.observeHold(f)
+			continue
+		}
 		select {
 		case sem <- struct{}{}:
 		default:
 			continue // overloaded: drop, the client retries
 		}
 		wg.Add(1)
-		go func(pkt []byte) {
+		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res := f.handle(ctx, gw, src, pkt, true)
+			res := f.complete(ctx, gw, p)
 			if res.reply != nil {
 				_, _ = pc.WriteTo(res.reply, from)
 			}
 			res.observeHold(f)
-		}(slices.Clone(buf[:n]))
+		}()
 	}
 }
 
@@ -472,7 +512,11 @@ func (f *Filter) CacheEntries() []api.DNSCacheEntry {
 // /api/v1/dns/cache/flush, and what the daemon calls after every
 // successful rule reload (S007-FR-018), so no answer fetched under the old
 // rules is served again.
+//
+// It also forgets every remembered decision, although a decision is only
+// ever used under the rule set that made it (decisionCache).
 func (f *Filter) Flush() int {
+	f.decisions.flush()
 	n := f.cache.flush()
 	f.log.Info("DNS cache flushed", "entries", n)
 	return n

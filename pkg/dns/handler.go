@@ -2,7 +2,9 @@ package dns
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -90,21 +92,48 @@ func (q *query) attrs(decision, rule string) []any {
 	return a
 }
 
+// pendingQuery is a query decided and allowed whose answer is not in the
+// cache: what complete needs to fetch it upstream and reply.
+type pendingQuery struct {
+	req      *mdns.Msg
+	src      netip.Addr
+	q        query
+	rule     *rules.Rule
+	egress   api.Egress
+	key      cacheKey
+	udp      bool
+	evalTook time.Duration
+}
+
 // handle runs one message from src through the pipeline of S007 §2.4 and
 // returns the reply. udp says the reply goes back over UDP, where it is
 // truncated to the client's advertised size. It never panics on any
 // input, and a sender gw does not identify gets REFUSED or nothing.
 func (f *Filter) handle(ctx context.Context, gw network.Gateway, src netip.Addr, raw []byte, udp bool) result {
+	res, p := f.decide(ctx, gw, src, raw, udp)
+	if p != nil {
+		return f.complete(ctx, gw, p)
+	}
+	return res
+}
+
+// decide runs the pipeline up to the upstreams: it returns the reply of
+// every query it can answer without waiting on the network (malformed,
+// refused, blocked, a cache hit), or the pending query that needs an
+// upstream (complete). raw is not used once it returns.
+func (f *Filter) decide(ctx context.Context, gw network.Gateway, src netip.Addr, raw []byte, udp bool) (result, *pendingQuery) {
 	req := new(mdns.Msg)
 	if err := req.Unpack(raw); err != nil || req.Response || len(req.Question) != 1 {
 		// EC-004: dropped on UDP, closed on TCP. Answering would let a
 		// spoofed source use the filter as an amplifier.
 		f.metrics.queries.WithLabelValues(outcomeMalformed, ruleNone).Inc()
 		f.log.DebugContext(ctx, "malformed DNS message dropped", "src", src.String(), "bytes", len(raw))
-		return result{}
+		return result{}, nil
 	}
 	f.total.Add(1)
-	q := &query{src: src, upstreamMS: -1}
+	// p lives on the stack unless the query goes upstream.
+	p := pendingQuery{req: req, src: src, udp: udp, q: query{src: src, upstreamMS: -1}}
+	q := &p.q
 
 	// 1. Identity, before anything else can answer.
 	ep, ok := gw.Identify(src)
@@ -114,18 +143,18 @@ func (f *Filter) handle(ctx context.Context, gw network.Gateway, src netip.Addr,
 		if n, ok := f.refusedLog.allow(time.Now()); ok {
 			f.log.WarnContext(ctx, "DNS query from an unknown sender refused", "src", src.String(), "suppressed", n)
 		}
-		return f.finish(req, f.rcodeReply(req, mdns.RcodeRefused), udp)
+		return f.finish(req, f.rcodeReply(req, mdns.RcodeRefused), udp), nil
 	}
 	q.agent, q.identity = ep.Name, ep.Identity
 	if req.Opcode != mdns.OpcodeQuery {
 		f.metrics.queries.WithLabelValues(outcomeNotimp, ruleNone).Inc()
-		return f.finish(req, f.rcodeReply(req, mdns.RcodeNotImplemented), udp)
+		return f.finish(req, f.rcodeReply(req, mdns.RcodeNotImplemented), udp), nil
 	}
 
 	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
 		// RFC 6891 §6.1.3: an EDNS version this server does not speak.
 		f.metrics.queries.WithLabelValues(outcomeFormerr, ruleNone).Inc()
-		return f.finish(req, f.rcodeReply(req, mdns.RcodeBadVers), udp)
+		return f.finish(req, f.rcodeReply(req, mdns.RcodeBadVers), udp), nil
 	}
 
 	// 2. Normalise.
@@ -135,7 +164,7 @@ func (f *Filter) handle(ctx context.Context, gw network.Gateway, src netip.Addr,
 	if !ok {
 		f.metrics.queries.WithLabelValues(outcomeFormerr, ruleNone).Inc()
 		f.log.DebugContext(ctx, "DNS query name too long or not a host name; FORMERR", "src", src.String(), "agent", ep.Name)
-		return f.finish(req, f.rcodeReply(req, mdns.RcodeFormatError), udp)
+		return f.finish(req, f.rcodeReply(req, mdns.RcodeFormatError), udp), nil
 	}
 	q.name = name
 
@@ -143,85 +172,197 @@ func (f *Filter) handle(ctx context.Context, gw network.Gateway, src netip.Addr,
 	if name == "local" || strings.HasSuffix(name, ".local") {
 		f.blocked.Add(1)
 		f.metrics.queries.WithLabelValues(outcomeBlocked, ruleLocal).Inc()
-		f.log.DebugContext(ctx, "DNS query", q.attrs("block", ruleLocal)...)
-		return f.finish(req, nxdomain(req), udp)
+		f.debugQuery(ctx, q, "block", ruleLocal)
+		return f.finish(req, nxdomain(req), udp), nil
 	}
 
-	// 4. Evaluate.
+	// 4. Evaluate, or remember the decision of the rule set in force.
 	start := time.Now()
-	out, ok := f.evaluate(ctx, &api.EvaluationContext{
-		DNS:   &api.DNSContext{Query: name, RecordType: q.rtype},
-		Agent: &api.AgentContext{Name: ep.Name},
-	})
+	out, ok := f.decideRules(ctx, ep.Identity, ep.Name, name, question.Qtype, q.rtype)
 	if !ok {
 		f.metrics.queries.WithLabelValues(outcomeServfail, ruleNone).Inc()
-		return f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), udp)
+		return f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), udp), nil
 	}
 	if out.Decision != api.DecisionAllow {
 		f.blocked.Add(1)
 		f.metrics.queries.WithLabelValues(outcomeBlocked, out.RuleID()).Inc()
-		f.log.DebugContext(ctx, "DNS query", q.attrs("block", out.RuleID())...)
+		f.debugQuery(ctx, q, "block", out.RuleID())
 		res := f.finish(req, nxdomain(req), udp)
 		f.checkBudget(ctx, time.Since(start), q)
-		return res
+		return res, nil
 	}
-	rule := out.Rule
-	var egress api.Egress
-	if rule.Egress != nil {
-		egress = *rule.Egress
+	p.rule = out.Rule
+	if p.rule.Egress != nil {
+		p.egress = *p.rule.Egress
 	}
-	evalTook := time.Since(start)
+	decided := time.Now()
+	p.evalTook = decided.Sub(start)
 
-	// 5. The answer: the cache, or the upstreams.
-	var answer, authority []mdns.RR
-	rcode := mdns.RcodeSuccess
-	var held time.Time
-	key := cacheKey{name: name, qtype: question.Qtype, class: question.Qclass, do: doBit(req)}
-	if cached, _, hit := f.cache.get(key); hit {
-		answer, held, q.fromCache = cached, time.Now(), true
-		// The cache holds the first asker's spelling; echo this one's, for
-		// clients that check the case they randomised (0x20).
-		for _, rr := range answer {
-			if strings.EqualFold(rr.Header().Name, question.Name) {
-				rr.Header().Name = question.Name
-			}
-		}
-	} else {
-		up := time.Now()
-		r, err := f.forward(ctx, req, key)
-		q.upstreamMS = time.Since(up).Milliseconds()
-		if err != nil {
-			f.metrics.queries.WithLabelValues(outcomeServfail, rule.ID).Inc()
-			f.log.WarnContext(ctx, "DNS upstream resolution failed; SERVFAIL", append(q.attrs("servfail", rule.ID), "err", err)...)
-			return f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), udp)
-		}
-		held = time.Now()
-		// r is shared with the queries singleflight joined: copy.
-		answer, rcode = copyRRs(r.Answer), r.Rcode
-		if rcode == mdns.RcodeSuccess && len(answer) > 0 {
-			if ttl := minTTL(answer); ttl > 0 {
-				f.cache.put(key, answer, ttl)
-			}
-		}
-		authority = negativeAuthority(r.Ns)
+	// 5. The answer: the cache, or (complete) the upstreams.
+	p.key = cacheKey{name: name, qtype: question.Qtype, class: question.Qclass, do: doBit(req)}
+	if e, left, hit := f.cache.get(p.key); hit {
+		return f.answerCached(ctx, gw, &p, e, left, decided), nil
 	}
-	start = time.Now()
+	up := new(pendingQuery)
+	*up = p
+	return result{}, up
+}
 
-	// 6. The restricted-address filter, on every answer, cached or fresh.
-	kept, hadAddr, keptAddr := f.filterAnswer(ctx, q, answer, egress.AllowPrivateIPs)
+// complete fetches p's answer from the upstreams and replies.
+func (f *Filter) complete(ctx context.Context, gw network.Gateway, p *pendingQuery) result {
+	q, req, rule := &p.q, p.req, p.rule
+	up := time.Now()
+	r, err := f.forward(ctx, req, p.key)
+	q.upstreamMS = time.Since(up).Milliseconds()
+	if err != nil {
+		f.metrics.queries.WithLabelValues(outcomeServfail, rule.ID).Inc()
+		f.log.WarnContext(ctx, "DNS upstream resolution failed; SERVFAIL", append(q.attrs("servfail", rule.ID), "err", err)...)
+		return f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), p.udp)
+	}
+	held := time.Now()
+	// r is shared with the queries singleflight joined: copy.
+	answer, rcode := copyRRs(r.Answer), r.Rcode
+	if rcode == mdns.RcodeSuccess && len(answer) > 0 {
+		if ttl := minTTL(answer); ttl > 0 {
+			f.cache.put(p.key, answer, ttl)
+		}
+	}
+	return f.release(ctx, gw, p, answer, rcode, negativeAuthority(r.Ns), held)
+}
+
+// answerCached replies to p from the cache entry e, which has left
+// seconds to live: steps 6 to 8 of release on the entry's shared records,
+// with the packed reply reused while nothing it was built from changed.
+// The filter, the egress mode and the grants are applied on every hit.
+// held is when the hit was found (just before the lookup).
+func (f *Filter) answerCached(ctx context.Context, gw network.Gateway, p *pendingQuery, e *cacheEntry, left uint32, held time.Time) result {
+	q, req, rule := &p.q, p.req, p.rule
+	q.fromCache = true
+	if len(e.answer) > 64 {
+		// More records than bits in packedReply.kept: the general path.
+		return f.release(ctx, gw, p, e.copyAt(left), mdns.RcodeSuccess, nil, held)
+	}
+	start := held
+
+	// 6. The restricted-address filter.
+	var kept uint64
+	hadAddr, keptAddr := false, 0
+	for i, ip := range e.addrs {
+		if !ip.IsValid() {
+			kept |= 1 << i
+			continue
+		}
+		hadAddr = true
+		if !p.egress.AllowPrivateIPs && f.restricted(ip) {
+			f.log.InfoContext(ctx, "restricted address removed from a DNS answer",
+				"host", q.name, "dropped_ip", ip.String(), "reason", "restricted_ip", "agent", q.agent)
+			continue
+		}
+		kept |= 1 << i
+		keptAddr++
+	}
 	if hadAddr && keptAddr == 0 {
 		f.blocked.Add(1)
 		f.metrics.queries.WithLabelValues(outcomeBlocked, ruleRestricted).Inc()
-		f.log.DebugContext(ctx, "DNS query", q.attrs("block", ruleRestricted)...)
-		return f.held(f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), udp), held)
+		f.debugQuery(ctx, q, "block", ruleRestricted)
+		return f.held(f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), p.udp), held)
+	}
+
+	// 7. direct_ip: every kept record has left seconds (at most MaxTTL).
+	if p.egress.Mode == api.EgressDirectIP {
+		var dsts []netip.Addr
+		for i, ip := range e.addrs {
+			if kept&(1<<i) != 0 && ip.Is4() && e.answer[i].Header().Rrtype == mdns.TypeA {
+				dsts = append(dsts, ip)
+			}
+		}
+		if err := f.learn(ctx, gw, p, dsts, left, kept != 0); err != nil {
+			f.metrics.queries.WithLabelValues(outcomeServfail, rule.ID).Inc()
+			f.log.WarnContext(ctx, "direct_ip grants could not be written; SERVFAIL", append(q.attrs("servfail", rule.ID), "err", err)...)
+			return f.held(f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), p.udp), held)
+		}
+	}
+
+	// 8. The permitted records, packed again only when the TTL, the kept
+	// records or the request's shape changed since the last hit.
+	shape := shapeOf(req, p.udp)
+	var res result
+	if pr := e.packed.Load(); pr != nil && pr.left == left && pr.kept == kept && pr.shape == shape {
+		res.reply = make([]byte, len(pr.wire))
+		copy(res.reply, pr.wire)
+		binary.BigEndian.PutUint16(res.reply, req.Id)
+	} else {
+		answer := make([]mdns.RR, 0, len(e.answer))
+		for i, rr := range e.answer {
+			if kept&(1<<i) == 0 {
+				continue
+			}
+			rr = mdns.Copy(rr)
+			rr.Header().Ttl = left
+			// The cache holds the first asker's spelling; echo this
+			// one's, for clients that check the case they randomised
+			// (0x20).
+			if strings.EqualFold(rr.Header().Name, req.Question[0].Name) {
+				rr.Header().Name = req.Question[0].Name
+			}
+			answer = append(answer, rr)
+		}
+		m := new(mdns.Msg)
+		m.SetRcode(req, mdns.RcodeSuccess)
+		m.RecursionAvailable = true
+		m.Answer = answer
+		res = f.finish(req, m, p.udp)
+		if res.reply != nil {
+			e.packed.Store(&packedReply{left: left, kept: kept, shape: shape, wire: res.reply})
+			res.reply = slices.Clone(res.reply)
+		}
+	}
+	f.allowed.Add(1)
+	f.metrics.allowedBy(rule.ID).Inc()
+	f.debugQuery(ctx, q, "allow", rule.ID)
+	res.held = held
+	f.checkBudget(ctx, p.evalTook+time.Since(start), q)
+	return res
+}
+
+// shapeOf is req's replyShape.
+func shapeOf(req *mdns.Msg, udp bool) replyShape {
+	s := replyShape{qname: req.Question[0].Name, rd: req.RecursionDesired, cd: req.CheckingDisabled, udp: udp}
+	if opt := req.IsEdns0(); opt != nil {
+		s.edns, s.do, s.size = true, opt.Do(), opt.UDPSize()
+	}
+	return s
+}
+
+// release applies steps 6 to 8 to an answer, fresh or cached (then a copy
+// with its TTLs counted down), and replies.
+func (f *Filter) release(ctx context.Context, gw network.Gateway, p *pendingQuery, answer []mdns.RR, rcode int, authority []mdns.RR, held time.Time) result {
+	q, req, rule := &p.q, p.req, p.rule
+	start := time.Now()
+
+	// 6. The restricted-address filter, on every answer, cached or fresh.
+	kept, hadAddr, keptAddr := f.filterAnswer(ctx, q, answer, p.egress.AllowPrivateIPs)
+	if hadAddr && keptAddr == 0 {
+		f.blocked.Add(1)
+		f.metrics.queries.WithLabelValues(outcomeBlocked, ruleRestricted).Inc()
+		f.debugQuery(ctx, q, "block", ruleRestricted)
+		return f.held(f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), p.udp), held)
 	}
 
 	// 7. direct_ip: the grants are in the datapath before the answer leaves.
-	if egress.Mode == api.EgressDirectIP {
-		if err := f.learn(ctx, gw, ep.Identity, src, rule, egress, kept, q); err != nil {
+	if p.egress.Mode == api.EgressDirectIP {
+		var dsts []netip.Addr
+		for _, rr := range kept {
+			if a, ok := rr.(*mdns.A); ok {
+				if ip, ok := netip.AddrFromSlice(a.A); ok {
+					dsts = append(dsts, ip.Unmap())
+				}
+			}
+		}
+		if err := f.learn(ctx, gw, p, dsts, minTTL(kept), len(kept) > 0); err != nil {
 			f.metrics.queries.WithLabelValues(outcomeServfail, rule.ID).Inc()
 			f.log.WarnContext(ctx, "direct_ip grants could not be written; SERVFAIL", append(q.attrs("servfail", rule.ID), "err", err)...)
-			return f.held(f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), udp), held)
+			return f.held(f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), p.udp), held)
 		}
 	}
 
@@ -237,10 +378,18 @@ func (f *Filter) handle(ctx context.Context, gw network.Gateway, src netip.Addr,
 	}
 	f.allowed.Add(1)
 	f.metrics.queries.WithLabelValues(outcomeAllowed, rule.ID).Inc()
-	f.log.DebugContext(ctx, "DNS query", q.attrs("allow", rule.ID)...)
-	res := f.held(f.finish(req, m, udp), held)
-	f.checkBudget(ctx, evalTook+time.Since(start), q)
+	f.debugQuery(ctx, q, "allow", rule.ID)
+	res := f.held(f.finish(req, m, p.udp), held)
+	f.checkBudget(ctx, p.evalTook+time.Since(start), q)
 	return res
+}
+
+// debugQuery logs a query's decision at debug, building the line only when
+// it is logged.
+func (f *Filter) debugQuery(ctx context.Context, q *query, decision, rule string) {
+	if f.log.Enabled(ctx, slog.LevelDebug) {
+		f.log.DebugContext(ctx, "DNS query", q.attrs(decision, rule)...)
+	}
 }
 
 func (f *Filter) held(r result, at time.Time) result {
@@ -253,6 +402,41 @@ func (f *Filter) checkBudget(ctx context.Context, took time.Duration, q *query) 
 		f.log.WarnContext(ctx, "DNS evaluation and response exceeded the latency budget",
 			"took", took, "budget", EvaluationBudget, "agent", q.agent)
 	}
+}
+
+// decideRules is the rules' outcome for a query: the decision cache's
+// while it holds one of the set in force, else the engine's (evaluate).
+// The set is read before the engine evaluates, so that an outcome is never
+// filed under a set newer than the one that made it.
+func (f *Filter) decideRules(ctx context.Context, identity uint32, agent, name string, qtype uint16, rtype string) (rules.Outcome, bool) {
+	sets, ok := f.opts.Rules.(RuleSets)
+	var set *rules.Set
+	k := decisionKey{identity: identity, agent: agent, name: name, qtype: qtype}
+	if ok {
+		set = sets.Active()
+		if out, ok := f.decisions.get(k, set); ok {
+			if f.opts.Observer != nil {
+				f.opts.Observer.ObserveDecision(string(rules.LayerDNS), ruleLabel(out), out.Decision)
+			}
+			return out, true
+		}
+	}
+	out, ok := f.evaluate(ctx, &api.EvaluationContext{
+		DNS:   &api.DNSContext{Query: name, RecordType: rtype},
+		Agent: &api.AgentContext{Name: agent},
+	})
+	if ok && set != nil {
+		f.decisions.put(k, set, out)
+	}
+	return out, ok
+}
+
+// ruleLabel is the rule_id label the engine reports a decision under.
+func ruleLabel(out rules.Outcome) string {
+	if out.Rule != nil {
+		return out.Rule.ID
+	}
+	return rules.DefaultRuleLabel
 }
 
 // evaluate asks the rule engine; ok is false when the engine failed (it
@@ -333,39 +517,32 @@ func (f *Filter) restricted(ip netip.Addr) bool {
 }
 
 // learn writes the grants of a direct_ip answer (S007-FR-037..040): for an
-// IPv4 source, every distinct A address of the permitted answer, on the
-// rule's ports, for the minimum TTL over the answer's records (CNAMEs
-// included) capped at MaxTTL. A zero TTL or no A record writes nothing; an
-// IPv6 source gets none (the bridge is IPv4-only).
-func (f *Filter) learn(ctx context.Context, gw network.Gateway, identity uint32, src netip.Addr, rule *rules.Rule, egress api.Egress, kept []mdns.RR, q *query) error {
-	if !src.Is4() {
+// IPv4 source, every distinct A address of the permitted answer (dsts),
+// on the rule's ports, for ttl, the minimum TTL over the permitted records
+// (CNAMEs included) capped at MaxTTL. A zero TTL or no A record writes
+// nothing; an IPv6 source gets none (the bridge is IPv4-only). anyKept
+// says the permitted answer has records at all.
+func (f *Filter) learn(ctx context.Context, gw network.Gateway, p *pendingQuery, dsts []netip.Addr, ttl uint32, anyKept bool) error {
+	rule, q := p.rule, &p.q
+	if !p.src.Is4() {
 		f.log.DebugContext(ctx, "direct_ip answer to a non-IPv4 source; no grant", "rule", rule.ID, "agent", q.agent)
 		return nil
 	}
-	var dsts []netip.Addr
-	for _, rr := range kept {
-		if a, ok := rr.(*mdns.A); ok {
-			if ip, ok := netip.AddrFromSlice(a.A); ok {
-				dsts = append(dsts, ip.Unmap())
-			}
-		}
-	}
 	slices.SortFunc(dsts, netip.Addr.Compare)
 	dsts = slices.Compact(dsts)
-	ttl := minTTL(kept)
 	if len(dsts) == 0 || ttl == 0 {
-		if len(kept) > 0 {
+		if anyKept {
 			f.log.DebugContext(ctx, "direct_ip answer with no IPv4 address or a zero TTL; no grant", "rule", rule.ID, "agent", q.agent)
 		}
 		return nil
 	}
-	ports := slices.Clone(egress.Ports)
-	if err := gw.Learn(identity, network.Learned{
+	ports := slices.Clone(p.egress.Ports)
+	if err := gw.Learn(q.identity, network.Learned{
 		Rule:         rule.ID,
 		Dsts:         dsts,
 		Ports:        ports,
 		TTL:          time.Duration(ttl) * time.Second,
-		AllowPrivate: egress.AllowPrivateIPs,
+		AllowPrivate: p.egress.AllowPrivateIPs,
 	}); err != nil {
 		return err
 	}

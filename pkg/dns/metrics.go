@@ -1,6 +1,10 @@
 package dns
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the filter's Prometheus series. Labels stay bounded: an
 // outcome and a rule id (or a pseudo-rule), never a query name or an
@@ -14,6 +18,19 @@ type metrics struct {
 	cacheEvictions  prometheus.CounterFunc
 	cacheEntries    prometheus.GaugeFunc
 	grants          *prometheus.CounterVec
+	// allowed holds queries{outcome="allowed"}'s counters by rule id,
+	// for the hot path: a map load instead of hashing the labels.
+	allowed sync.Map // string -> prometheus.Counter
+}
+
+// allowedBy is the counter of the queries rule allowed.
+func (m *metrics) allowedBy(rule string) prometheus.Counter {
+	if c, ok := m.allowed.Load(rule); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.queries.WithLabelValues(outcomeAllowed, rule)
+	m.allowed.Store(rule, c)
+	return c
 }
 
 // Query outcomes, the "outcome" label of outcall_dns_queries_total.

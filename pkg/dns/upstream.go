@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -110,9 +112,9 @@ func ResolvConfUpstreams(path string) ([]netip.AddrPort, error) {
 // singleflight joins: it must not be modified.
 func (f *Filter) resolve(ctx context.Context, q *mdns.Msg) (*mdns.Msg, error) {
 	var errs []error
-	for _, up := range f.opts.Upstreams {
+	for i, up := range f.opts.Upstreams {
 		start := time.Now()
-		r, err := f.exchangeOne(ctx, q, up)
+		r, err := f.exchangeOne(ctx, q, f.upstreams[i])
 		f.metrics.upstreamSeconds.Observe(time.Since(start).Seconds())
 		if err == nil {
 			return r, nil
@@ -126,12 +128,12 @@ func (f *Filter) resolve(ctx context.Context, q *mdns.Msg) (*mdns.Msg, error) {
 	return nil, fmt.Errorf("%w: every upstream failed: %w", ErrUpstream, errors.Join(errs...))
 }
 
-func (f *Filter) exchangeOne(ctx context.Context, q *mdns.Msg, up netip.AddrPort) (*mdns.Msg, error) {
+func (f *Filter) exchangeOne(ctx context.Context, q *mdns.Msg, up *udpPool) (*mdns.Msg, error) {
 	m := q.Copy()
 	m.Id = mdns.Id()
-	r, err := f.exchangeNet(ctx, "udp", m, up)
+	r, err := f.exchangeUDP(ctx, m, up)
 	if err == nil && r.Truncated {
-		r, err = f.exchangeNet(ctx, "tcp", m, up)
+		r, err = f.exchangeTCP(ctx, m, up.addr)
 	}
 	if err != nil {
 		return nil, err
@@ -148,16 +150,152 @@ func (f *Filter) exchangeOne(ctx context.Context, q *mdns.Msg, up netip.AddrPort
 	return r, nil
 }
 
-func (f *Filter) exchangeNet(ctx context.Context, net string, m *mdns.Msg, up netip.AddrPort) (*mdns.Msg, error) {
-	c := &mdns.Client{Net: net, Timeout: f.opts.UpstreamTimeout, UDPSize: mdns.MaxMsgSize}
+// exchangeUDP sends m over one of up's sockets and returns the first reply
+// with m's ID, as mdns.Client does: a reply with another ID is a late one
+// to an earlier query, and is skipped. Only a socket whose exchange ended
+// with its reply goes back to the pool.
+func (f *Filter) exchangeUDP(ctx context.Context, m *mdns.Msg, up *udpPool) (*mdns.Msg, error) {
+	wire, err := m.Pack()
+	if err != nil {
+		return nil, fmt.Errorf("udp exchange: pack: %w", err)
+	}
+	c, err := up.get()
+	if err != nil {
+		return nil, fmt.Errorf("udp exchange: %w", err)
+	}
+	deadline := time.Now().Add(f.opts.UpstreamTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.conn.SetDeadline(deadline)
+	// The context's end (the shutdown's, after the grace) ends the wait.
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
+	r, err := readReply(c.conn, wire, m.Id)
+	if clean := stop(); err != nil || !clean {
+		up.discard(c) // its deadline may be the context's
+	} else {
+		up.put(c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("udp exchange: %w", err)
+	}
+	return r, nil
+}
+
+// readReply writes wire on c and reads until the reply with ID id.
+func readReply(c *net.UDPConn, wire []byte, id uint16) (*mdns.Msg, error) {
+	if _, err := c.Write(wire); err != nil {
+		return nil, err
+	}
+	bp := replyBufs.Get().(*[]byte)
+	defer replyBufs.Put(bp)
+	for {
+		n, err := c.Read(*bp)
+		if err != nil {
+			return nil, err
+		}
+		r := new(mdns.Msg)
+		if err := r.Unpack((*bp)[:n]); err != nil {
+			return nil, err
+		}
+		if r.Id == id {
+			return r, nil
+		}
+	}
+}
+
+// replyBufs are the upstream read buffers: a UDP reply may be as large as
+// the client's EDNS size allows, up to 64 KiB.
+var replyBufs = sync.Pool{New: func() any { b := make([]byte, mdns.MaxMsgSize); return &b }}
+
+func (f *Filter) exchangeTCP(ctx context.Context, m *mdns.Msg, up netip.AddrPort) (*mdns.Msg, error) {
+	c := &mdns.Client{Net: "tcp", Timeout: f.opts.UpstreamTimeout}
 	ctx, cancel := context.WithTimeout(ctx, f.opts.UpstreamTimeout)
 	defer cancel()
 	r, _, err := c.ExchangeContext(ctx, m, up.String())
 	if err != nil {
-		return nil, fmt.Errorf("%s exchange: %w", net, err)
+		return nil, fmt.Errorf("tcp exchange: %w", err)
 	}
 	return r, nil
 }
+
+// Upstream sockets. Each exchange used to open and close a UDP socket of
+// its own; a pool keeps connected ones for reuse, and keeps what made the
+// per-exchange socket safe: the kernel accepts replies from the upstream's
+// address only (connected), every query has a random ID, a reply must
+// carry it and the question, and the source port still changes often,
+// for an off-path attacker must guess it with the ID: a socket serves at
+// most upstreamSocketUses exchanges and lives at most upstreamSocketAge,
+// on a port the kernel picks at random. A socket whose exchange failed or
+// timed out is closed, never reused, so that a late reply cannot be taken
+// for the next query's (IDs are checked all the same).
+const (
+	upstreamSocketUses = 16
+	upstreamSocketAge  = 5 * time.Second
+	// upstreamIdleSockets bounds the sockets kept open between exchanges,
+	// per upstream; more may be open while exchanges are in flight.
+	upstreamIdleSockets = 64
+)
+
+// udpPool holds the idle connected sockets to one upstream. A socket is
+// the pool's while idle and an exchange's while in use; the pool's are
+// closed when they are taken past their age, and otherwise live as long as
+// the Filter (at most upstreamIdleSockets of them).
+type udpPool struct {
+	addr netip.AddrPort
+	mu   sync.Mutex
+	idle []*upstreamConn
+}
+
+type upstreamConn struct {
+	conn *net.UDPConn
+	uses int
+	born time.Time
+}
+
+func newUDPPool(addr netip.AddrPort) *udpPool { return &udpPool{addr: addr} }
+
+// get returns an idle socket young enough, or a new one.
+func (p *udpPool) get() (*upstreamConn, error) {
+	now := time.Now()
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		c := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(c.born) < upstreamSocketAge {
+			p.mu.Unlock()
+			c.uses++
+			return c, nil
+		}
+		c.conn.Close()
+	}
+	p.mu.Unlock()
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.addr))
+	if err != nil {
+		return nil, err
+	}
+	return &upstreamConn{conn: conn, uses: 1, born: now}, nil
+}
+
+// put returns c after an exchange that got its reply.
+func (p *udpPool) put(c *upstreamConn) {
+	if c.uses >= upstreamSocketUses || time.Since(c.born) >= upstreamSocketAge {
+		c.conn.Close()
+		return
+	}
+	p.mu.Lock()
+	if len(p.idle) < upstreamIdleSockets {
+		p.idle = append(p.idle, c)
+		c = nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		c.conn.Close()
+	}
+}
+
+// discard closes c after an exchange that failed.
+func (p *udpPool) discard(c *upstreamConn) { c.conn.Close() }
 
 func sameQuestion(a, b mdns.Question) bool {
 	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
