@@ -5,7 +5,9 @@
  * verdict, samples drops to a ring buffer and marks what it allows so the
  * nftables floor lets it through. Anything it does not understand is dropped.
  *
- * For IPv4 the order is: the frame goes to the gateway's MAC, no options, no
+ * A port without identity reaches only the services open on its gateway
+ * (unknown_sender), from an address no endpoint holds. For an endpoint's
+ * IPv4 the order is: the frame goes to the gateway's MAC, no options, no
  * fragments; the services open on the endpoint's own gateway (and replies
  * of connections opened towards the container); DNS bypass; a flow this
  * program allowed under the active rule generation passes at once;
@@ -231,6 +233,113 @@ static __always_inline int handle_arp(struct __sk_buff *skb, struct flow *f,
 	return allow(skb, REASON_ALLOW_ARP);
 }
 
+/* unknown_source_ok reports whether a port without identity may send from
+ * ip and mac: an address of its network's subnet that is neither the
+ * subnet's own, its broadcast, the gateway nor any registered endpoint's,
+ * and a unicast, non-zero MAC that is neither the gateway's nor any
+ * endpoint's. The
+ * gateway services know a sender by its address: a source an endpoint
+ * holds would be taken for that endpoint (its DNS-learned grants, its
+ * rules), whether or not the endpoint's port is there now. */
+static __always_inline int unknown_source_ok(const struct port_network *pn, const __u8 *ip, const __u8 *mac)
+{
+	struct endpoint_ip eip = {};
+	struct endpoint_mac emac = {};
+	__u32 addr = ((__u32)ip[0] << 24) | ((__u32)ip[1] << 16) | ((__u32)ip[2] << 8) | ip[3];
+	__u32 net = ((__u32)pn->subnet[0] << 24) | ((__u32)pn->subnet[1] << 16) |
+		    ((__u32)pn->subnet[2] << 8) | pn->subnet[3];
+	__u32 mask, host;
+
+	/* Subnets are at most /30 (network.CheckSubnet); anything else is
+	 * no subnet a sender may claim an address in. */
+	if (pn->prefixlen == 0 || pn->prefixlen > 30)
+		return 0;
+	mask = ~0U << (32 - pn->prefixlen);
+	host = addr & ~mask;
+	if ((addr & mask) != net || host == 0 || host == ~mask || addr_eq(ip, pn->gateway))
+		return 0;
+	if ((mac[0] & 1) || !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) ||
+	    mac_eq(mac, pn->gateway_mac))
+		return 0;
+	__builtin_memcpy(eip.addr, ip, 4);
+	__builtin_memcpy(emac.mac, mac, 6);
+	return !bpf_map_lookup_elem(&endpoint_ips, &eip) && !bpf_map_lookup_elem(&endpoint_macs, &emac);
+}
+
+/* unknown_sender decides for a port of an Outcall bridge that has no
+ * identity: it reaches the services open on its own gateway, and sends the
+ * ARP that finds the gateway, from an address no endpoint holds
+ * (unknown_source_ok), and nothing else; it never gets a flow, a rule, a
+ * grant or a reply. The gateway services answer such a sender REFUSED (DNS)
+ * or 403 (proxy). */
+static __always_inline int unknown_sender(struct __sk_buff *skb, struct flow *f, const struct port_network *pn)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct service_key svc = {};
+	struct iphdr *ip;
+
+	if ((void *)(eth + 1) > data_end)
+		return drop(skb, f, REASON_DROP_MALFORMED);
+	f->ethertype = bpf_ntohs(eth->h_proto);
+	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+		struct arp_eth_ipv4 *arp = (void *)(eth + 1);
+
+		if ((void *)(arp + 1) > data_end)
+			return drop(skb, f, REASON_DROP_MALFORMED);
+		__builtin_memcpy(f->saddr, arp->spa, 4);
+		__builtin_memcpy(f->daddr, arp->tpa, 4);
+		if (!mac_eq(arp->sha, eth->h_source) || !unknown_source_ok(pn, arp->spa, arp->sha))
+			return drop(skb, f, REASON_DROP_UNKNOWN_SPOOFED);
+		if (arp->hrd != bpf_htons(ARP_HRD_ETHER) || arp->pro != bpf_htons(ETH_P_IP) ||
+		    arp->hln != 6 || arp->pln != 4 || !addr_eq(arp->tpa, pn->gateway))
+			return drop(skb, f, REASON_DROP_UNKNOWN_PORT);
+		if (arp->op == bpf_htons(ARP_OP_REQUEST) &&
+		    (broadcast_mac(eth->h_dest) || mac_eq(eth->h_dest, pn->gateway_mac)))
+			return allow(skb, REASON_ALLOW_UNKNOWN_ARP);
+		if (arp->op == bpf_htons(ARP_OP_REPLY) && mac_eq(eth->h_dest, pn->gateway_mac) &&
+		    mac_eq(arp->tha, pn->gateway_mac))
+			return allow(skb, REASON_ALLOW_UNKNOWN_ARP);
+		return drop(skb, f, REASON_DROP_UNKNOWN_PORT);
+	}
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return drop(skb, f, REASON_DROP_UNKNOWN_PORT);
+
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return drop(skb, f, REASON_DROP_MALFORMED);
+	__builtin_memcpy(f->saddr, &ip->saddr, 4);
+	__builtin_memcpy(f->daddr, &ip->daddr, 4);
+	f->proto = ip->protocol;
+	if (ip->version != 4 || ip->ihl < 5)
+		return drop(skb, f, REASON_DROP_MALFORMED);
+	if (!unknown_source_ok(pn, f->saddr, eth->h_source))
+		return drop(skb, f, REASON_DROP_UNKNOWN_SPOOFED);
+	/* To the gateway's MAC and address, no options, no fragments, TCP or
+	 * UDP to an open service: anything else is not for the gateway's
+	 * services. */
+	if (!mac_eq(eth->h_dest, pn->gateway_mac) || !addr_eq(f->daddr, pn->gateway) || ip->ihl != 5 ||
+	    (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) ||
+	    (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP))
+		return drop(skb, f, REASON_DROP_UNKNOWN_PORT);
+	{
+		__u8 *l4 = (void *)(ip + 1);
+
+		/* The whole UDP header; for TCP the ports. */
+		if ((void *)(l4 + 8) > data_end)
+			return drop(skb, f, REASON_DROP_MALFORMED);
+		f->sport = ((__u16)l4[0] << 8) | l4[1];
+		f->dport = ((__u16)l4[2] << 8) | l4[3];
+	}
+	svc.port = f->dport;
+	svc.proto = f->proto;
+	__builtin_memcpy(svc.gateway, pn->gateway, 4);
+	if (!f->dport || !bpf_map_lookup_elem(&services, &svc))
+		return drop(skb, f, REASON_DROP_UNKNOWN_PORT);
+	return allow(skb, REASON_ALLOW_UNKNOWN_GATEWAY);
+}
+
 SEC("tcx/ingress")
 int outcall_port_ingress(struct __sk_buff *skb)
 {
@@ -255,8 +364,13 @@ int outcall_port_ingress(struct __sk_buff *skb)
 
 	f.ifindex = ifindex;
 	ep = bpf_map_lookup_elem(&endpoints, &ifindex);
-	if (!ep)
-		return drop(skb, &f, REASON_DROP_UNKNOWN_PORT);
+	if (!ep) {
+		struct port_network *pn = bpf_map_lookup_elem(&port_networks, &ifindex);
+
+		if (!pn)
+			return drop(skb, &f, REASON_DROP_UNKNOWN_PORT);
+		return unknown_sender(skb, &f, pn);
+	}
 	f.identity = ep->identity;
 
 	if ((void *)(eth + 1) > data_end)

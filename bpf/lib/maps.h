@@ -17,6 +17,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } endpoints SEC(".maps");
 
+/* Every port of an Outcall bridge the daemon took over, by ifindex: its
+ * network, for the ports that have no entry in endpoints. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OUTCALL_MAX_ENDPOINTS);
+	__type(key, __u32); /* ifindex of the port */
+	__type(value, struct port_network);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} port_networks SEC(".maps");
+
+/* The addresses of every registered endpoint (whether its port is there or
+ * not), to the identity holding them: a port without identity sending from
+ * one of them is dropped, so the gateway services, which know senders by
+ * address, never take it for the endpoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OUTCALL_MAX_ENDPOINTS);
+	__type(key, struct endpoint_ip);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoint_ips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OUTCALL_MAX_ENDPOINTS);
+	__type(key, struct endpoint_mac);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoint_macs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, OUTCALL_MAX_GRANTS);

@@ -26,7 +26,7 @@ enum reason {
 	REASON_ALLOW_GATEWAY,       /* a service (DNS, proxy) open on the endpoint's gateway */
 	REASON_ALLOW_ARP,           /* ARP with the endpoint's own addresses for the gateway */
 	REASON_ALLOW_ESTABLISHED,   /* belongs to a flow conntrack already knows */
-	REASON_DROP_UNKNOWN_PORT,   /* port has no identity */
+	REASON_DROP_UNKNOWN_PORT,   /* port has no identity, and the packet is not for a gateway service */
 	REASON_DROP_SPOOFED_MAC,
 	REASON_DROP_SPOOFED_IP,
 	REASON_DROP_IPV6,
@@ -44,6 +44,9 @@ enum reason {
 	REASON_DROP_RESTRICTED,     /* a restricted destination no licensed rule or grant opens */
 	REASON_DROP_IP_OPTIONS,     /* IPv4 options (source routing and the like) */
 	REASON_ALLOW_REPLY,         /* reply of a connection opened towards the container */
+	REASON_ALLOW_UNKNOWN_GATEWAY, /* a port without identity: a service open on its gateway */
+	REASON_ALLOW_UNKNOWN_ARP,   /* a port without identity: ARP for its gateway */
+	REASON_DROP_UNKNOWN_SPOOFED, /* a port without identity: an endpoint's, the gateway's or a foreign address */
 	REASON_MAX,
 };
 _Static_assert(REASON_MAX <= OUTCALL_MAX_REASONS, "counters map too small");
@@ -63,6 +66,29 @@ struct endpoint {
 	__u8 gateway[4];
 	__u8 mac[6];
 	__u8 gateway_mac[6];
+};
+
+/* The network of a port of an Outcall bridge, identity or not: what a port
+ * without identity (a container nobody registered) may use. It reaches the
+ * services open on gateway and nothing else, from an address of the subnet
+ * that no endpoint holds (endpoint_ips, endpoint_macs). */
+struct port_network {
+	__u8 gateway[4];
+	__u8 subnet[4]; /* the gateway's subnet, masked */
+	__u8 gateway_mac[6];
+	__u8 prefixlen; /* of subnet */
+	__u8 pad;
+};
+
+/* An address an endpoint holds: its IPv4 address (endpoint_ips) or its MAC
+ * (endpoint_macs). No port without identity may send from it. */
+struct endpoint_ip {
+	__u8 addr[4];
+};
+
+struct endpoint_mac {
+	__u8 mac[6];
+	__u8 pad[2];
 };
 
 /* An allow entry. port 0 matches every port of proto; proto 0 matches every

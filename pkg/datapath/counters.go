@@ -10,28 +10,31 @@ import (
 type Reason uint32
 
 var reasonNames = [...]string{
-	portIngressReasonREASON_ALLOW_GRANT:       "grant",
-	portIngressReasonREASON_ALLOW_GATEWAY:     "gateway",
-	portIngressReasonREASON_ALLOW_ARP:         "arp",
-	portIngressReasonREASON_ALLOW_ESTABLISHED: "established",
-	portIngressReasonREASON_DROP_UNKNOWN_PORT: "unknown_port",
-	portIngressReasonREASON_DROP_SPOOFED_MAC:  "spoofed_mac",
-	portIngressReasonREASON_DROP_SPOOFED_IP:   "spoofed_ip",
-	portIngressReasonREASON_DROP_IPV6:         "ipv6",
-	portIngressReasonREASON_DROP_NON_IP:       "non_ip",
-	portIngressReasonREASON_DROP_MALFORMED:    "malformed",
-	portIngressReasonREASON_DROP_FRAGMENT:     "fragment",
-	portIngressReasonREASON_DROP_NO_RULE:      "no_rule",
-	portIngressReasonREASON_DROP_EXPIRED:      "expired",
-	portIngressReasonREASON_DROP_DNS_BYPASS:   "dns_bypass",
-	portIngressReasonREASON_DROP_GATEWAY_PORT: "gateway_port",
-	portIngressReasonREASON_DROP_ARP:          "arp",
-	portIngressReasonREASON_ALLOW_RULE:        "rule",
-	portIngressReasonREASON_DROP_RULE:         "rule",
-	portIngressReasonREASON_DROP_EAST_WEST:    "east_west",
-	portIngressReasonREASON_DROP_RESTRICTED:   "restricted",
-	portIngressReasonREASON_DROP_IP_OPTIONS:   "ip_options",
-	portIngressReasonREASON_ALLOW_REPLY:       "reply",
+	portIngressReasonREASON_ALLOW_GRANT:           "grant",
+	portIngressReasonREASON_ALLOW_GATEWAY:         "gateway",
+	portIngressReasonREASON_ALLOW_ARP:             "arp",
+	portIngressReasonREASON_ALLOW_ESTABLISHED:     "established",
+	portIngressReasonREASON_DROP_UNKNOWN_PORT:     "unknown_port",
+	portIngressReasonREASON_DROP_SPOOFED_MAC:      "spoofed_mac",
+	portIngressReasonREASON_DROP_SPOOFED_IP:       "spoofed_ip",
+	portIngressReasonREASON_DROP_IPV6:             "ipv6",
+	portIngressReasonREASON_DROP_NON_IP:           "non_ip",
+	portIngressReasonREASON_DROP_MALFORMED:        "malformed",
+	portIngressReasonREASON_DROP_FRAGMENT:         "fragment",
+	portIngressReasonREASON_DROP_NO_RULE:          "no_rule",
+	portIngressReasonREASON_DROP_EXPIRED:          "expired",
+	portIngressReasonREASON_DROP_DNS_BYPASS:       "dns_bypass",
+	portIngressReasonREASON_DROP_GATEWAY_PORT:     "gateway_port",
+	portIngressReasonREASON_DROP_ARP:              "arp",
+	portIngressReasonREASON_ALLOW_RULE:            "rule",
+	portIngressReasonREASON_DROP_RULE:             "rule",
+	portIngressReasonREASON_DROP_EAST_WEST:        "east_west",
+	portIngressReasonREASON_DROP_RESTRICTED:       "restricted",
+	portIngressReasonREASON_DROP_IP_OPTIONS:       "ip_options",
+	portIngressReasonREASON_ALLOW_REPLY:           "reply",
+	portIngressReasonREASON_ALLOW_UNKNOWN_GATEWAY: "unknown_gateway",
+	portIngressReasonREASON_ALLOW_UNKNOWN_ARP:     "unknown_arp",
+	portIngressReasonREASON_DROP_UNKNOWN_SPOOFED:  "unknown_spoofed",
 }
 
 // Reasons, as the program numbers them.
@@ -58,7 +61,14 @@ const (
 	DropRestricted   = Reason(portIngressReasonREASON_DROP_RESTRICTED)
 	DropIPOptions    = Reason(portIngressReasonREASON_DROP_IP_OPTIONS)
 	AllowReply       = Reason(portIngressReasonREASON_ALLOW_REPLY)
-	reasonCount      = int(portIngressReasonREASON_MAX)
+	// A port without identity reached a service open on its gateway, or
+	// sent ARP for it; it sent from an address an endpoint holds (or the
+	// gateway's, or one outside its subnet). Everything else it sends is
+	// DropUnknownPort.
+	AllowUnknownGateway = Reason(portIngressReasonREASON_ALLOW_UNKNOWN_GATEWAY)
+	AllowUnknownARP     = Reason(portIngressReasonREASON_ALLOW_UNKNOWN_ARP)
+	DropUnknownSpoofed  = Reason(portIngressReasonREASON_DROP_UNKNOWN_SPOOFED)
+	reasonCount         = int(portIngressReasonREASON_MAX)
 )
 
 // The destination ports of DNS (enum dns_port of bpf/lib/types.h). TCP or
@@ -82,7 +92,7 @@ func (r Reason) String() string {
 // a list.
 func (r Reason) Allowed() bool {
 	switch r {
-	case AllowGrant, AllowGateway, AllowARP, AllowEstablished, AllowRule, AllowReply:
+	case AllowGrant, AllowGateway, AllowARP, AllowEstablished, AllowRule, AllowReply, AllowUnknownGateway, AllowUnknownARP:
 		return true
 	}
 	return false

@@ -1,6 +1,7 @@
 // Package datapath loads Outcall's TCX program, attaches it to container-facing
 // bridge ports and manages the maps it decides from: endpoints (port →
-// identity), grants (identity, destination → allow with optional expiry),
+// identity), the ports' networks and the addresses endpoints hold (for ports
+// without identity, which reach only the gateway's services), grants (identity, destination → allow with optional expiry),
 // gateway services and the packet-layer rule tables the rule engine lowers
 // its network rules into. Maps and links are pinned in bpffs so that
 // enforcement survives the daemon, and a restarted daemon swaps its program
@@ -67,6 +68,26 @@ type Endpoint struct {
 	// GatewayMAC is the bridge's own address: an IPv4 frame or ARP reply
 	// the port sends to any other MAC is dropped (east_west).
 	GatewayMAC net.HardwareAddr
+}
+
+// PortNetwork is the network of a port of an Outcall bridge, for a port
+// without identity (no Endpoint): it reaches the services open on Gateway's
+// address, and sends ARP for it, from an address of Gateway's subnet that no
+// endpoint holds (SetEndpointAddrs), and nothing else.
+type PortNetwork struct {
+	// Gateway is the gateway address with the subnet's prefix length
+	// (at most /30).
+	Gateway    netip.Prefix
+	GatewayMAC net.HardwareAddr
+}
+
+// EndpointAddrs are the addresses a registered endpoint holds: no port
+// without identity may send from either, whether the endpoint's port is
+// there or not.
+type EndpointAddrs struct {
+	Identity uint32
+	IP       netip.Addr
+	MAC      net.HardwareAddr
 }
 
 // Service is a gateway port (DNS, proxy) that endpoints may reach. A service
@@ -296,9 +317,21 @@ func (d *Datapath) Attach(ifindex int) error {
 	return nil
 }
 
-// Detach removes the program from the port. The port is then dead: the
-// nftables floor drops everything it sends.
+// Detach removes the program from the port, and the port's network
+// (SetPortNetwork). The port is then dead: the nftables floor drops
+// everything it sends.
 func (d *Datapath) Detach(ifindex int) error {
+	if err := d.detach(ifindex); err != nil {
+		return err
+	}
+	if err := d.objs.PortNetworks.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete network of ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// detach removes the program from the port.
+func (d *Datapath) detach(ifindex int) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	l, ok := d.links[ifindex]
@@ -335,15 +368,126 @@ func (d *Datapath) AttachedPorts() []int {
 }
 
 // SetEndpoint gives the port an identity and the addresses it may send from.
+// The addresses are held for the endpoint (as by SetEndpointAddrs) before
+// the port gets its identity, so no port without identity sends from them
+// once a gateway service could take a sender from them for this endpoint.
 func (d *Datapath) SetEndpoint(ifindex int, ep Endpoint) error {
 	if !ep.IP.Is4() || !ep.Gateway.Is4() || len(ep.MAC) != 6 || len(ep.GatewayMAC) != 6 {
 		return fmt.Errorf("set endpoint of ifindex %d: need IPv4 address, IPv4 gateway, 6-byte MAC and 6-byte gateway MAC", ifindex)
+	}
+	if err := d.holdAddrs(EndpointAddrs{Identity: ep.Identity, IP: ep.IP, MAC: ep.MAC}); err != nil {
+		return fmt.Errorf("set endpoint of ifindex %d: %w", ifindex, err)
 	}
 	v := portIngressEndpoint{Identity: ep.Identity, Ip: ep.IP.As4(), Gateway: ep.Gateway.As4()}
 	copy(v.Mac[:], ep.MAC)
 	copy(v.GatewayMac[:], ep.GatewayMAC)
 	if err := d.objs.Endpoints.Put(uint32(ifindex), &v); err != nil {
 		return fmt.Errorf("set endpoint of ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+func ipKey(ip netip.Addr) portIngressEndpointIp { return portIngressEndpointIp{Addr: ip.As4()} }
+
+func macKey(mac net.HardwareAddr) portIngressEndpointMac {
+	var k portIngressEndpointMac
+	copy(k.Mac[:], mac)
+	return k
+}
+
+// holdAddrs writes a's addresses into endpoint_ips and endpoint_macs.
+func (d *Datapath) holdAddrs(a EndpointAddrs) error {
+	if err := d.objs.EndpointIps.Put(ipKey(a.IP), a.Identity); err != nil {
+		return fmt.Errorf("hold address %s for identity %d: %w", a.IP, a.Identity, err)
+	}
+	if err := d.objs.EndpointMacs.Put(macKey(a.MAC), a.Identity); err != nil {
+		return fmt.Errorf("hold mac %s for identity %d: %w", a.MAC, a.Identity, err)
+	}
+	return nil
+}
+
+// SetEndpointAddrs replaces the set of addresses endpoints hold with addrs
+// (every registered endpoint, its port there or not) and the addresses of
+// every port that has an identity now: SetEndpoint's are never released
+// here, so a caller that lists too few cannot open an active endpoint's
+// address to a port without identity. An entry that is not an IPv4 address
+// and a 6-byte MAC is an error naming it, and then nothing is changed.
+func (d *Datapath) SetEndpointAddrs(addrs []EndpointAddrs) error {
+	ips := map[portIngressEndpointIp]uint32{}
+	macs := map[portIngressEndpointMac]uint32{}
+	for _, a := range addrs {
+		if !a.IP.Is4() || len(a.MAC) != 6 {
+			return fmt.Errorf("set endpoint addresses: identity %d: need an IPv4 address and a 6-byte MAC, have %s and %s", a.Identity, a.IP, a.MAC)
+		}
+		ips[ipKey(a.IP)] = a.Identity
+		macs[macKey(a.MAC)] = a.Identity
+	}
+	var ifindex uint32
+	var ep portIngressEndpoint
+	it := d.objs.Endpoints.Iterate()
+	for it.Next(&ifindex, &ep) {
+		ips[portIngressEndpointIp{Addr: ep.Ip}] = ep.Identity
+		macs[portIngressEndpointMac{Mac: ep.Mac}] = ep.Identity
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("set endpoint addresses: list endpoints: %w", err)
+	}
+	// Additions first: an address changing hands is never free between.
+	for k, id := range ips {
+		if err := d.objs.EndpointIps.Put(k, id); err != nil {
+			return fmt.Errorf("hold address %s for identity %d: %w", netip.AddrFrom4(k.Addr), id, err)
+		}
+	}
+	for k, id := range macs {
+		if err := d.objs.EndpointMacs.Put(k, id); err != nil {
+			return fmt.Errorf("hold mac %s for identity %d: %w", net.HardwareAddr(k.Mac[:]), id, err)
+		}
+	}
+	if err := releaseExcept(d.objs.EndpointIps, ips); err != nil {
+		return fmt.Errorf("release endpoint addresses: %w", err)
+	}
+	if err := releaseExcept(d.objs.EndpointMacs, macs); err != nil {
+		return fmt.Errorf("release endpoint macs: %w", err)
+	}
+	return nil
+}
+
+// releaseExcept deletes every key of m that keep does not hold.
+func releaseExcept[K comparable](m *ebpf.Map, keep map[K]uint32) error {
+	var k K
+	var v uint32
+	var stale []K
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := keep[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetPortNetwork tells the program which network the port is on, for the
+// time it has no identity: it then reaches the services open on the
+// network's gateway and nothing else (PortNetwork). A port the program runs
+// on without it, and without an identity, reaches nothing. Detach removes
+// it.
+func (d *Datapath) SetPortNetwork(ifindex int, pn PortNetwork) error {
+	gw := pn.Gateway
+	if !gw.IsValid() || !gw.Addr().Is4() || gw.Bits() < 1 || gw.Bits() > 30 || len(pn.GatewayMAC) != 6 {
+		return fmt.Errorf("set network of ifindex %d: need an IPv4 gateway with a prefix of /1 to /30 and a 6-byte gateway MAC, have %s and %s", ifindex, gw, pn.GatewayMAC)
+	}
+	v := portIngressPortNetwork{Gateway: gw.Addr().As4(), Subnet: gw.Masked().Addr().As4(), Prefixlen: uint8(gw.Bits())}
+	copy(v.GatewayMac[:], pn.GatewayMAC)
+	if err := d.objs.PortNetworks.Put(uint32(ifindex), &v); err != nil {
+		return fmt.Errorf("set network of ifindex %d: %w", ifindex, err)
 	}
 	return nil
 }
@@ -434,7 +578,7 @@ func (d *Datapath) Unpin() error {
 	for _, m := range []*ebpf.Map{
 		d.objs.Endpoints, d.objs.Grants, d.objs.Services, d.objs.Counters, d.objs.DropEvents,
 		d.objs.RuleActive, d.objs.RuleDsts, d.objs.RuleTable, d.objs.RuleAgents, d.objs.RuleHits,
-		d.objs.Fences, d.objs.Flows,
+		d.objs.Fences, d.objs.Flows, d.objs.PortNetworks, d.objs.EndpointIps, d.objs.EndpointMacs,
 	} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
@@ -498,7 +642,7 @@ func (d *Datapath) LinkAlive(ifindex int) bool {
 // Reattach replaces the port's link with a fresh one at the head of the
 // chain. The old link, detached or not, is closed and unpinned first.
 func (d *Datapath) Reattach(ifindex int) error {
-	if err := d.Detach(ifindex); err != nil {
+	if err := d.detach(ifindex); err != nil {
 		return err
 	}
 	return d.Attach(ifindex)

@@ -43,6 +43,17 @@ type portIngressEndpoint struct {
 	GatewayMac [6]uint8
 }
 
+type portIngressEndpointIp struct {
+	_    structs.HostLayout
+	Addr [4]uint8
+}
+
+type portIngressEndpointMac struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad [2]uint8
+}
+
 type portIngressEventBudget struct {
 	_             structs.HostLayout
 	WindowStartNs uint64
@@ -128,32 +139,44 @@ type portIngressGrantValue struct {
 	Pad       [3]uint8
 }
 
+type portIngressPortNetwork struct {
+	_          structs.HostLayout
+	Gateway    [4]uint8
+	Subnet     [4]uint8
+	GatewayMac [6]uint8
+	Prefixlen  uint8
+	Pad        uint8
+}
+
 type portIngressReason uint32
 
 const (
-	portIngressReasonREASON_ALLOW_GRANT       portIngressReason = 0
-	portIngressReasonREASON_ALLOW_GATEWAY     portIngressReason = 1
-	portIngressReasonREASON_ALLOW_ARP         portIngressReason = 2
-	portIngressReasonREASON_ALLOW_ESTABLISHED portIngressReason = 3
-	portIngressReasonREASON_DROP_UNKNOWN_PORT portIngressReason = 4
-	portIngressReasonREASON_DROP_SPOOFED_MAC  portIngressReason = 5
-	portIngressReasonREASON_DROP_SPOOFED_IP   portIngressReason = 6
-	portIngressReasonREASON_DROP_IPV6         portIngressReason = 7
-	portIngressReasonREASON_DROP_NON_IP       portIngressReason = 8
-	portIngressReasonREASON_DROP_MALFORMED    portIngressReason = 9
-	portIngressReasonREASON_DROP_FRAGMENT     portIngressReason = 10
-	portIngressReasonREASON_DROP_NO_RULE      portIngressReason = 11
-	portIngressReasonREASON_DROP_EXPIRED      portIngressReason = 12
-	portIngressReasonREASON_DROP_DNS_BYPASS   portIngressReason = 13
-	portIngressReasonREASON_DROP_GATEWAY_PORT portIngressReason = 14
-	portIngressReasonREASON_DROP_ARP          portIngressReason = 15
-	portIngressReasonREASON_ALLOW_RULE        portIngressReason = 16
-	portIngressReasonREASON_DROP_RULE         portIngressReason = 17
-	portIngressReasonREASON_DROP_EAST_WEST    portIngressReason = 18
-	portIngressReasonREASON_DROP_RESTRICTED   portIngressReason = 19
-	portIngressReasonREASON_DROP_IP_OPTIONS   portIngressReason = 20
-	portIngressReasonREASON_ALLOW_REPLY       portIngressReason = 21
-	portIngressReasonREASON_MAX               portIngressReason = 22
+	portIngressReasonREASON_ALLOW_GRANT           portIngressReason = 0
+	portIngressReasonREASON_ALLOW_GATEWAY         portIngressReason = 1
+	portIngressReasonREASON_ALLOW_ARP             portIngressReason = 2
+	portIngressReasonREASON_ALLOW_ESTABLISHED     portIngressReason = 3
+	portIngressReasonREASON_DROP_UNKNOWN_PORT     portIngressReason = 4
+	portIngressReasonREASON_DROP_SPOOFED_MAC      portIngressReason = 5
+	portIngressReasonREASON_DROP_SPOOFED_IP       portIngressReason = 6
+	portIngressReasonREASON_DROP_IPV6             portIngressReason = 7
+	portIngressReasonREASON_DROP_NON_IP           portIngressReason = 8
+	portIngressReasonREASON_DROP_MALFORMED        portIngressReason = 9
+	portIngressReasonREASON_DROP_FRAGMENT         portIngressReason = 10
+	portIngressReasonREASON_DROP_NO_RULE          portIngressReason = 11
+	portIngressReasonREASON_DROP_EXPIRED          portIngressReason = 12
+	portIngressReasonREASON_DROP_DNS_BYPASS       portIngressReason = 13
+	portIngressReasonREASON_DROP_GATEWAY_PORT     portIngressReason = 14
+	portIngressReasonREASON_DROP_ARP              portIngressReason = 15
+	portIngressReasonREASON_ALLOW_RULE            portIngressReason = 16
+	portIngressReasonREASON_DROP_RULE             portIngressReason = 17
+	portIngressReasonREASON_DROP_EAST_WEST        portIngressReason = 18
+	portIngressReasonREASON_DROP_RESTRICTED       portIngressReason = 19
+	portIngressReasonREASON_DROP_IP_OPTIONS       portIngressReason = 20
+	portIngressReasonREASON_ALLOW_REPLY           portIngressReason = 21
+	portIngressReasonREASON_ALLOW_UNKNOWN_GATEWAY portIngressReason = 22
+	portIngressReasonREASON_ALLOW_UNKNOWN_ARP     portIngressReason = 23
+	portIngressReasonREASON_DROP_UNKNOWN_SPOOFED  portIngressReason = 24
+	portIngressReasonREASON_MAX                   portIngressReason = 25
 )
 
 type portIngressRuleAction uint32
@@ -203,11 +226,14 @@ const (
 	portIngressMapBarrier             = "barrier"
 	portIngressMapCounters            = "counters"
 	portIngressMapDropEvents          = "drop_events"
+	portIngressMapEndpointIps         = "endpoint_ips"
+	portIngressMapEndpointMacs        = "endpoint_macs"
 	portIngressMapEndpoints           = "endpoints"
 	portIngressMapEventBudgets        = "event_budgets"
 	portIngressMapFences              = "fences"
 	portIngressMapFlows               = "flows"
 	portIngressMapGrants              = "grants"
+	portIngressMapPortNetworks        = "port_networks"
 	portIngressMapRuleActive          = "rule_active"
 	portIngressMapRuleAgents          = "rule_agents"
 	portIngressMapRuleDsts            = "rule_dsts"
@@ -282,11 +308,14 @@ type portIngressMapSpecs struct {
 	Barrier      *ebpf.MapSpec `ebpf:"barrier"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	DropEvents   *ebpf.MapSpec `ebpf:"drop_events"`
+	EndpointIps  *ebpf.MapSpec `ebpf:"endpoint_ips"`
+	EndpointMacs *ebpf.MapSpec `ebpf:"endpoint_macs"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	EventBudgets *ebpf.MapSpec `ebpf:"event_budgets"`
 	Fences       *ebpf.MapSpec `ebpf:"fences"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	Grants       *ebpf.MapSpec `ebpf:"grants"`
+	PortNetworks *ebpf.MapSpec `ebpf:"port_networks"`
 	RuleActive   *ebpf.MapSpec `ebpf:"rule_active"`
 	RuleAgents   *ebpf.MapSpec `ebpf:"rule_agents"`
 	RuleDsts     *ebpf.MapSpec `ebpf:"rule_dsts"`
@@ -337,11 +366,14 @@ type portIngressMaps struct {
 	Barrier      *ebpf.Map `ebpf:"barrier"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	DropEvents   *ebpf.Map `ebpf:"drop_events"`
+	EndpointIps  *ebpf.Map `ebpf:"endpoint_ips"`
+	EndpointMacs *ebpf.Map `ebpf:"endpoint_macs"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	EventBudgets *ebpf.Map `ebpf:"event_budgets"`
 	Fences       *ebpf.Map `ebpf:"fences"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	Grants       *ebpf.Map `ebpf:"grants"`
+	PortNetworks *ebpf.Map `ebpf:"port_networks"`
 	RuleActive   *ebpf.Map `ebpf:"rule_active"`
 	RuleAgents   *ebpf.Map `ebpf:"rule_agents"`
 	RuleDsts     *ebpf.Map `ebpf:"rule_dsts"`
@@ -355,11 +387,14 @@ func (m *portIngressMaps) Close() error {
 		m.Barrier,
 		m.Counters,
 		m.DropEvents,
+		m.EndpointIps,
+		m.EndpointMacs,
 		m.Endpoints,
 		m.EventBudgets,
 		m.Fences,
 		m.Flows,
 		m.Grants,
+		m.PortNetworks,
 		m.RuleActive,
 		m.RuleAgents,
 		m.RuleDsts,

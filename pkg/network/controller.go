@@ -210,6 +210,11 @@ func (c *Controller) Up() error {
 	if err := c.dp.SetServices(c.servicesLocked()); err != nil {
 		return err
 	}
+	// Every registered endpoint's addresses are its own before any port
+	// without identity may reach a service.
+	if err := c.syncEndpointAddrsLocked(); err != nil {
+		return err
+	}
 	for _, n := range c.nets {
 		if err := c.ensureBridgeLocked(n); err != nil {
 			return err
@@ -325,6 +330,7 @@ func (c *Controller) floorConfigLocked() nft.Config {
 		cfg.Ports = append(cfg.Ports, ifindex)
 	}
 	slices.Sort(cfg.Ports)
+	cfg.Services = c.floorServicesLocked()
 	return cfg
 }
 
@@ -360,6 +366,11 @@ func (c *Controller) portJoinedLocked(ifindex int, name string, n *netState) err
 	if err := c.dp.Attach(ifindex); err != nil {
 		return err
 	}
+	// Without an identity the port reaches this network's gateway
+	// services and nothing else.
+	if err := c.dp.SetPortNetwork(ifindex, datapath.PortNetwork{Gateway: n.Gateway, GatewayMAC: n.mac}); err != nil {
+		return err
+	}
 	// The floor keys ports by ifindex, so a rename needs no floor change;
 	// only the name the endpoint lookup below uses is updated.
 	if _, ok := c.ports[ifindex]; !ok {
@@ -370,7 +381,7 @@ func (c *Controller) portJoinedLocked(ifindex int, name string, n *netState) err
 	c.ports[ifindex] = port{name: name, net: n}
 	ep, ok := c.endpointOfPortLocked(ifindex, name, n)
 	if !ok {
-		c.log.Info("port has no endpoint; it reaches nothing", "port", name, "ifindex", ifindex, "network", n.Name)
+		c.log.Info("port has no endpoint; it reaches only the gateway's services, which refuse it", "port", name, "ifindex", ifindex, "network", n.Name)
 		return nil
 	}
 	return c.activateLocked(ifindex, ep, n)

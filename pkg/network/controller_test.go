@@ -111,6 +111,65 @@ func TestUpOrder(t *testing.T) {
 	}
 }
 
+// TestUnknownPortsAndEndpointAddrs: every port taken over gets its
+// network, identity or not; the registered endpoints' addresses are held
+// before the first port is taken over and before an added endpoint's
+// identity, and released only after its removal.
+func TestUnknownPortsAndEndpointAddrs(t *testing.T) {
+	td := newTestController(t)
+	if err := td.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := td.c.InOrder("dp.SetEndpointAddrs 0", "dp.Attach 11", "dp.SetPortNetwork 11 10.200.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{11, 12} {
+		if pn, ok := td.dp.PortNetworks[i]; !ok || pn.Gateway != netip.MustParsePrefix("10.200.0.1/24") || pn.GatewayMAC.String() != testBridgeMAC.String() {
+			t.Errorf("port %d without endpoint: network %+v (set %v), want gateway 10.200.0.1/24 at %s", i, pn, ok, testBridgeMAC)
+		}
+	}
+	td.c.Reset()
+	if _, err := td.AddEndpoint(context.Background(), api.EndpointAddRequest{Name: "a1", Interface: "veth-a1", IP: "10.200.0.10", MAC: "02:00:0a:c8:00:0a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := td.c.InOrder("dp.SetEndpointAddrs 1", "dp.SetEndpoint 11"); err != nil {
+		t.Fatal(err)
+	}
+	if a := td.dp.EndpointAddrs; len(a) != 1 || a[0].IP != netip.MustParseAddr("10.200.0.10") || a[0].MAC.String() != "02:00:0a:c8:00:0a" {
+		t.Errorf("held addresses %+v, want a1's", a)
+	}
+	// The port leaves: a1 stays registered, and its addresses held.
+	td.mu.Lock()
+	err := td.portLeftLocked(11)
+	td.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := td.dp.PortNetworks[11]; ok {
+		t.Error("a port that left keeps its network")
+	}
+	if len(td.dp.EndpointAddrs) != 1 {
+		t.Errorf("a1's addresses were released when its port left: %+v", td.dp.EndpointAddrs)
+	}
+	td.c.Reset()
+	if err := td.RemoveEndpoint(context.Background(), "a1"); err != nil {
+		t.Fatal(err)
+	}
+	if len(td.dp.EndpointAddrs) != 0 {
+		t.Errorf("a removed endpoint's addresses stay held: %+v", td.dp.EndpointAddrs)
+	}
+
+	// A failing SetPortNetwork fails the takeover, before the identity.
+	td.dp.FailAt = "SetPortNetwork"
+	td.c.Reset()
+	td.mu.Lock()
+	err = td.portJoinedLocked(11, "veth-a1", td.nets[0])
+	td.mu.Unlock()
+	if err == nil || td.c.Index("dp.SetEndpoint") >= 0 {
+		t.Errorf("takeover with a failing SetPortNetwork: %v, calls %v", err, td.c.Log())
+	}
+}
+
 // TestPortJoinOrder: program, floor, identity, then the pinned addresses:
 // a port is never identified before its program is on.
 func TestPortJoinOrder(t *testing.T) {
@@ -130,7 +189,7 @@ func TestPortJoinOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"dp.Attach 11", "floor.AddPort 11", "dp.SetEndpoint 11", "bridges.PinEndpoint 11"}
+	want := []string{"dp.Attach 11", "dp.SetPortNetwork 11 10.200.0.1/24", "floor.AddPort 11", "dp.SetEndpoint 11", "bridges.PinEndpoint 11"}
 	if strings.Join(td.c.Log(), "; ") != strings.Join(want, "; ") {
 		t.Fatalf("calls %v, want %v", td.c.Log(), want)
 	}

@@ -3,6 +3,7 @@ package network
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 
 	"outcall.dev/outcall/pkg/api"
@@ -105,14 +106,19 @@ func (c *Controller) AddEndpoint(ctx context.Context, req api.EndpointAddRequest
 		return api.Endpoint{}, badRequest("%w", err)
 	}
 	// The agent class goes in before the identity, so the port's first
-	// packet is judged by the rows for its agent name.
+	// packet is judged by the rows for its agent name; the addresses are
+	// the endpoint's before a gateway service can identify it by them.
 	err = c.syncRuleAgentsLocked()
+	if err == nil {
+		err = c.syncEndpointAddrsLocked()
+	}
 	if err == nil {
 		err = c.activateLocked(ifindex, e, n)
 	}
 	if err != nil {
 		_ = c.dp.DeleteEndpoint(ifindex)
 		_, _ = c.endpoints.Remove(e.Name)
+		_ = c.syncEndpointAddrsLocked()
 		return api.Endpoint{}, err
 	}
 	return c.apiEndpointLocked(e), nil
@@ -155,7 +161,24 @@ func (c *Controller) RemoveEndpoint(ctx context.Context, name string) error {
 	if _, err = c.endpoints.Remove(name); err != nil {
 		return err
 	}
-	return c.syncRuleAgentsLocked()
+	// Its addresses are free for other senders only once no gateway
+	// service can identify it any more.
+	return errors.Join(c.syncRuleAgentsLocked(), c.syncEndpointAddrsLocked())
+}
+
+// syncEndpointAddrsLocked holds the addresses of every registered endpoint,
+// its port there or not, in the datapath: a port without identity sending
+// from one of them is dropped, so the gateway services, which know a
+// sender by its address, never take it for the endpoint.
+func (c *Controller) syncEndpointAddrsLocked() error {
+	if c.dp == nil {
+		return nil
+	}
+	var addrs []datapath.EndpointAddrs
+	for _, e := range c.endpoints.List() {
+		addrs = append(addrs, datapath.EndpointAddrs{Identity: e.Identity, IP: e.IP, MAC: e.MAC})
+	}
+	return c.dp.SetEndpointAddrs(addrs)
 }
 
 // EndpointCount is how many identities are registered (metrics.Source).

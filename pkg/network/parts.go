@@ -27,6 +27,13 @@ type Datapath interface {
 	Reattach(ifindex int) error
 	SetEndpoint(ifindex int, ep datapath.Endpoint) error
 	DeleteEndpoint(ifindex int) error
+	// SetPortNetwork tells the program the network of a port it runs on:
+	// without an identity the port reaches that gateway's open services,
+	// from an address no endpoint holds, and nothing else.
+	SetPortNetwork(ifindex int, pn datapath.PortNetwork) error
+	// SetEndpointAddrs names the addresses every registered endpoint
+	// holds, which no port without identity may send from.
+	SetEndpointAddrs([]datapath.EndpointAddrs) error
 	SetServices([]datapath.Service) error
 	SetFences([]datapath.Fence) error
 	EndFlows(datapath.FlowMatch) (int, error)
@@ -45,6 +52,9 @@ type Floor interface {
 	Apply(nft.Config) error
 	AddPort(ifindex int) error
 	RemovePort(ifindex int) error
+	// SetServices names the open gateway services, whose traffic is not
+	// tracked (so never counts towards the per-agent cap).
+	SetServices([]nft.Service) error
 	Delete() (bool, error)
 	Active() (bool, error)
 	Intact() bool

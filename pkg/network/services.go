@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"outcall.dev/outcall/pkg/datapath"
+	"outcall.dev/outcall/pkg/nft"
 )
 
 // Gateway services (DNS, proxy) are open to containers only while Outcall's
@@ -67,7 +68,23 @@ func (c *Controller) holdServiceLocked(s datapath.Service, delta int) error {
 		add(-delta)
 		return err
 	}
+	// The floor leaves the open services' traffic untracked, so queries
+	// never count towards the per-agent cap. The datapath alone decides
+	// what reaches them: a floor that missed this update tracks (and
+	// counts) that traffic, as it did before, and opens nothing.
+	if err := c.floor.SetServices(c.floorServicesLocked()); err != nil {
+		c.log.Warn("floor: gateway services stay tracked", "err", err)
+	}
 	return nil
+}
+
+// floorServicesLocked is servicesLocked for the floor.
+func (c *Controller) floorServicesLocked() []nft.Service {
+	var out []nft.Service
+	for _, s := range c.servicesLocked() {
+		out = append(out, nft.Service{Addr: s.Gateway, Proto: s.Proto, Port: s.Port})
+	}
+	return out
 }
 
 // ListenTCPService binds a TCP listener on the gateway address of network

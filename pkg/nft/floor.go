@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -62,9 +63,24 @@ type Config struct {
 	Mark     uint32 // api.AllowMark
 	MarkMask uint32 // api.AllowMarkMask
 	// MaxConnsPerAgent caps the conntrack entries one agent source address
-	// may hold through or to the gateway (0: no cap), because the conntrack
-	// table is host-wide and one agent could fill it for every other.
+	// may hold through the gateway or to the host (0: no cap), because the
+	// conntrack table is host-wide and one agent could fill it for every
+	// other. Traffic of Services is not tracked, so it never counts.
 	MaxConnsPerAgent uint32
+	// Services are the gateway services open now (Outcall's own DNS filter
+	// and proxy listeners). Marked packets to them from a bridge, and what
+	// their sockets send back onto a bridge, are not tracked: a DNS query
+	// would otherwise hold a conntrack entry for 30 s, towards the cap and
+	// in the host's table, and the services bound their own load.
+	Services []Service
+}
+
+// Service is a gateway service: a listener of Outcall's on Addr, Proto
+// (TCP or UDP) and Port.
+type Service struct {
+	Addr  netip.Addr // IPv4
+	Proto uint8
+	Port  uint16
 }
 
 // Floor writes and inspects Outcall's nftables tables. Its methods are safe for
@@ -102,6 +118,8 @@ const (
 	setBridges      = "bridges"
 	setPorts        = "ports"
 	setConns        = "conns_per_agent"
+	setServices     = "services"
+	chainOutput     = "output"
 	chainForward    = "forward"
 	chainInput      = "input"
 	chainPrerouting = "prerouting"
@@ -226,6 +244,51 @@ func (f *Floor) updatePort(op string, ifindex int, remove bool) error {
 	})
 }
 
+// SetServices replaces the services set of the inet table (Config.Services)
+// in one transaction, without rewriting the tables, so counters and the
+// per-agent connection counts are kept.
+func (f *Floor) SetServices(services []Service) error {
+	const op = "set services"
+	elems, err := serviceElements(services)
+	if err != nil {
+		return &Error{Op: op, Err: err}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.flush(op, func(c *nftables.Conn) error {
+		set := serviceSet(inetTable())
+		c.FlushSet(set)
+		return c.SetAddElements(set, elems)
+	})
+}
+
+// serviceSet is typed ipv4_addr . inet_proto . inet_service.
+func serviceSet(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: setServices, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)}
+}
+
+// serviceElements are the elements of the services set: each field of the
+// concatenation padded to 4 bytes, as the registers hold them.
+func serviceElements(services []Service) ([]nftables.SetElement, error) {
+	seen := map[Service]bool{}
+	var elems []nftables.SetElement
+	for _, s := range services {
+		if !s.Addr.Is4() || (s.Proto != unix.IPPROTO_TCP && s.Proto != unix.IPPROTO_UDP) || s.Port == 0 {
+			return nil, fmt.Errorf("invalid service %s/%d/%d: need an IPv4 address, TCP or UDP and a port", s.Addr, s.Proto, s.Port)
+		}
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		a := s.Addr.As4()
+		key := append(a[:], s.Proto, 0, 0, 0)
+		key = append(key, byte(s.Port>>8), byte(s.Port), 0, 0)
+		elems = append(elems, nftables.SetElement{Key: key})
+	}
+	return elems, nil
+}
+
 // Delete removes the three tables; it is the teardown of `bridge down` only,
 // never of a daemon shutdown. Absent tables are not an error. It reports
 // whether any of them existed, so teardown can say what it removed.
@@ -289,7 +352,8 @@ func (f *Floor) present() (int, error) {
 // Counters returns the packet counts of the counted rules, keyed by the name in
 // the rule's comment: forward_established, forward_conn_limit_drop,
 // forward_allow, forward_drop_in, forward_drop_out, input_established,
-// input_conn_limit_drop, input_allow, input_drop, bridge_forward_drop,
+// input_conn_limit_drop, input_allow, input_drop, prerouting_service_notrack,
+// output_service_notrack, bridge_forward_drop,
 // bridge_forward_to_port, bridge_input_allow, bridge_input_drop,
 // arp_input_allow and arp_input_drop, plus bridge_prerouting_unknown where
 // the kernel has meta ibrname. The conn_limit names exist only with a cap.
@@ -400,6 +464,31 @@ func build(c *nftables.Conn, cfg Config, bridgeMeta bool) error {
 	if err := c.AddSet(portSet(inet), indexElements(cfg.Ports...)); err != nil {
 		return err
 	}
+	services := serviceSet(inet)
+	serviceElems, err := serviceElements(cfg.Services)
+	if err != nil {
+		return err
+	}
+	if err := c.AddSet(services, serviceElems); err != nil {
+		return err
+	}
+	// Gateway services are not tracked (Config.Services): a query from the
+	// datapath-marked port to an open service, and its answer, leave no
+	// conntrack entry, so they never count towards the cap. Unmarked
+	// packets are tracked as ever and dropped below.
+	raw := func(name string, hook *nftables.ChainHook) *nftables.Chain {
+		return c.AddChain(&nftables.Chain{
+			Name: name, Table: inet, Type: nftables.ChainTypeFilter,
+			Hooknum: hook, Priority: nftables.ChainPriorityRaw, Policy: &accept,
+		})
+	}
+	addRules(c, raw(chainPrerouting, nftables.ChainHookPrerouting),
+		rule{counter: "prerouting_service_notrack", verdict: expr.VerdictContinue,
+			match: slices.Concat(mark, serviceMatch(services, 16, 2), []expr.Any{&expr.Notrack{}})})
+	addRules(c, raw(chainOutput, nftables.ChainHookOutput),
+		rule{counter: "output_service_notrack", verdict: expr.VerdictContinue,
+			match: slices.Concat(in(expr.MetaKeyOIFNAME, bridges), serviceMatch(services, 12, 0), []expr.Any{&expr.Notrack{}})})
+
 	// connLimit is empty without a cap. It comes after the established rule,
 	// which new connections never match, so established packets skip it.
 	connLimit := func(string) []rule { return nil }
@@ -633,6 +722,22 @@ func connsOver(s *nftables.Set, n uint32) []expr.Any {
 	}
 }
 
+// serviceMatch is `ip daddr . meta l4proto . th dport @services` with the
+// address at addrOff of the IPv4 header and the port at portOff of the
+// transport header (16 and 2: destination; 12 and 0: source). The
+// concatenation is built in consecutive 32-bit registers.
+func serviceMatch(s *nftables.Set, addrOff, portOff uint32) []expr.Any {
+	const reg = 8 // NFT_REG32_00
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: addrOff, Len: 4},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg + 1},
+		&expr.Payload{DestRegister: reg + 2, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2},
+		&expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID},
+	}
+}
+
 // establishedOrRelated is `ct state established,related`.
 func establishedOrRelated() []expr.Any {
 	return []expr.Any{
@@ -661,7 +766,8 @@ func (cfg Config) validate() error {
 			return err
 		}
 	}
-	return nil
+	_, err := serviceElements(cfg.Services)
+	return err
 }
 
 // validIndex refuses what cannot be an ifindex: the kernel's are positive

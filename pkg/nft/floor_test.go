@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -59,6 +60,12 @@ func wantRules(cfg Config) map[string][]string {
 			"mark 0x4f430000/16, counter, accept #input_allow",
 			"counter, drop #input_drop",
 		}),
+		"inet prerouting": {
+			"mark 0x4f430000/16, ip daddr . meta l4proto . th dport == @services, notrack, counter, continue #prerouting_service_notrack",
+		},
+		"inet output": {
+			"oifname == @bridges, ip saddr . meta l4proto . th sport == @services, notrack, counter, continue #output_service_notrack",
+		},
 		"bridge forward": {
 			"iif == @ports, counter, drop #bridge_forward_drop",
 			"oif == @ports, counter, drop #bridge_forward_to_port",
@@ -75,22 +82,38 @@ func wantRules(cfg Config) map[string][]string {
 }
 
 var wantChains = map[string]chainInfo{
-	"inet forward":   {Type: "filter", Hook: "forward", Prio: 0, Policy: "drop"},
-	"inet input":     {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
-	"bridge forward": {Type: "filter", Hook: "forward", Prio: -200, Policy: "accept"},
-	"bridge input":   {Type: "filter", Hook: "input", Prio: -200, Policy: "accept"},
-	"arp input":      {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
+	"inet forward":    {Type: "filter", Hook: "forward", Prio: 0, Policy: "drop"},
+	"inet input":      {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
+	"inet prerouting": {Type: "filter", Hook: "prerouting", Prio: -300, Policy: "accept"},
+	"inet output":     {Type: "filter", Hook: "output", Prio: -300, Policy: "accept"},
+	"bridge forward":  {Type: "filter", Hook: "forward", Prio: -200, Policy: "accept"},
+	"bridge input":    {Type: "filter", Hook: "input", Prio: -200, Policy: "accept"},
+	"arp input":       {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
 }
 
 func TestApply(t *testing.T) {
 	f, ns := newTestFloor(t)
 	cfg := testConfig([]string{"oc-test-br0"}, []int{1002, 1001})
 	cfg.MaxConnsPerAgent = 512
+	cfg.Services = []Service{{netip.MustParseAddr("10.200.0.1"), 17, 53}, {netip.MustParseAddr("10.200.0.1"), 6, 53}, {netip.MustParseAddr("10.200.1.1"), 6, 8080}}
 	if err := f.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
 	rs := listRuleset(t, ns)
 	checkFloor(t, rs, cfg)
+
+	// SetServices replaces the set alone; the rest stays as applied.
+	cfg.Services = []Service{{netip.MustParseAddr("10.200.1.1"), 17, 5353}}
+	if err := f.SetServices(cfg.Services); err != nil {
+		t.Fatal(err)
+	}
+	checkFloor(t, listRuleset(t, ns), cfg)
+	for _, bad := range []Service{{netip.MustParseAddr("2001:db8::1"), 17, 53}, {netip.MustParseAddr("10.200.0.1"), 1, 53}, {netip.MustParseAddr("10.200.0.1"), 6, 0}} {
+		if err := f.SetServices([]Service{{netip.MustParseAddr("10.200.0.1"), 17, 53}, bad}); err == nil {
+			t.Errorf("SetServices accepted %+v", bad)
+		}
+	}
+	checkFloor(t, listRuleset(t, ns), cfg)
 }
 
 func TestApplyReplaces(t *testing.T) {
@@ -263,6 +286,7 @@ func TestCounters(t *testing.T) {
 		"bridge_forward_drop", "bridge_forward_to_port", "bridge_input_allow", "bridge_input_drop",
 		"forward_allow", "forward_conn_limit_drop", "forward_drop_in", "forward_drop_out", "forward_established",
 		"input_allow", "input_conn_limit_drop", "input_drop", "input_established",
+		"output_service_notrack", "prerouting_service_notrack",
 	}
 	if keys := slices.Sorted(maps.Keys(got)); !slices.Equal(keys, want) {
 		t.Errorf("Counters keys = %q, want %q", keys, want)
@@ -822,10 +846,11 @@ func checkFloor(t *testing.T, rs ruleset, cfg Config) {
 		}
 	}
 	sets := map[string]setInfo{
-		"inet bridges": {"ifname", slices.Sorted(slices.Values(cfg.Bridges))},
-		"inet ports":   {"iface_index", indexNames(cfg.Ports)},
-		"bridge ports": {"iface_index", indexNames(cfg.Ports)},
-		"arp bridges":  {"ifname", slices.Sorted(slices.Values(cfg.Bridges))},
+		"inet bridges":  {"ifname", slices.Sorted(slices.Values(cfg.Bridges))},
+		"inet ports":    {"iface_index", indexNames(cfg.Ports)},
+		"bridge ports":  {"iface_index", indexNames(cfg.Ports)},
+		"arp bridges":   {"ifname", slices.Sorted(slices.Values(cfg.Bridges))},
+		"inet services": {"ipv4_addr . inet_proto . inet_service", serviceNames(cfg.Services)},
 	}
 	if cfg.MaxConnsPerAgent > 0 {
 		sets["inet conns_per_agent"] = setInfo{Type: "ipv4_addr"}
@@ -838,6 +863,20 @@ func checkFloor(t *testing.T, rs ruleset, cfg Config) {
 			t.Errorf("set %s = %s %q, want %s %q", key, got.Type, got.Elem, want.Type, want.Elem)
 		}
 	}
+}
+
+// serviceNames is how nft lists the services set's elements, sorted as
+// listRuleset sorts them.
+func serviceNames(services []Service) []string {
+	var names []string
+	for _, sv := range services {
+		proto := map[uint8]string{6: "tcp", 17: "udp"}[sv.Proto]
+		if n := fmt.Sprintf("%s . %s . %d", sv.Addr, proto, sv.Port); !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // indexNames is how nft lists ifindexes that name no interface of the
@@ -895,16 +934,23 @@ func listRuleset(t *testing.T, ns string) ruleset {
 				rs.chains[o.Family+" "+o.Name] = c
 			case kind == "set":
 				var s struct {
-					Type string
+					Type json.RawMessage
 					Elem []json.RawMessage
 				}
 				unmarshal(t, raw, &s)
-				info := setInfo{Type: s.Type}
+				// A concatenation's type is a list, shown as nft writes it.
+				var typ string
+				if json.Unmarshal(s.Type, &typ) != nil {
+					var types []string
+					unmarshal(t, s.Type, &types)
+					typ = strings.Join(types, " . ")
+				}
+				info := setInfo{Type: typ}
 				for _, e := range s.Elem {
 					// Names are strings; nft may print an ifindex as a number.
 					var name string
 					if json.Unmarshal(e, &name) != nil {
-						name = string(e)
+						name = concatElem(e)
 					}
 					info.Elem = append(info.Elem, name)
 				}
@@ -918,6 +964,24 @@ func listRuleset(t *testing.T, ns string) ruleset {
 	}
 	slices.Sort(rs.tables)
 	return rs
+}
+
+// concatElem renders a concatenated element ({"concat": [...]}) as nft
+// writes it, "10.200.0.1 . udp . 53"; anything else as its JSON.
+func concatElem(raw json.RawMessage) string {
+	var c struct{ Concat []json.RawMessage }
+	if json.Unmarshal(raw, &c) != nil || len(c.Concat) == 0 {
+		return string(raw)
+	}
+	parts := make([]string, len(c.Concat))
+	for i, p := range c.Concat {
+		var s string
+		if json.Unmarshal(p, &s) != nil {
+			s = string(p)
+		}
+		parts[i] = s
+	}
+	return strings.Join(parts, " . ")
 }
 
 func unmarshal(t *testing.T, raw []byte, v any) {
@@ -946,6 +1010,10 @@ func describe(t *testing.T, exprs []map[string]json.RawMessage, comment string) 
 				Op   string
 				Left struct {
 					Meta, Ct struct{ Key string }
+					Concat   []struct {
+						Meta    struct{ Key string }
+						Payload struct{ Protocol, Field string }
+					}
 				}
 				Right json.RawMessage
 			}
@@ -953,6 +1021,18 @@ func describe(t *testing.T, exprs []map[string]json.RawMessage, comment string) 
 				t.Fatalf("parse match: %v", err)
 			}
 			switch {
+			case len(m.Left.Concat) > 0:
+				var fields []string
+				for _, c := range m.Left.Concat {
+					if c.Meta.Key != "" {
+						fields = append(fields, "meta "+c.Meta.Key)
+					} else {
+						fields = append(fields, c.Payload.Protocol+" "+c.Payload.Field)
+					}
+				}
+				var set string
+				_ = json.Unmarshal(m.Right, &set)
+				parts = append(parts, strings.Join(fields, " . ")+" "+m.Op+" "+set)
 			case m.Left.Meta.Key == "mark":
 				var p struct{ Prefix struct{ Addr, Len uint32 } }
 				if err := json.Unmarshal(m.Right, &p); err != nil {

@@ -80,6 +80,11 @@ type Datapath struct {
 	Attached  map[int]bool
 	Services  []datapath.Service
 	Fences    []datapath.Fence
+	// PortNetworks are the ports' networks (SetPortNetwork), by ifindex.
+	PortNetworks map[int]datapath.PortNetwork
+	// EndpointAddrs are the addresses last held for endpoints
+	// (SetEndpointAddrs).
+	EndpointAddrs []datapath.EndpointAddrs
 	// FailAt names a method that fails.
 	FailAt string
 	// OnClearRules, if set, runs when ClearRules is called.
@@ -88,7 +93,8 @@ type Datapath struct {
 
 // NewDatapath returns an empty fake datapath recording into c.
 func NewDatapath(c *Calls) *Datapath {
-	return &Datapath{c: c, GrantMap: map[datapath.GrantKey]datapath.Grant{}, Endpoints: map[int]datapath.Endpoint{}, Attached: map[int]bool{}}
+	return &Datapath{c: c, GrantMap: map[datapath.GrantKey]datapath.Grant{}, Endpoints: map[int]datapath.Endpoint{}, Attached: map[int]bool{},
+		PortNetworks: map[int]datapath.PortNetwork{}}
 }
 
 func (f *Datapath) fail(method string) error {
@@ -151,6 +157,27 @@ func (f *Datapath) Attach(i int) error {
 func (f *Datapath) Detach(i int) error {
 	f.c.Add("dp.Detach %d", i)
 	delete(f.Attached, i)
+	delete(f.PortNetworks, i)
+	return nil
+}
+
+// SetPortNetwork implements network.Datapath.
+func (f *Datapath) SetPortNetwork(i int, pn datapath.PortNetwork) error {
+	f.c.Add("dp.SetPortNetwork %d %s", i, pn.Gateway)
+	if err := f.fail("SetPortNetwork"); err != nil {
+		return err
+	}
+	f.PortNetworks[i] = pn
+	return nil
+}
+
+// SetEndpointAddrs implements network.Datapath.
+func (f *Datapath) SetEndpointAddrs(a []datapath.EndpointAddrs) error {
+	f.c.Add("dp.SetEndpointAddrs %d", len(a))
+	if err := f.fail("SetEndpointAddrs"); err != nil {
+		return err
+	}
+	f.EndpointAddrs = slices.Clone(a)
 	return nil
 }
 
@@ -250,6 +277,8 @@ type Floor struct {
 	// Applied are the configurations applied, in order.
 	Applied []nft.Config
 	Ports   map[int]bool
+	// Services are the services last set (SetServices).
+	Services []nft.Service
 }
 
 // NewFloor returns a fake floor recording into c.
@@ -285,6 +314,13 @@ func (f *Floor) AddPort(i int) error {
 func (f *Floor) RemovePort(i int) error {
 	f.c.Add("floor.RemovePort %d", i)
 	delete(f.Ports, i)
+	return nil
+}
+
+// SetServices implements network.Floor.
+func (f *Floor) SetServices(s []nft.Service) error {
+	f.c.Add("floor.SetServices %d", len(s))
+	f.Services = slices.Clone(s)
 	return nil
 }
 
