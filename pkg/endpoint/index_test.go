@@ -2,6 +2,7 @@ package endpoint
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -26,19 +27,25 @@ func checkIndexes(t testing.TB, r *Registry) {
 	t.Helper()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	var bound, docker int
+	var bound, docker, named int
 	for id, e := range r.byIdentity {
 		if id != e.Identity {
 			t.Errorf("endpoint %q stored under identity %d", e.Name, id)
 		}
 		for index, got := range map[string]uint32{
-			"name":      r.byName[e.Name],
-			"interface": r.byInterface[e.Interface],
-			"source":    r.bySource[sourceKey{e.Network, e.IP}],
-			"mac":       r.byMAC[macKey{e.Network, string(e.MAC)}],
+			"name":   r.byName[e.Name],
+			"source": r.bySource[sourceKey{e.Network, e.IP}],
+			"mac":    r.byMAC[macKey{e.Network, string(e.MAC)}],
 		} {
 			if got != id {
 				t.Errorf("index by %s finds %d for endpoint %q (identity %d)", index, got, e.Name, id)
+			}
+		}
+		// A reserved Docker endpoint has no interface until it is bound.
+		if e.Interface != "" {
+			named++
+			if r.byInterface[e.Interface] != id {
+				t.Errorf("index by interface finds %d for endpoint %q", r.byInterface[e.Interface], e.Name)
 			}
 		}
 		if e.Ifindex != 0 {
@@ -56,7 +63,7 @@ func checkIndexes(t testing.TB, r *Registry) {
 	}
 	n := len(r.byIdentity)
 	for index, size := range map[string][2]int{
-		"name": {len(r.byName), n}, "interface": {len(r.byInterface), n}, "source": {len(r.bySource), n},
+		"name": {len(r.byName), n}, "interface": {len(r.byInterface), named}, "source": {len(r.bySource), n},
 		"mac": {len(r.byMAC), n}, "ifindex": {len(r.byIfindex), bound}, "container": {len(r.byContainer), docker},
 	} {
 		if size[0] != size[1] {
@@ -229,7 +236,7 @@ func TestRegistryAddRefuses(t *testing.T) {
 		{"container", func(e *Endpoint) { e.Origin, e.ContainerID = OriginDocker, "c0ffee" }, `container c0ffee already belongs to endpoint "a"`},
 		{"name before interface", func(e *Endpoint) { e.Name, e.Interface = "a", "veth-a" }, `endpoint "a" already exists`},
 		{"operator with a container", func(e *Endpoint) { e.ContainerID = "beef" }, "an operator's endpoint has no container id"},
-		{"docker without a container", func(e *Endpoint) { e.Origin = OriginDocker }, "a Docker endpoint needs its container id"},
+		{"docker bound without a container", func(e *Endpoint) { e.Origin = OriginDocker; e.Ifindex = 77 }, "a bound Docker endpoint needs its container id"},
 		{"unknown origin", func(e *Endpoint) { e.Origin = "kubernetes" }, `invalid origin "kubernetes"`},
 		{"long network", func(e *Endpoint) { e.Network = "outcall-" + strings.Repeat("n", 65) }, `need a network name of 1-72 characters`},
 		{"no mac", func(e *Endpoint) { e.MAC = nil; e.MACText = "" }, `invalid mac "": need a 6-byte`},
@@ -302,6 +309,78 @@ func TestRegistryBind(t *testing.T) {
 	}
 	if e, ok := r.ByIfindex(8); !ok || e.Name != "b" {
 		t.Fatalf("ByIfindex(8) = %q, %v; want b", e.Name, ok)
+	}
+}
+
+// TestRegistryBindContainer: a Docker endpoint is reserved with no port,
+// interface or container (two at once), bound to its container's port,
+// moved to a new port when the container starts again, and never handed to
+// another container or a taken port.
+func TestRegistryBindContainer(t *testing.T) {
+	r, err := Open(filepath.Join(t.TempDir(), "endpoints.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := mustEndpoint(t, "op", "veth-op", "10.200.0.9", "02:00:00:00:00:09")
+	op.Ifindex = 5
+	if _, err := r.Add(op); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"c1", "c2"} {
+		e := Endpoint{Name: name, IP: netip.AddrFrom4([4]byte{10, 200, 0, byte(20 + i)}), MAC: net.HardwareAddr{2, 0x42, 0, 0, 0, byte(20 + i)}, Origin: OriginDocker}
+		if _, err := r.Add(e); err != nil {
+			t.Fatalf("reserve %s: %v", name, err)
+		}
+	}
+	checkIndexes(t, r)
+	tests := []struct {
+		name, iface, container string
+		ifindex                int
+		wantErr                string
+	}{
+		{"x", "vethx", "cid-x", 9, `endpoint not found: "x"`},
+		{"op", "vethop", "cid-op", 9, `endpoint "op" is not a Docker endpoint`},
+		{"c1", "veth1", "", 9, "a bound Docker endpoint needs its container id"},
+		{"c1", "veth1", "cid-1", 0, "invalid ifindex 0"},
+		{"c1", "veth-op", "cid-1", 9, `bind endpoint "c1": interface veth-op already belongs to endpoint "op"`},
+		{"c1", "veth1", "cid-1", 5, `bind endpoint "c1": ifindex 5 already belongs to endpoint "op"`},
+		{"c1", "veth1", "cid-1", 9, ""},
+		{"c2", "veth2", "cid-1", 10, `bind endpoint "c2": container cid-1 already belongs to endpoint "c1"`},
+		{"c1", "veth1b", "cid-other", 11, `endpoint "c1" belongs to container cid-1, not cid-other`},
+		{"c1", "veth1b", "cid-1", 11, ""}, // started again: a new port
+	}
+	for _, tt := range tests {
+		_, err := r.BindContainer(tt.name, tt.ifindex, tt.iface, tt.container)
+		if tt.wantErr == "" && err != nil {
+			t.Errorf("BindContainer(%s, %d, %s, %s) = %v", tt.name, tt.ifindex, tt.iface, tt.container, err)
+		}
+		if tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr) {
+			t.Errorf("BindContainer(%s, %d, %s, %s) = %v, want %q", tt.name, tt.ifindex, tt.iface, tt.container, err, tt.wantErr)
+		}
+		checkIndexes(t, r)
+	}
+	if e, ok := r.ByIfindex(11); !ok || e.Name != "c1" || e.Interface != "veth1b" || e.ContainerID != "cid-1" {
+		t.Errorf("ByIfindex(11) = %+v, %v; want c1 on veth1b", e, ok)
+	}
+	if _, ok := r.ByIfindex(9); ok {
+		t.Error("the old port still names c1")
+	}
+	if e, ok := r.ByContainer("cid-1"); !ok || e.Name != "c1" {
+		t.Errorf("ByContainer(cid-1) = %q, %v; want c1", e.Name, ok)
+	}
+	if _, ok := r.ByInterface(""); ok {
+		t.Error("ByInterface(\"\") finds the unbound reservation")
+	}
+	// The reservation and the binding survive a reopen.
+	r2, err := Open(r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := r2.ByIfindex(11); !ok || e.Name != "c1" {
+		t.Errorf("after reopen ByIfindex(11) = %q, %v", e.Name, ok)
+	}
+	if e, err := r2.Get("c2"); err != nil || e.Ifindex != 0 || e.Interface != "" {
+		t.Errorf("after reopen c2 = %+v, %v; want reserved, unbound", e, err)
 	}
 }
 
@@ -418,7 +497,7 @@ func TestRegistryLoad(t *testing.T) {
 		{name: "identity 0", contents: file(3, strings.Replace(epA, `"identity":1`, `"identity":0`, 1)+`}`),
 			wantErr: `endpoint "a": identity 0`},
 		{name: "unknown origin", contents: file(3, epA+`,"origin":"k8s"}`), wantErr: `endpoint "a": invalid origin "k8s"`},
-		{name: "docker without container", contents: file(3, epA+`,"origin":"docker"}`), wantErr: `endpoint "a": a Docker endpoint needs its container id`},
+		{name: "docker bound without container", contents: file(3, epA+`,"ifindex":5,"origin":"docker"}`), wantErr: `endpoint "a": a bound Docker endpoint needs its container id`},
 		{name: "bad mac", contents: file(3, strings.Replace(epA, "02:00:00:00:00:0a", "zz", 1)+`}`), wantErr: `endpoint "a": address zz: invalid MAC address`},
 		{name: "not json", contents: `{`, wantErr: "parse endpoint registry"},
 	}

@@ -279,8 +279,10 @@ func check(e Endpoint) error {
 			return fmt.Errorf("an operator's endpoint has no container id (got %q)", e.ContainerID)
 		}
 	case OriginDocker:
-		if e.ContainerID == "" {
-			return errors.New("a Docker endpoint needs its container id")
+		// Reserved before the container exists, a Docker endpoint gets
+		// its container id when it is bound to the container's port.
+		if e.Ifindex != 0 && e.ContainerID == "" {
+			return errors.New("a bound Docker endpoint needs its container id")
 		}
 	default:
 		return fmt.Errorf("invalid origin %q: need %q or %q", e.Origin, OriginOperator, OriginDocker)
@@ -332,7 +334,7 @@ func (r *Registry) clashLocked(e Endpoint) (clash, bool) {
 	if id, ok := r.byName[e.Name]; ok {
 		return found("name", strconv.Quote(e.Name), id, ok)
 	}
-	if id, ok := r.byInterface[e.Interface]; ok {
+	if id, ok := r.byInterface[e.Interface]; ok && e.Interface != "" {
 		return found("interface", e.Interface, id, ok)
 	}
 	if id, ok := r.bySource[sourceKey{e.Network, e.IP}]; ok {
@@ -358,7 +360,9 @@ func (r *Registry) clashLocked(e Endpoint) (clash, bool) {
 func (r *Registry) indexLocked(e Endpoint) {
 	r.byIdentity[e.Identity] = e
 	r.byName[e.Name] = e.Identity
-	r.byInterface[e.Interface] = e.Identity
+	if e.Interface != "" {
+		r.byInterface[e.Interface] = e.Identity
+	}
 	r.bySource[sourceKey{e.Network, e.IP}] = e.Identity
 	r.byMAC[macKey{e.Network, string(e.MAC)}] = e.Identity
 	if e.Ifindex != 0 {
@@ -373,7 +377,9 @@ func (r *Registry) indexLocked(e Endpoint) {
 func (r *Registry) unindexLocked(e Endpoint) {
 	delete(r.byIdentity, e.Identity)
 	delete(r.byName, e.Name)
-	delete(r.byInterface, e.Interface)
+	if e.Interface != "" {
+		delete(r.byInterface, e.Interface)
+	}
 	delete(r.bySource, sourceKey{e.Network, e.IP})
 	delete(r.byMAC, macKey{e.Network, string(e.MAC)})
 	if e.Ifindex != 0 {
@@ -455,7 +461,7 @@ func (r *Registry) ByInterface(iface string) (Endpoint, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	id, ok := r.byInterface[iface]
-	return r.lookup(id, ok)
+	return r.lookup(id, ok && iface != "")
 }
 
 // ByIfindex returns the endpoint registered on the port with this ifindex.
@@ -515,6 +521,45 @@ func (r *Registry) Bind(name string, ifindex int) (Endpoint, error) {
 		return Endpoint{}, err
 	}
 	return e.clone(), nil
+}
+
+// BindContainer ties a Docker endpoint, reserved before its container
+// existed, to the container's port (ifindex, named iface) and records the
+// container's id, and persists it. A container that starts again gets a
+// new port: the endpoint moves to it. The container id, once recorded,
+// never changes: another container is another endpoint.
+func (r *Registry) BindContainer(name string, ifindex int, iface, containerID string) (Endpoint, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id, ok := r.byName[name]
+	if !ok {
+		return Endpoint{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	e := r.byIdentity[id]
+	switch {
+	case e.Origin != OriginDocker:
+		return Endpoint{}, fmt.Errorf("endpoint %q is not a Docker endpoint", name)
+	case ifindex <= 0:
+		return Endpoint{}, fmt.Errorf("invalid ifindex %d", ifindex)
+	case containerID == "":
+		return Endpoint{}, errors.New("a bound Docker endpoint needs its container id")
+	case e.ContainerID != "" && e.ContainerID != containerID:
+		return Endpoint{}, fmt.Errorf("endpoint %q belongs to container %s, not %s", name, e.ContainerID, containerID)
+	}
+	bound := e
+	bound.Ifindex, bound.Interface, bound.ContainerID = ifindex, iface, containerID
+	r.unindexLocked(e)
+	if c, ok := r.clashLocked(bound); ok {
+		r.indexLocked(e)
+		return Endpoint{}, fmt.Errorf("bind endpoint %q: %s %s already belongs to endpoint %q", name, c.field, c.value, c.other.Name)
+	}
+	r.indexLocked(bound)
+	if err := r.saveLocked(); err != nil {
+		r.unindexLocked(bound)
+		r.indexLocked(e)
+		return Endpoint{}, err
+	}
+	return bound.clone(), nil
 }
 
 // ByIdentity returns the endpoint with this identity.
