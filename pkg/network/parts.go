@@ -71,6 +71,9 @@ type Bridges interface {
 	DeletePorts(bridgeIndex int, ports []bridge.Port) error
 	PinEndpoint(bridgeIndex, port int, ip netip.Addr, mac net.HardwareAddr) error
 	UnpinEndpoint(bridgeIndex, port int, ip netip.Addr, mac net.HardwareAddr) error
+	// PeerPort finds the bridge port whose veth peer is the interface
+	// with this MAC in the network namespace at nsPath (a container's).
+	PeerPort(nsPath string, mac net.HardwareAddr) (int, error)
 }
 
 // OpenDatapath loads the real datapath.

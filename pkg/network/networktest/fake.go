@@ -351,11 +351,16 @@ type Bridges struct {
 	Bridges map[string]*Bridge
 	// FailEnsure names a bridge whose Ensure creates it and then fails.
 	FailEnsure string
-	next       int
+	// Peers maps a namespace path and a MAC ("path mac") to the port
+	// PeerPort finds.
+	Peers map[string]int
+	next  int
 }
 
 // NewBridges returns fake bridges recording into c.
-func NewBridges(c *Calls) *Bridges { return &Bridges{c: c, Bridges: map[string]*Bridge{}, next: 100} }
+func NewBridges(c *Calls) *Bridges {
+	return &Bridges{c: c, Bridges: map[string]*Bridge{}, Peers: map[string]int{}, next: 100}
+}
 
 func (f *Bridges) byIndex(i int) *Bridge {
 	for _, b := range f.Bridges {
@@ -424,4 +429,13 @@ func (f *Bridges) PinEndpoint(_, port int, _ netip.Addr, _ net.HardwareAddr) err
 func (f *Bridges) UnpinEndpoint(_, port int, _ netip.Addr, _ net.HardwareAddr) error {
 	f.c.Add("bridges.UnpinEndpoint %d", port)
 	return nil
+}
+
+// PeerPort implements network.Bridges from Peers.
+func (f *Bridges) PeerPort(nsPath string, mac net.HardwareAddr) (int, error) {
+	f.c.Add("bridges.PeerPort %s", nsPath)
+	if i, ok := f.Peers[nsPath+" "+mac.String()]; ok {
+		return i, nil
+	}
+	return 0, fmt.Errorf("fake PeerPort: no veth with %s in %s", mac, nsPath)
 }
