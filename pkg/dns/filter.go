@@ -108,8 +108,8 @@ type Options struct {
 // Filter is the DNS filter. One Filter serves every network: Serve runs
 // once per gateway, and the cache, counters and metrics are shared.
 type Filter struct {
-	opts    Options
-	log     *slog.Logger
+	opts      Options
+	log       *slog.Logger
 	cache     *cache
 	decisions *decisionCache
 	metrics   *metrics

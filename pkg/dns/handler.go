@@ -287,6 +287,7 @@ func (f *Filter) answerCached(ctx context.Context, gw network.Gateway, p *pendin
 	// records or the request's shape changed since the last hit.
 	shape := shapeOf(req, p.udp)
 	var res result
+	took := p.evalTook // a reused reply costs a copy: not timed
 	if pr := e.packed.Load(); pr != nil && pr.left == left && pr.kept == kept && pr.shape == shape {
 		res.reply = make([]byte, len(pr.wire))
 		copy(res.reply, pr.wire)
@@ -316,12 +317,13 @@ func (f *Filter) answerCached(ctx context.Context, gw network.Gateway, p *pendin
 			e.packed.Store(&packedReply{left: left, kept: kept, shape: shape, wire: res.reply})
 			res.reply = slices.Clone(res.reply)
 		}
+		took += time.Since(start)
 	}
 	f.allowed.Add(1)
 	f.metrics.allowedBy(rule.ID).Inc()
 	f.debugQuery(ctx, q, "allow", rule.ID)
 	res.held = held
-	f.checkBudget(ctx, p.evalTook+time.Since(start), q)
+	f.checkBudget(ctx, took, q)
 	return res
 }
 
