@@ -174,8 +174,9 @@ func TestLabDirectIP(t *testing.T) {
 // connected to at once; the first connection never fails (the grant is in
 // the datapath before the answer is released).
 func TestLabResolveThenConnect(t *testing.T) {
-	// 20,000 connections in a few seconds (a query and a connection each)
-	// would meet the per-agent connection cap; it is not what is measured.
+	// 10,000 connections in a few seconds would meet the per-agent
+	// connection cap (the queries no longer count towards it:
+	// TestLabDNSQueriesOutsideConnCap); it is not what is measured.
 	w := setUpNames(t, "--max-conns-per-agent", "0")
 	a1 := w.a1
 	// Every address of 198.18.0.0/18 is local in the upstream namespace,
