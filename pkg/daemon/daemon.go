@@ -52,6 +52,8 @@ type Daemon struct {
 	// dns and proxy serve on every gateway; proxy is nil with --no-proxy.
 	dns   NameFilter
 	proxy Proxy
+	// containers is the Docker manager; nil until issue 10 wires it.
+	containers ContainerManager
 }
 
 // New checks privileges and the configuration and builds the parts. It

@@ -20,12 +20,13 @@ type hostService struct {
 	*network.Controller
 	*ruleService
 	nameService
+	containers ContainerManager // nil: every container call is 503 (containers.go)
 }
 
 var _ hostapi.Service = hostService{}
 
 func (d *Daemon) hostService() hostService {
-	return hostService{d.networks, &ruleService{networks: d.networks, rules: d.rules, requests: d.requests}, nameService{d.dns, d.proxy}}
+	return hostService{d.networks, &ruleService{networks: d.networks, rules: d.rules, requests: d.requests}, nameService{d.dns, d.proxy}, d.containers}
 }
 
 // ruleService serves the rule engine and rule requests on the host API.

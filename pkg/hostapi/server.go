@@ -74,6 +74,37 @@ type Service interface {
 	DNSCache(ctx context.Context, entries bool) (api.DNSCacheDetail, error)
 	FlushDNSCache(ctx context.Context) (api.DNSCacheFlushResult, error)
 	ProxyStatus(ctx context.Context) (api.ProxyStatus, error)
+
+	// The Docker manager's agent containers (S008-IF-001..006), here on
+	// the host socket only, never on the agent socket (S008-FR-019).
+	// Names are exact: a container's name as given, a network's full name
+	// (the CLI adds api.NetworkPrefix to the suffix an operator types).
+	// Errors choose their status through their apikit kind: 400 a request
+	// that fails validation (bind spec, limits, user, image reference,
+	// name), 403 a bind source on the deny list, a destination covering a
+	// protected path, or a target container that is not managed by
+	// outcalld, 404 a container or image that does not exist, 409 a
+	// container still running (remove without force) or a duplicate name,
+	// 503 Docker, or the Docker manager itself, unavailable, 500
+	// otherwise.
+	CreateContainer(ctx context.Context, req api.ContainerCreateRequest) (api.ContainerCreateResult, error)
+	// Containers lists every container labelled managed-by=outcalld, in
+	// no particular order (S008-FR-014).
+	Containers(ctx context.Context) ([]api.ContainerInfo, error)
+	// Container inspects one managed container, its environment values
+	// redacted (S008-FR-015); one that does not exist is 404.
+	Container(ctx context.Context, name string) (api.ContainerInspectResult, error)
+	// StopContainer stops a running container; one that is not running is
+	// no error but Stopped false, one that does not exist is 404
+	// (S008-FR-034, EC-007, conflicts 2 and 3).
+	StopContainer(ctx context.Context, req api.ContainerStopRequest) (api.ContainerStopResult, error)
+	// RemoveContainer removes a container and its anonymous volumes; one
+	// that does not exist is no error but Removed false (S008-FR-013,
+	// FR-034, EC-008).
+	RemoveContainer(ctx context.Context, req api.ContainerRemoveRequest) (api.ContainerRemoveResult, error)
+	// PullImage pulls an image; one already present and current is
+	// Pulled false (S008-IF-006).
+	PullImage(ctx context.Context, req api.ImagePullRequest) (api.ImagePullResult, error)
 }
 
 // maxBody bounds request bodies; no host API request is anywhere near it
@@ -156,6 +187,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	ruleRoutes(mux, svc, log)
 	networkRoutes(mux, svc, log)
 	nameRoutes(mux, svc, log)
+	containerRoutes(mux, svc, log)
 	mux.HandleFunc("GET /api/v1/datapath/counters", func(w http.ResponseWriter, r *http.Request) {
 		cs, err := svc.DatapathCounters(r.Context())
 		apikit.Reply(w, log, &cs, err)
@@ -316,6 +348,82 @@ func nameRoutes(mux *http.ServeMux, svc Service, log *slog.Logger) {
 		st, err := svc.ProxyStatus(r.Context())
 		apikit.Reply(w, log, &st, err)
 	})
+}
+
+// containerRoutes adds the Docker manager's routes (S008-IF-001..006).
+// Every pattern is a literal path, so /api/v1/container, /api/v1/containers
+// and the paths under /api/v1/container/ never shadow each other. Lists
+// are always lists on the wire, [] when empty: the containers, and an
+// inspected container's mounts and environment.
+func containerRoutes(mux *http.ServeMux, svc Service, log *slog.Logger) {
+	mux.HandleFunc("POST /api/v1/container/create", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ContainerCreateRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.CreateContainer(r.Context(), req)
+		apikit.Reply(w, log, &res, err)
+	})
+	mux.HandleFunc("GET /api/v1/containers", func(w http.ResponseWriter, r *http.Request) {
+		cs, err := svc.Containers(r.Context())
+		cs = apikit.NonNil(cs)
+		apikit.Reply(w, log, &cs, err)
+	})
+	mux.HandleFunc("GET /api/v1/container", func(w http.ResponseWriter, r *http.Request) {
+		name, err := containerName(r)
+		if err != nil {
+			apikit.WriteError(w, log, err)
+			return
+		}
+		res, err := svc.Container(r.Context(), name)
+		res.Mounts = apikit.NonNil(res.Mounts)
+		res.Env = apikit.NonNil(res.Env)
+		apikit.Reply(w, log, &res, err)
+	})
+	mux.HandleFunc("POST /api/v1/container/stop", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ContainerStopRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.StopContainer(r.Context(), req)
+		apikit.Reply(w, log, &res, err)
+	})
+	mux.HandleFunc("POST /api/v1/container/remove", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ContainerRemoveRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.RemoveContainer(r.Context(), req)
+		apikit.Reply(w, log, &res, err)
+	})
+	mux.HandleFunc("POST /api/v1/container/pull", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ImagePullRequest
+		if !decode(w, log, r, &req) {
+			return
+		}
+		res, err := svc.PullImage(r.Context(), req)
+		apikit.Reply(w, log, &res, err)
+	})
+}
+
+// containerName reads the name query parameter of an inspect. There is no
+// default container, so an absent name is refused, as is a query that
+// does not parse or names twice; a present name, even "", is the
+// Service's to validate.
+func containerName(r *http.Request) (string, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return "", apikit.Errorf(apikit.ErrInvalid, "invalid query: %w", err)
+	}
+	vs, ok := q["name"]
+	switch {
+	case !ok:
+		return "", apikit.Errorf(apikit.ErrInvalid, "missing query parameter name: want ?name=<container>")
+	case len(vs) > 1:
+		return "", apikit.Errorf(apikit.ErrInvalid, "invalid query parameter name: given %d times, want once", len(vs))
+	default:
+		return vs[0], nil
+	}
 }
 
 // boolParam reads a boolean query parameter: absent is false, "true" and
