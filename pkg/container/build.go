@@ -12,6 +12,8 @@ import (
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/versions"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
 // Facts are what the daemon knows of the container's network when it
@@ -140,11 +142,11 @@ func Build(c Create, f Facts) (Spec, error) {
 		AttachStdin: c.Interactive,
 		Tty:         c.TTY,
 		Labels: map[string]string{
-			LabelManagedBy: ManagedBy,
-			LabelNetwork:   c.Network,
-			LabelCreatedAt: f.CreatedAt.UTC().Format(time.RFC3339),
-			LabelAgentName: c.AgentName,
-			LabelIdentity:  strconv.FormatUint(uint64(f.Identity), 10),
+			api.LabelManagedBy: api.LabelManagedByValue,
+			api.LabelNetwork:   c.Network,
+			api.LabelCreatedAt: f.CreatedAt.UTC().Format(time.RFC3339),
+			LabelAgentName:     c.AgentName,
+			LabelIdentity:      strconv.FormatUint(uint64(f.Identity), 10),
 		},
 	}
 	useInit := true

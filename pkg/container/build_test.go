@@ -10,6 +10,8 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
 func testFacts() Facts {
@@ -32,7 +34,7 @@ func testFacts() Facts {
 // (§1.4) one by one, on a request that tries to ask for more.
 func TestBuildHardening(t *testing.T) {
 	h := newHost(t)
-	c, err := h.validator(t).Validate(CreateRequest{
+	c, err := h.validator(t).Validate(api.ContainerCreateRequest{
 		Image:       "registry.example:5000/team/agent",
 		Name:        ptr("review-1"),
 		MemoryLimit: ptr(int64(256 << 20)),
@@ -157,7 +159,7 @@ func countPrefix(env []string, prefix string) int {
 // TestBuildDefaults: a request naming nothing gets the spec's defaults,
 // and no helper mount (S008-FR-004, SC-004).
 func TestBuildDefaults(t *testing.T) {
-	c, err := newHost(t).validator(t).Validate(CreateRequest{Image: "my-agent:latest"})
+	c, err := newHost(t).validator(t).Validate(api.ContainerCreateRequest{Image: "my-agent:latest"})
 	must(t, err)
 	s, err := Build(c, testFacts())
 	must(t, err)
@@ -168,7 +170,7 @@ func TestBuildDefaults(t *testing.T) {
 	if len(hc.Mounts) != 0 {
 		t.Errorf("mounts %v, want none", hc.Mounts)
 	}
-	if s.Config.User != DefaultUser {
+	if s.Config.User != api.DefaultContainerUser {
 		t.Errorf("user %q", s.Config.User)
 	}
 	if got := s.Config.Env; !slices.Equal(got, ProxyEnv(netip.MustParseAddrPort("10.200.0.1:8080"))) {
@@ -180,7 +182,7 @@ func TestBuildDefaults(t *testing.T) {
 // 1.41) the MAC goes in the container-wide field, since the client refuses
 // a per-endpoint one.
 func TestBuildOldEngineMAC(t *testing.T) {
-	c, err := newHost(t).validator(t).Validate(CreateRequest{Image: "a"})
+	c, err := newHost(t).validator(t).Validate(api.ContainerCreateRequest{Image: "a"})
 	must(t, err)
 	for _, tt := range []struct {
 		version            string
@@ -205,7 +207,7 @@ func TestBuildOldEngineMAC(t *testing.T) {
 
 // TestBuildFacts: facts Outcall could not enforce are refused.
 func TestBuildFacts(t *testing.T) {
-	c, err := newHost(t).validator(t).Validate(CreateRequest{Image: "a"})
+	c, err := newHost(t).validator(t).Validate(api.ContainerCreateRequest{Image: "a"})
 	must(t, err)
 	tests := []struct {
 		name string

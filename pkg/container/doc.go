@@ -7,7 +7,7 @@
 // package holds the parts that need neither a kernel nor a running engine,
 // so each is unit-tested on its own:
 //
-//   - CreateRequest and Validator.Validate: the host API's create body,
+//   - Validator.Validate of api.ContainerCreateRequest: the host API's create body,
 //     checked and defaulted. Every refusal (name, image reference, user,
 //     limits, env, the bind-mount deny list resolved through symlinks and
 //     parent directories, the protected destinations, the helper-mount
@@ -73,7 +73,7 @@
 // degraded state, reported as such, while the policy daemon keeps running
 // (S008-FR-036).
 //
-// The wire types and constants (types.go) import nothing from Docker: the
-// CLI must not link the Docker client, so they are meant to move to
-// pkg/api as they are.
+// The wire types and the shared constants are pkg/api's (container.go),
+// which imports nothing from Docker: the CLI must not link the Docker
+// client. types.go holds only what the daemon's side adds.
 package container

@@ -16,6 +16,8 @@ import (
 	"github.com/docker/docker/api/types/versions"
 	"github.com/docker/docker/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
 // Engine is the part of the Docker Engine API the manager uses: container
@@ -111,18 +113,18 @@ func SocketPath(daemonHost string) string {
 // ManagedFilter selects the managed containers: the label, never the
 // name (S008-FR-014, FR-020).
 func ManagedFilter() filters.Args {
-	return filters.NewArgs(filters.Arg("label", LabelManagedBy+"="+ManagedBy))
+	return filters.NewArgs(filters.Arg("label", api.LabelManagedBy+"="+api.LabelManagedByValue))
 }
 
 // ManagedEventsFilter selects the events of managed containers
 // (S008-FR-031).
 func ManagedEventsFilter() filters.Args {
-	return filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("label", LabelManagedBy+"="+ManagedBy))
+	return filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("label", api.LabelManagedBy+"="+api.LabelManagedByValue))
 }
 
 // IsManaged reports whether a container's labels mark it as Outcall's: the
 // check every lifecycle call makes on the inspected container before it
 // acts on its id (S008-FR-034).
 func IsManaged(labels map[string]string) bool {
-	return labels[LabelManagedBy] == ManagedBy
+	return labels[api.LabelManagedBy] == api.LabelManagedByValue
 }

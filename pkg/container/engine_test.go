@@ -15,6 +15,8 @@ import (
 
 	"outcall.dev/outcall/pkg/container"
 	"outcall.dev/outcall/pkg/container/containertest"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
 func TestSocketPath(t *testing.T) {
@@ -117,14 +119,14 @@ func TestFlowOnFake(t *testing.T) {
 	e.AddImage("my-agent:latest")
 	e.AddNetwork(network.Inspect{ID: "net1", Name: "outcall-default", Driver: "bridge", Options: map[string]string{"com.docker.network.bridge.name": "outcall0"}})
 
-	if _, err := v.Validate(container.CreateRequest{Image: "my-agent:latest", Volumes: []string{dir + ":/x"}}); err == nil {
+	if _, err := v.Validate(api.ContainerCreateRequest{Image: "my-agent:latest", Volumes: []string{dir + ":/x"}}); err == nil {
 		t.Fatal("bind of the socket directory accepted")
 	}
 	if calls := e.Calls(); len(calls) != 0 {
 		t.Fatalf("a refused request made Docker calls: %v", calls)
 	}
 
-	c, err := v.Validate(container.CreateRequest{Image: "my-agent", Name: new("foobar-1"), Env: []string{"TOKEN=secret"}})
+	c, err := v.Validate(api.ContainerCreateRequest{Image: "my-agent", Name: new("foobar-1"), Env: []string{"TOKEN=secret"}})
 	if err != nil {
 		t.Fatal(err)
 	}

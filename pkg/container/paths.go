@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
 // EngineProtectedPaths are the Docker and containerd control sockets and
@@ -36,7 +38,7 @@ var EngineProtectedPaths = []string{
 // ProtectedDestinations are the container paths no caller mount may be at
 // or above (S008-FR-033): the helper mounts and the resolver the daemon
 // owns.
-var ProtectedDestinations = []string{AgentSocketContainerPath, ShimContainerPath, ResolvConfPath}
+var ProtectedDestinations = []string{api.AgentSocketContainerPath, api.ShimContainerPath, ResolvConfPath}
 
 // maxSymlinks bounds the symlinks resolve follows, as the kernel's
 // MAXSYMLINKS (40) does, with room to spare.

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"outcall.dev/outcall/pkg/apikit"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
 func TestResolve(t *testing.T) {
@@ -122,7 +124,7 @@ func TestVolumeSources(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := v.Validate(CreateRequest{Image: "a", Volumes: []string{"data:/data", tt.src + ":/mnt:ro"}})
+			c, err := v.Validate(api.ContainerCreateRequest{Image: "a", Volumes: []string{"data:/data", tt.src + ":/mnt:ro"}})
 			if tt.protected == nil {
 				must(t, err)
 				m := c.Mounts[1]
@@ -155,7 +157,7 @@ var anyPath = []string{}
 func TestVolumeSourceMessage(t *testing.T) {
 	v, err := NewValidator(Policy{HostSocket: "/run/outcall/host.sock", AgentSocket: "/run/outcall/agent.sock"})
 	must(t, err)
-	_, err = v.Validate(CreateRequest{Image: "a", Volumes: []string{"/run/outcall:/x"}})
+	_, err = v.Validate(api.ContainerCreateRequest{Image: "a", Volumes: []string{"/run/outcall:/x"}})
 	const want = `bind mount denied - "/run/outcall" exposes protected host path "/run/outcall/host.sock"`
 	if err == nil || err.Error() != want {
 		t.Errorf("error = %v, want %s", err, want)
@@ -182,7 +184,7 @@ func TestVolumeProtectedExtra(t *testing.T) {
 		h.path("user"):             engine,
 		h.path("user/docker.sock"): engine,
 	} {
-		_, err := v.Validate(CreateRequest{Image: "a", Volumes: []string{src + ":/x"}})
+		_, err := v.Validate(api.ContainerCreateRequest{Image: "a", Volumes: []string{src + ":/x"}})
 		want := fmt.Sprintf("bind mount denied - %q exposes protected host path %q", src, protected)
 		if err == nil || err.Error() != want {
 			t.Errorf("bind %s: error = %v, want %s", src, err, want)
@@ -240,7 +242,7 @@ func TestVolumeSpecs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := v.Validate(CreateRequest{Image: "a", Volumes: tt.specs})
+			c, err := v.Validate(api.ContainerCreateRequest{Image: "a", Volumes: tt.specs})
 			if tt.field == "" {
 				must(t, err)
 				if got := c.Mounts[len(c.Mounts)-1]; got != *tt.mount {
@@ -256,7 +258,7 @@ func TestVolumeSpecs(t *testing.T) {
 // TestHelperMounts is S008-FR-004, FR-005, FR-039, EC-015..017, SC-004.
 func TestHelperMounts(t *testing.T) {
 	h := newHost(t)
-	c, err := h.validator(t).Validate(CreateRequest{Image: "a", IncludeHelperMounts: true})
+	c, err := h.validator(t).Validate(api.ContainerCreateRequest{Image: "a", IncludeHelperMounts: true})
 	must(t, err)
 	want := []Mount{
 		{Type: MountBind, Source: h.agentSock, Target: "/run/outcall/agent.sock", ReadOnly: true},
@@ -324,10 +326,10 @@ func TestHelperMounts(t *testing.T) {
 			v, err := NewValidator(p)
 			must(t, err)
 			// Off: the sources are not looked at (S008-FR-004).
-			if _, err := v.Validate(CreateRequest{Image: "a"}); err != nil {
+			if _, err := v.Validate(api.ContainerCreateRequest{Image: "a"}); err != nil {
 				t.Fatalf("helper mounts off: %v", err)
 			}
-			_, err = v.Validate(CreateRequest{Image: "a", IncludeHelperMounts: true})
+			_, err = v.Validate(api.ContainerCreateRequest{Image: "a", IncludeHelperMounts: true})
 			fieldError(t, err, field, tt.kind, tt.want(p))
 		})
 	}

@@ -6,9 +6,11 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
-// RedactEnv returns env with every value replaced by Redacted: "NAME=value"
+// RedactEnv returns env with every value replaced by api.RedactedValue: "NAME=value"
 // becomes "NAME=<redacted>" (S008-FR-015). Names are kept for diagnosis;
 // values may be provider or broker tokens and never leave the daemon. An
 // entry without "=" is taken as a bare name.
@@ -16,19 +18,19 @@ func RedactEnv(env []string) []string {
 	out := make([]string, 0, len(env))
 	for _, e := range env {
 		name, _, _ := strings.Cut(e, "=")
-		out = append(out, name+"="+Redacted)
+		out = append(out, name+"="+api.RedactedValue)
 	}
 	return out
 }
 
 // Inspect turns Docker's inspect answer for a managed container into the
-// host API's InspectResult: env names with redacted values, mounts as
+// host API's api.ContainerInspectResult: env names with redacted values, mounts as
 // "source:destination[:ro]", the address on the container's own Outcall
 // network only (the outcall.network label's; an address on any other
 // network is not the container's identity). Nothing else of Docker's
 // answer (labels, command, host config) is passed on.
-func Inspect(in container.InspectResponse) InspectResult {
-	out := InspectResult{
+func Inspect(in container.InspectResponse) api.ContainerInspectResult {
+	out := api.ContainerInspectResult{
 		ContainerID: in.ID,
 		Name:        strings.TrimPrefix(in.Name, "/"),
 		Mounts:      []string{},
@@ -40,7 +42,7 @@ func Inspect(in container.InspectResponse) InspectResult {
 	}
 	if in.Config != nil {
 		out.Image = in.Config.Image
-		out.Network = in.Config.Labels[LabelNetwork]
+		out.Network = in.Config.Labels[api.LabelNetwork]
 		out.Env = RedactEnv(in.Config.Env)
 	}
 	if in.NetworkSettings != nil && out.Network != "" {
@@ -65,12 +67,12 @@ func Inspect(in container.InspectResponse) InspectResult {
 
 // Summarize turns one entry of Docker's container list into the host API's
 // Info.
-func Summarize(in container.Summary) Info {
-	out := Info{
+func Summarize(in container.Summary) api.ContainerInfo {
+	out := api.ContainerInfo{
 		ContainerID: in.ID,
 		Image:       in.Image,
 		State:       string(in.State),
-		Network:     in.Labels[LabelNetwork],
+		Network:     in.Labels[api.LabelNetwork],
 		CreatedAt:   time.Unix(in.Created, 0).UTC().Format(time.RFC3339),
 	}
 	if len(in.Names) > 0 {

@@ -9,6 +9,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
 func TestRedactEnv(t *testing.T) {
@@ -37,7 +39,7 @@ func TestInspect(t *testing.T) {
 			Image:  "my-agent:latest",
 			Env:    []string{"ANTHROPIC_API_KEY=" + secret, "HTTP_PROXY=http://10.200.0.1:8080"},
 			Cmd:    []string{"--token", secret},
-			Labels: map[string]string{LabelManagedBy: ManagedBy, LabelNetwork: "outcall-default", "secret": secret},
+			Labels: map[string]string{api.LabelManagedBy: api.LabelManagedByValue, api.LabelNetwork: "outcall-default", "secret": secret},
 		},
 		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{
 			"bridge":          {IPAddress: "172.17.0.5"},
@@ -52,7 +54,7 @@ func TestInspect(t *testing.T) {
 	in.Mounts[0].RW, in.Mounts[1].RW = false, false
 	got := Inspect(in)
 	ip := "10.200.0.2"
-	want := InspectResult{
+	want := api.ContainerInspectResult{
 		ContainerID: "a1b2", Name: "outcall-a3f7b201", Image: "my-agent:latest", State: "running",
 		Network: "outcall-default", IPAddress: &ip,
 		Mounts:    []string{"/tmp/outcall/agent.sock:/run/outcall/agent.sock:ro", "/usr/local/bin/outcall-agent:/usr/local/bin/outcall:ro", "cache:/cache"},
@@ -83,9 +85,9 @@ func TestInspect(t *testing.T) {
 func TestSummarize(t *testing.T) {
 	got := Summarize(container.Summary{
 		ID: "a1b2", Names: []string{"/review-1"}, Image: "my-agent:latest", State: container.StateExited,
-		Created: 1776781800, Labels: map[string]string{LabelNetwork: "outcall-staging"},
+		Created: 1776781800, Labels: map[string]string{api.LabelNetwork: "outcall-staging"},
 	})
-	want := Info{ContainerID: "a1b2", Name: "review-1", Image: "my-agent:latest", State: "exited", Network: "outcall-staging", CreatedAt: "2026-04-21T14:30:00Z"}
+	want := api.ContainerInfo{ContainerID: "a1b2", Name: "review-1", Image: "my-agent:latest", State: "exited", Network: "outcall-staging", CreatedAt: "2026-04-21T14:30:00Z"}
 	if got != want {
 		t.Errorf("Summarize = %+v, want %+v", got, want)
 	}

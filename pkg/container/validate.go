@@ -26,7 +26,7 @@ type Policy struct {
 	// AgentSocket is the agent API socket on the host
 	// (--agent-socket-host-path). Required: it is the agent-socket helper
 	// mount's source, and no caller bind may expose it (only the helper
-	// mount puts it in a container, at AgentSocketContainerPath).
+	// mount puts it in a container, at api.AgentSocketContainerPath).
 	AgentSocket string
 	// ShimPath is the shim binary on the host (--shim-host-path);
 	// DefaultShimHostPath if empty.
@@ -109,7 +109,7 @@ type Mount struct {
 // into Docker's configuration.
 type Create struct {
 	// Name is the container's name: the caller's, exactly, or a generated
-	// NamePrefix name.
+	// api.ContainerPrefix name.
 	Name string
 	// AgentName is agent.name for the container (AgentName(Name)).
 	AgentName string
@@ -153,7 +153,7 @@ func isProxyVariable(name string) bool {
 // host and asks Docker nothing, so a refused request leaves no trace; it
 // reads the file system to resolve bind sources and to check the helper
 // sources. The first problem found is returned as a *FieldError.
-func (v *Validator) Validate(req CreateRequest) (Create, error) {
+func (v *Validator) Validate(req api.ContainerCreateRequest) (Create, error) {
 	var c Create
 	var err error
 	if c.Name, err = validateName(req.Name); err != nil {
@@ -170,28 +170,28 @@ func (v *Validator) Validate(req CreateRequest) (Create, error) {
 		}
 		c.Network = *req.Network
 	}
-	c.User = DefaultUser
+	c.User = api.DefaultContainerUser
 	if req.User != nil {
 		if err := validateUser(*req.User); err != nil {
 			return Create{}, err
 		}
 		c.User = *req.User
 	}
-	c.MemoryLimit = DefaultMemoryLimit
+	c.MemoryLimit = api.DefaultMemoryLimit
 	if req.MemoryLimit != nil {
-		if *req.MemoryLimit < MinMemoryLimit {
-			return Create{}, invalid("memory_limit", "invalid memory_limit %d: must be at least %d bytes (6 MiB)", *req.MemoryLimit, MinMemoryLimit)
+		if *req.MemoryLimit < api.MinMemoryLimit {
+			return Create{}, invalid("memory_limit", "invalid memory_limit %d: must be at least %d bytes (6 MiB)", *req.MemoryLimit, api.MinMemoryLimit)
 		}
 		c.MemoryLimit = *req.MemoryLimit
 	}
-	c.CPUShares = DefaultCPUShares
+	c.CPUShares = api.DefaultCPUShares
 	if req.CPUShares != nil {
-		if s := *req.CPUShares; s < MinCPUShares || s > MaxCPUShares {
-			return Create{}, invalid("cpu_shares", "invalid cpu_shares %d: must be between %d and %d", s, MinCPUShares, MaxCPUShares)
+		if s := *req.CPUShares; s < api.MinCPUShares || s > MaxCPUShares {
+			return Create{}, invalid("cpu_shares", "invalid cpu_shares %d: must be between %d and %d", s, api.MinCPUShares, MaxCPUShares)
 		}
 		c.CPUShares = *req.CPUShares
 	}
-	c.PidsLimit = DefaultPidsLimit
+	c.PidsLimit = api.DefaultPidsLimit
 	if c.Env, err = validateEnv(req.Env); err != nil {
 		return Create{}, err
 	}
@@ -221,7 +221,7 @@ func (v *Validator) Validate(req CreateRequest) (Create, error) {
 	return c, nil
 }
 
-// NewName returns a generated container name: NamePrefix and 8 lowercase
+// NewName returns a generated container name: api.ContainerPrefix and 8 lowercase
 // hex digits from the system's secure random source (S008-FR-010, EC-009).
 // The digits always hold a letter: an all-decimal suffix would read as a
 // replica number, and every such container would have the agent name
@@ -230,7 +230,7 @@ func NewName() string {
 	for {
 		var b [4]byte
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go 1.24)
-		name := NamePrefix + hex.EncodeToString(b[:])
+		name := api.ContainerPrefix + hex.EncodeToString(b[:])
 		if AgentName(name) == name {
 			return name
 		}
@@ -415,15 +415,21 @@ func (v *Validator) helperMounts() ([]Mount, error) {
 		}
 	}
 	return []Mount{
-		{Type: MountBind, Source: sock, Target: AgentSocketContainerPath, ReadOnly: true},
-		{Type: MountBind, Source: shim, Target: ShimContainerPath, ReadOnly: true},
+		{Type: MountBind, Source: sock, Target: api.AgentSocketContainerPath, ReadOnly: true},
+		{Type: MountBind, Source: shim, Target: api.ShimContainerPath, ReadOnly: true},
 	}, nil
 }
 
-// LogValue logs a create request without its environment values: names
-// only, as inspect shows them. Command arguments are left out too; they
-// may carry tokens as well.
-func (r CreateRequest) LogValue() slog.Value {
+// LogRequest is a create request as it may be logged: slog.Any("request",
+// LogRequest(req)) logs it without its environment values, names only, as
+// inspect shows them. Command arguments are left out too; they may carry
+// tokens as well.
+func LogRequest(r api.ContainerCreateRequest) slog.LogValuer { return loggedRequest(r) }
+
+type loggedRequest api.ContainerCreateRequest
+
+// LogValue implements slog.LogValuer.
+func (r loggedRequest) LogValue() slog.Value {
 	attrs := []slog.Attr{slog.String("image", r.Image)}
 	if r.Network != nil {
 		attrs = append(attrs, slog.String("network", *r.Network))

@@ -10,9 +10,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +24,7 @@ import (
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/versions"
@@ -41,6 +44,9 @@ type Container struct {
 	Networking network.NetworkingConfig
 	Running    bool
 	Created    time.Time
+	// SandboxKey is the network namespace of the running container: a new
+	// one at every start, as Docker's, and none while stopped.
+	SandboxKey string
 }
 
 // Engine is a fake Docker engine. The zero value is not usable; use New.
@@ -53,7 +59,12 @@ type Engine struct {
 	networks   map[string]network.Inspect
 	images     map[string]bool
 	fail       map[string]error
-	subs       []chan events.Message
+	failOnce   map[string][]error
+	subs       []*sub
+	oneShot    map[string]bool
+	pullErrors map[string]string
+	down       bool
+	pending    []events.Message
 	version    string
 	// pingBlock makes Ping wait for its context, as a hung engine does.
 	pingBlock bool
@@ -66,7 +77,8 @@ type Engine struct {
 func New() *Engine {
 	return &Engine{
 		containers: map[string]*Container{}, networks: map[string]network.Inspect{},
-		images: map[string]bool{}, fail: map[string]error{},
+		images: map[string]bool{}, fail: map[string]error{}, failOnce: map[string][]error{},
+		oneShot: map[string]bool{}, pullErrors: map[string]string{},
 		version: "1.51", PingAPIVersion: "1.51",
 	}
 }
@@ -83,6 +95,109 @@ func (e *Engine) Fail(method string, err error) {
 		return
 	}
 	e.fail[method] = err
+}
+
+// FailOnce makes the next call of method return err, before any error set
+// by Fail; calling it again queues more.
+func (e *Engine) FailOnce(method string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failOnce[method] = append(e.failOnce[method], err)
+}
+
+// ConnectionFailed is the error the Docker client returns when the engine
+// cannot be reached (client.IsErrConnectionFailed reports it).
+func (e *Engine) ConnectionFailed() error {
+	//lint:ignore SA1019 the only exported way to build the client's own connection error
+	return client.ErrorConnectionFailed(e.DaemonHost())
+}
+
+// SetDown stops (true) or restarts (false) the engine, as dockerd going
+// away: while down every call fails with ConnectionFailed, and going down
+// ends every open event stream with that error.
+func (e *Engine) SetDown(down bool) {
+	e.mu.Lock()
+	e.down = down
+	var subs []*sub
+	if down {
+		subs, e.subs = e.subs, nil
+	}
+	e.mu.Unlock()
+	for _, s := range subs {
+		s.end(e.ConnectionFailed())
+	}
+}
+
+// BreakEvents ends every open event stream with err, the engine staying
+// up (a proxy in between dropping the connection).
+func (e *Engine) BreakEvents(err error) {
+	e.mu.Lock()
+	subs := e.subs
+	e.subs = nil
+	e.mu.Unlock()
+	for _, s := range subs {
+		s.end(err)
+	}
+}
+
+// Subscribers is the number of open event streams.
+func (e *Engine) Subscribers() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.subs)
+}
+
+// OneShot makes the containers of image exit as soon as they start, as a
+// one-shot command does (S008-FR-011).
+func (e *Engine) OneShot(image string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.oneShot[image] = true
+}
+
+// PullFails makes a pull of ref fail inside the progress stream with msg,
+// as a registry's refusal does (the call itself succeeds).
+func (e *Engine) PullFails(ref, msg string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pullErrors[ref] = msg
+}
+
+// SetRunning changes a container's state without any event: what Docker
+// did while nobody was listening. A container that runs gets a new
+// sandbox.
+func (e *Engine) SetRunning(idOrName string, running bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c := e.findLocked(idOrName); c != nil {
+		c.setRunning(running)
+	}
+}
+
+// Delete removes a container without any event.
+func (e *Engine) Delete(idOrName string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c := e.findLocked(idOrName); c != nil {
+		delete(e.containers, c.ID)
+	}
+}
+
+// Die makes a running container exit on its own (a crash, an OOM kill),
+// with the events Docker sends for it.
+func (e *Engine) Die(idOrName string, oom bool) {
+	e.mu.Lock()
+	c := e.findLocked(idOrName)
+	var evs []events.Message
+	if c != nil && c.Running {
+		if oom {
+			evs = append(evs, c.event(events.ActionOOM))
+		}
+		c.setRunning(false)
+		evs = append(evs, c.event(events.ActionDie))
+	}
+	e.mu.Unlock()
+	e.send(evs...)
 }
 
 // HangPing makes Ping block until its context ends, as an engine whose
@@ -113,6 +228,9 @@ func (e *Engine) AddContainer(c Container) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cc := c
+	if cc.Running && cc.SandboxKey == "" {
+		cc.setRunning(true)
+	}
 	e.containers[c.ID] = &cc
 }
 
@@ -134,19 +252,96 @@ func (e *Engine) Container(idOrName string) (Container, bool) {
 	return *c, true
 }
 
-// Emit sends an event to every open Events stream.
-func (e *Engine) Emit(m events.Message) {
+// Emit sends an event to every open Events stream whose filter it passes.
+func (e *Engine) Emit(m events.Message) { e.send(m) }
+
+// ContainerEvent is the event Docker sends for a container: its id, and
+// its name and labels as attributes.
+func (e *Engine) ContainerEvent(idOrName string, action events.Action) events.Message {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c := e.findLocked(idOrName); c != nil {
+		return c.event(action)
+	}
+	return events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: idOrName, Attributes: map[string]string{"name": idOrName}}}
+}
+
+func (c *Container) event(action events.Action) events.Message {
+	attrs := maps.Clone(c.Config.Labels)
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	attrs["name"] = c.Name
+	attrs["image"] = c.Config.Image
+	return events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: c.ID, Attributes: attrs}, Scope: "local", TimeNano: time.Now().UnixNano()}
+}
+
+func (c *Container) setRunning(running bool) {
+	c.Running = running
+	c.SandboxKey = ""
+	if running {
+		c.SandboxKey = "/var/run/docker/netns/" + newID()[:12]
+	}
+}
+
+// sub is one open event stream.
+type sub struct {
+	filter filters.Args
+	msgs   chan events.Message
+	errs   chan error
+	once   sync.Once
+}
+
+func (s *sub) end(err error) {
+	s.once.Do(func() { s.errs <- err })
+}
+
+// passes applies the type and label filters, as Docker does.
+func (s *sub) passes(m events.Message) bool {
+	if types := s.filter.Get("type"); len(types) > 0 && !slices.Contains(types, string(m.Type)) {
+		return false
+	}
+	return matchLabels(m.Actor.Attributes, s.filter.Get("label"))
+}
+
+// send delivers events to the open streams; it must be called without the
+// lock. A stream whose reader is too slow (256 queued) ends with an error,
+// as Docker drops a slow subscriber.
+func (e *Engine) send(evs ...events.Message) {
+	if len(evs) == 0 {
+		return
+	}
 	e.mu.Lock()
 	subs := slices.Clone(e.subs)
 	e.mu.Unlock()
-	for _, s := range subs {
-		s <- m
+	for _, m := range evs {
+		for _, s := range subs {
+			if !s.passes(m) {
+				continue
+			}
+			select {
+			case s.msgs <- m:
+			default:
+				e.mu.Lock()
+				e.subs = slices.DeleteFunc(e.subs, func(x *sub) bool { return x == s })
+				e.mu.Unlock()
+				s.end(errors.New("event stream: subscriber too slow"))
+			}
+		}
 	}
 }
 
 // enter records a call and returns the error set for its method.
 func (e *Engine) enter(method, arg string) error {
 	e.calls = append(e.calls, strings.TrimSpace(method+" "+arg))
+	if e.down {
+		//lint:ignore SA1019 the only exported way to build the client's own connection error
+		return client.ErrorConnectionFailed(e.DaemonHost())
+	}
+	if q := e.failOnce[method]; len(q) > 0 {
+		e.failOnce[method] = q[1:]
+		return q[0]
+	}
 	return e.fail[method]
 }
 
@@ -208,7 +403,7 @@ func (e *Engine) ContainerCreate(ctx context.Context, config *container.Config, 
 // ContainerStart implements outcallcontainer.Engine.
 func (e *Engine) ContainerStart(ctx context.Context, id string, _ container.StartOptions) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if err := e.enter("ContainerStart", id); err != nil {
 		return err
 	}
@@ -216,29 +411,59 @@ func (e *Engine) ContainerStart(ctx context.Context, id string, _ container.Star
 	if c == nil {
 		return notFound("container", id)
 	}
-	c.Running = true
+	if c.Running {
+		return nil
+	}
+	c.setRunning(true)
+	evs := []events.Message{c.event(events.ActionStart)}
+	if e.oneShot[c.Config.Image] {
+		c.setRunning(false)
+		evs = append(evs, c.event(events.ActionDie))
+	}
+	e.afterUnlock(evs)
 	return nil
 }
 
+// afterUnlock queues events to send once the method's lock is released.
+func (e *Engine) afterUnlock(evs []events.Message) {
+	e.pending = append(e.pending, evs...)
+}
+
+// unlock releases the lock and sends the events the call queued.
+func (e *Engine) unlock() {
+	evs := e.pending
+	e.pending = nil
+	e.mu.Unlock()
+	e.send(evs...)
+}
+
 // ContainerStop implements outcallcontainer.Engine.
-func (e *Engine) ContainerStop(ctx context.Context, id string, _ container.StopOptions) error {
+func (e *Engine) ContainerStop(ctx context.Context, id string, opts container.StopOptions) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err := e.enter("ContainerStop", id); err != nil {
+	defer e.unlock()
+	timeout := "default"
+	if opts.Timeout != nil {
+		timeout = fmt.Sprint(*opts.Timeout)
+	}
+	if err := e.enter("ContainerStop", id+" timeout="+timeout); err != nil {
 		return err
 	}
 	c := e.findLocked(id)
 	if c == nil {
 		return notFound("container", id)
 	}
-	c.Running = false
+	if !c.Running {
+		return nil // Docker: 304, no error
+	}
+	c.setRunning(false)
+	e.afterUnlock([]events.Message{c.event(events.ActionKill), c.event(events.ActionDie), c.event(events.ActionStop)})
 	return nil
 }
 
 // ContainerRemove implements outcallcontainer.Engine.
 func (e *Engine) ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if err := e.enter("ContainerRemove", fmt.Sprintf("%s force=%t volumes=%t", id, opts.Force, opts.RemoveVolumes)); err != nil {
 		return err
 	}
@@ -249,6 +474,12 @@ func (e *Engine) ContainerRemove(ctx context.Context, id string, opts container.
 	if c.Running && !opts.Force {
 		return errdefs.ErrConflict.WithMessage("cannot remove a running container")
 	}
+	var evs []events.Message
+	if c.Running {
+		c.setRunning(false)
+		evs = append(evs, c.event(events.ActionKill), c.event(events.ActionDie))
+	}
+	e.afterUnlock(append(evs, c.event(events.ActionDestroy)))
 	delete(e.containers, c.ID)
 	return nil
 }
@@ -288,6 +519,7 @@ func (c *Container) inspect() container.InspectResponse {
 		Config:          &cfg,
 		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{}},
 	}
+	out.NetworkSettings.SandboxKey = c.SandboxKey
 	for name, ep := range c.Networking.EndpointsConfig {
 		s := &network.EndpointSettings{NetworkID: ep.NetworkID, MacAddress: ep.MacAddress}
 		if ep.IPAMConfig != nil {
@@ -339,25 +571,25 @@ func matchLabels(labels map[string]string, want []string) bool {
 
 // Events implements outcallcontainer.Engine: a stream of what Emit sends, until
 // ctx ends (then the error channel reports ctx's error).
-func (e *Engine) Events(ctx context.Context, _ events.ListOptions) (<-chan events.Message, <-chan error) {
-	msgs, errs := make(chan events.Message, 16), make(chan error, 1)
+func (e *Engine) Events(ctx context.Context, opts events.ListOptions) (<-chan events.Message, <-chan error) {
+	s := &sub{filter: opts.Filters.Clone(), msgs: make(chan events.Message, 256), errs: make(chan error, 1)}
 	e.mu.Lock()
-	err := e.enter("Events", "")
+	err := e.enter("Events", strings.Join(opts.Filters.Get("label"), ","))
 	if err == nil {
-		e.subs = append(e.subs, msgs)
+		e.subs = append(e.subs, s)
 	}
 	e.mu.Unlock()
 	if err != nil {
-		errs <- err
-		return msgs, errs
+		s.end(err)
+		return s.msgs, s.errs
 	}
 	context.AfterFunc(ctx, func() {
 		e.mu.Lock()
-		e.subs = slices.DeleteFunc(e.subs, func(c chan events.Message) bool { return c == msgs })
+		e.subs = slices.DeleteFunc(e.subs, func(x *sub) bool { return x == s })
 		e.mu.Unlock()
-		errs <- ctx.Err()
+		s.end(ctx.Err())
 	})
-	return msgs, errs
+	return s.msgs, s.errs
 }
 
 // NetworkCreate implements outcallcontainer.Engine.
@@ -408,7 +640,36 @@ func (e *Engine) NetworkInspect(ctx context.Context, idOrName string, _ network.
 	if !ok {
 		return network.Inspect{}, notFound("network", idOrName)
 	}
+	n.Containers = e.endpointsLocked(n)
 	return n, nil
+}
+
+// endpointsLocked lists the running containers connected to n, as
+// NetworkInspect's Containers (the address with the subnet's length).
+func (e *Engine) endpointsLocked(n network.Inspect) map[string]network.EndpointResource {
+	bits := 24
+	if len(n.IPAM.Config) > 0 {
+		if p, err := netip.ParsePrefix(n.IPAM.Config[0].Subnet); err == nil {
+			bits = p.Bits()
+		}
+	}
+	out := map[string]network.EndpointResource{}
+	for _, c := range e.containers {
+		if !c.Running {
+			continue
+		}
+		for name, ep := range c.Networking.EndpointsConfig {
+			if name != n.Name && ep.NetworkID != n.ID {
+				continue
+			}
+			r := network.EndpointResource{Name: c.Name, MacAddress: ep.MacAddress}
+			if ep.IPAMConfig != nil && ep.IPAMConfig.IPv4Address != "" {
+				r.IPv4Address = fmt.Sprintf("%s/%d", ep.IPAMConfig.IPv4Address, bits)
+			}
+			out[c.ID] = r
+		}
+	}
+	return out
 }
 
 // NetworkRemove implements outcallcontainer.Engine.
@@ -421,6 +682,9 @@ func (e *Engine) NetworkRemove(ctx context.Context, idOrName string) error {
 	n, ok := e.findNetworkLocked(idOrName)
 	if !ok {
 		return notFound("network", idOrName)
+	}
+	if len(e.endpointsLocked(n)) > 0 {
+		return errdefs.ErrConflict.WithMessage(fmt.Sprintf("error while removing network: network %s id %s has active endpoints", n.Name, n.ID))
 	}
 	delete(e.networks, n.ID)
 	return nil
@@ -463,12 +727,15 @@ func (e *Engine) ImagePull(ctx context.Context, ref string, _ image.PullOptions)
 	if err := e.enter("ImagePull", ref); err != nil {
 		return nil, err
 	}
-	status := "Downloaded newer image for " + ref
+	if msg, ok := e.pullErrors[ref]; ok {
+		return io.NopCloser(strings.NewReader(fmt.Sprintf("{\"status\":\"Pulling from %s\"}\n{\"errorDetail\":{\"message\":%q},\"error\":%q}\n", ref, msg, msg))), nil
+	}
+	status := "Status: Downloaded newer image for " + ref
 	if e.images[ref] {
-		status = "Image is up to date for " + ref
+		status = "Status: Image is up to date for " + ref
 	}
 	e.images[ref] = true
-	return io.NopCloser(strings.NewReader(fmt.Sprintf("{\"status\":%q}\n", status))), nil
+	return io.NopCloser(strings.NewReader(fmt.Sprintf("{\"status\":\"Pulling from %s\"}\n{\"status\":%q}\n", ref, status))), nil
 }
 
 // Ping implements outcallcontainer.Engine.
