@@ -158,7 +158,7 @@ func (c *Controller) NetworkConfig(ctx context.Context) (api.NetworkConfig, erro
 // network id is the bridge's name until Docker networks name it.
 func (c *Controller) statusLocked(n *netState) api.NetworkStatus {
 	subnet, gateway := n.Subnet().String(), n.Gateway.Addr().String()
-	id := n.Bridge
+	id := n.id()
 	out := api.NetworkStatus{Exists: true, NetworkID: &id, Name: n.Name, Subnet: &subnet, Gateway: &gateway, Bridge: n.Bridge,
 		Containers: []api.NetworkContainer{}}
 	for _, e := range c.endpoints.List() {
@@ -174,48 +174,82 @@ func (c *Controller) statusLocked(n *netState) api.NetworkStatus {
 // requested subnet or the first free /24 of the subnet block. Creating a
 // network that exists succeeds with Created false.
 func (c *Controller) CreateNetwork(ctx context.Context, req api.NetworkCreateRequest) (api.NetworkCreateResult, error) {
+	engine := c.engineOf()
+	var engineUsed []netip.Prefix
+	if engine != nil {
+		// The engine's networks are asked first: nothing changes if it
+		// cannot answer (S002: overlap with every Docker network).
+		var err error
+		if engineUsed, err = engine.UsedSubnets(ctx); err != nil {
+			return api.NetworkCreateResult{}, apikit.Wrap(apikit.ErrUnavailable, fmt.Errorf("list the container engine's networks: %w", err))
+		}
+	}
+	res, n, err := c.createNetwork(req, engineUsed)
+	if err != nil || engine == nil {
+		return res, err
+	}
+	// The bridge is there, under the floor, before the engine's network
+	// names it.
+	id, err := engine.EnsureNetwork(ctx, n)
+	if err != nil {
+		if res.Created {
+			c.undoCreate(n.Name)
+		}
+		return api.NetworkCreateResult{}, fmt.Errorf("create the Docker network of %q: %w", n.Name, err)
+	}
+	c.setEngineID(n.Name, id)
+	res.NetworkID = id
+	return res, nil
+}
+
+// createNetwork is CreateNetwork's own part, with the subnets the engine
+// uses besides.
+func (c *Controller) createNetwork(req api.NetworkCreateRequest, engineUsed []netip.Prefix) (api.NetworkCreateResult, Network, error) {
 	name, err := FullName(req.Name)
 	if err != nil {
-		return api.NetworkCreateResult{}, badRequest("%w", err)
+		return api.NetworkCreateResult{}, Network{}, badRequest("%w", err)
 	}
 	var gateway netip.Prefix
 	if req.Subnet != nil {
 		if gateway, err = CheckSubnet(*req.Subnet, req.Gateway); err != nil {
-			return api.NetworkCreateResult{}, badRequest("%w", err)
+			return api.NetworkCreateResult{}, Network{}, badRequest("%w", err)
 		}
 	} else if req.Gateway != nil {
-		return api.NetworkCreateResult{}, badRequest("a gateway needs a subnet: pass --subnet with --gateway")
+		return api.NetworkCreateResult{}, Network{}, badRequest("a gateway needs a subnet: pass --subnet with --gateway")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dp == nil {
-		return api.NetworkCreateResult{}, errBridgeDown // S002-FR-004
+		return api.NetworkCreateResult{}, Network{}, errBridgeDown // S002-FR-004
 	}
 	if n := c.netByNameLocked(name); n != nil {
 		if gateway.IsValid() && gateway != n.Gateway {
-			return api.NetworkCreateResult{}, apikit.Errorf(apikit.ErrConflict,
+			return api.NetworkCreateResult{}, Network{}, apikit.Errorf(apikit.ErrConflict,
 				"network %q exists with subnet %s and gateway %s, not %s and %s", name, n.Subnet(), n.Gateway.Addr(), gateway.Masked(), gateway.Addr())
 		}
-		return api.NetworkCreateResult{NetworkID: n.Bridge, Name: name, Subnet: n.Subnet().String()}, nil
+		return api.NetworkCreateResult{NetworkID: n.id(), Name: name, Subnet: n.Subnet().String()}, n.Network, nil
 	}
 	if !gateway.IsValid() {
 		used, err := c.usedSubnetsLocked()
 		if err != nil {
-			return api.NetworkCreateResult{}, err
+			return api.NetworkCreateResult{}, Network{}, err
 		}
-		if gateway, err = Allocate(c.opts.SubnetBlock, used); err != nil {
-			return api.NetworkCreateResult{}, apikit.Wrap(apikit.ErrConflict, err)
+		if gateway, err = Allocate(c.opts.SubnetBlock, append(used, engineUsed...)); err != nil {
+			return api.NetworkCreateResult{}, Network{}, apikit.Wrap(apikit.ErrConflict, err)
 		}
 	}
 	n := &netState{Network: Network{Name: name, Bridge: BridgeName(name), Gateway: gateway}}
 	if err := c.checkNewLocked(n.Network); err != nil {
-		return api.NetworkCreateResult{}, err
+		return api.NetworkCreateResult{}, Network{}, err
+	}
+	if i := slices.IndexFunc(engineUsed, n.Subnet().Overlaps); i >= 0 {
+		return api.NetworkCreateResult{}, Network{}, apikit.Errorf(apikit.ErrConflict, "subnet %s overlaps %s of a Docker network", n.Subnet(), engineUsed[i])
 	}
 	if err := c.addNetworkLocked(n); err != nil {
-		return api.NetworkCreateResult{}, err
+		return api.NetworkCreateResult{}, Network{}, err
 	}
 	c.log.Info("network created", "network", name, "bridge", n.Bridge, "subnet", n.Subnet(), "target", "network")
-	return api.NetworkCreateResult{NetworkID: n.Bridge, Name: name, Created: true, Subnet: n.Subnet().String()}, nil
+	return api.NetworkCreateResult{NetworkID: n.Bridge, Name: name, Created: true, Subnet: n.Subnet().String()}, n.Network, nil
 }
 
 // usedSubnetsLocked is what a new subnet must not overlap: the networks'
@@ -314,6 +348,23 @@ func (c *Controller) DestroyNetwork(ctx context.Context, req api.NetworkDestroyR
 	if err != nil {
 		return api.NetworkDestroyResult{}, badRequest("%w", err)
 	}
+	// Refused before the engine is asked anything, if it would be here.
+	if res, err := c.destroyNetwork(name, true); err != nil || !res.Destroyed {
+		return res, err
+	}
+	if engine := c.engineOf(); engine != nil {
+		// The engine's network goes first: it refuses while containers
+		// are connected, and the bridge must outlive anything naming it.
+		if err := engine.RemoveNetwork(ctx, name); err != nil {
+			return api.NetworkDestroyResult{}, fmt.Errorf("remove the Docker network of %q: %w", name, err)
+		}
+	}
+	return c.destroyNetwork(name, false)
+}
+
+// destroyNetwork is DestroyNetwork's own part; with dryRun it only checks
+// and reports Destroyed for a network it would destroy.
+func (c *Controller) destroyNetwork(name string, dryRun bool) (api.NetworkDestroyResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	i := slices.IndexFunc(c.nets, func(n *netState) bool { return n.Name == name })
@@ -340,6 +391,9 @@ func (c *Controller) DestroyNetwork(ctx context.Context, req api.NetworkDestroyR
 	if users = slices.Compact(users); len(users) > 0 {
 		return api.NetworkDestroyResult{}, apikit.Errorf(apikit.ErrConflict,
 			"cannot destroy network %q: %d containers still connected: %s", name, len(users), strings.Join(users, ", "))
+	}
+	if dryRun {
+		return api.NetworkDestroyResult{Name: name, Destroyed: true}, nil
 	}
 	if err := c.clearPortsLocked(n, false); err != nil {
 		return api.NetworkDestroyResult{}, err

@@ -91,6 +91,12 @@ type Controller struct {
 	// packetRules are the packet tables of the active rule set, kept for
 	// installing into a datapath opened later.
 	packetRules *rules.PacketTables
+
+	// engineMu guards engine, the container engine's side of the
+	// networks (SetEngine); nil without one. Engine calls are made
+	// without mu: they are slow, and the engine may ask the Controller.
+	engineMu sync.Mutex
+	engine   Engine
 }
 
 // netState is a network and, while its bridge is up, the bridge's ifindex
@@ -99,6 +105,9 @@ type netState struct {
 	Network
 	index int
 	mac   net.HardwareAddr
+	// engineID is the engine network's id once EnsureNetwork made or
+	// found it.
+	engineID string
 }
 
 // port is a port of an Outcall bridge: its name now and its network.
