@@ -78,6 +78,13 @@ type Controller struct {
 	// nil while the bridges are down, like dp.
 	grants *grants.Manager
 	ports  map[int]port // ports of the Outcall bridges, by ifindex
+	// detached are the ports whose program the last repair found
+	// detached and could not re-attach. The gateway services ask per
+	// packet whether a peer's port is enforced; a syscall per answer
+	// would cost more than the answer. Between a detach and the next
+	// repair the floor drops everything the port sends (it is unmarked),
+	// so nothing from it reaches a service meanwhile.
+	detached map[int]bool
 	// services counts the listeners holding each gateway service; only
 	// held services are open to containers (services.go).
 	services map[datapath.Service]int

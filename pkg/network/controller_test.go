@@ -643,9 +643,13 @@ func TestIdentifyBySource(t *testing.T) {
 	if e, ok := td.ContainerIdentity("c0ffee"); !ok || e.Name != "c1" {
 		t.Fatalf("ContainerIdentity = %+v, %v", e, ok)
 	}
-	// A port whose program is gone identifies nobody.
+	// A port whose program is gone, and cannot be put back, identifies
+	// nobody from the repair that finds it so (until then the floor drops
+	// what the port sends, so nothing of it reaches a service).
 	delete(td.dp.Attached, 11)
 	delete(td.dp.Attached, 12)
+	td.dp.FailAt = "Reattach"
+	td.repairOnce()
 	if _, ok := def.Identify(netip.MustParseAddr("10.200.0.10")); ok {
 		t.Error("an identity whose port lost its program was found")
 	}

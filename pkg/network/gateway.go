@@ -97,10 +97,11 @@ func (g gateway) Identify(src netip.Addr) (endpoint.Endpoint, bool) {
 }
 
 // enforcedLocked reports whether e's port is an Outcall port now with its
-// program attached.
+// program attached: taken over (attached then) and not found detached by
+// the repair loop since.
 func (c *Controller) enforcedLocked(e endpoint.Endpoint) bool {
 	_, onPort := c.ports[e.Ifindex]
-	return e.Ifindex != 0 && onPort && c.dp != nil && c.dp.LinkAlive(e.Ifindex)
+	return e.Ifindex != 0 && onPort && c.dp != nil && !c.detached[e.Ifindex]
 }
 
 // Learn implements Gateway. It writes nothing unless all of it may be

@@ -14,12 +14,15 @@ func (c *Controller) repairOnce() {
 	if c.dp == nil {
 		return
 	}
+	detached := map[int]bool{}
+	defer func() { c.detached = detached }()
 	for ifindex, p := range c.ports {
 		name := p.name
 		if c.dp.LinkAlive(ifindex) {
 			continue
 		}
 		if err := c.dp.Reattach(ifindex); err != nil {
+			detached[ifindex] = true
 			c.log.Error("re-attach detached datapath program", "port", name, "ifindex", ifindex, "err", err)
 			continue
 		}

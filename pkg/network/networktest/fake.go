@@ -197,6 +197,9 @@ func (f *Datapath) LinkAlive(i int) bool { return f.Attached[i] }
 // Reattach implements network.Datapath.
 func (f *Datapath) Reattach(i int) error {
 	f.c.Add("dp.Reattach %d", i)
+	if err := f.fail("Reattach"); err != nil {
+		return err
+	}
 	f.Attached[i] = true
 	return nil
 }
