@@ -149,8 +149,10 @@ func (d *Daemon) buildNames() error {
 	if len(d.cfg.DNSUpstreams) == 0 {
 		return nil
 	}
+	// The observer counts the decisions the filter remembers as rule hits
+	// too: the engine sees only the ones it makes.
 	f, err := dns.New(dns.Options{Port: d.cfg.DNSPort, Upstreams: d.cfg.DNSUpstreams, Rules: d.rules,
-		Logger: d.log.With("target", "dns"), Restricted: d.networks.Restricted})
+		Logger: d.log.With("target", "dns"), Restricted: d.networks.Restricted, Observer: ruleEvents{d.events}})
 	if err != nil {
 		return err
 	}
