@@ -8,15 +8,40 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Debian keeps asm/types.h under the multiarch include directory.
 export MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 
-DEBIAN_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool nftables iproute2 util-linux iperf3 gcc make
+DEBIAN_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool nftables iproute2 util-linux iperf3 gcc make busybox-static
 
-.PHONY: all build deps bench-deps generate check-generate test bench run image vet clean
+.PHONY: all build deps docker-up bench-deps generate check-generate test test-docker bench run image vet clean
 
 all: build
 
 deps: ## install the system packages the build and the tests need (Debian)
+	@# busybox-static is the root filesystem of the Docker tests' images
+	@# (no registry here); docker.io only where no dockerd is installed, so
+	@# that a Docker CE install is left as it is.
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+# Where docker-up logs a dockerd it starts itself.
+DOCKERD_LOG ?= /tmp/outcall-dockerd.log
+
+docker-up: ## start dockerd unless it answers (the Docker tests and `make image` need it)
+	@if ! docker info >/dev/null 2>&1; then \
+	  [ "$$(id -u)" = 0 ] || { echo "not root: dockerd not started (the Docker tests skip)"; exit 0; }; \
+	  command -v dockerd >/dev/null 2>&1 || { echo "dockerd not installed (make deps installs docker.io)"; exit 1; }; \
+	  if [ -d /run/systemd/system ] && systemctl cat docker.service >/dev/null 2>&1; then \
+	    echo "starting docker.service"; systemctl start docker.service || true; \
+	  fi; \
+	fi; \
+	if ! docker info >/dev/null 2>&1; then \
+	  echo "starting dockerd (log: $(DOCKERD_LOG))"; \
+	  setsid dockerd </dev/null >$(DOCKERD_LOG) 2>&1 & pid=$$!; \
+	  for _ in $$(seq 60); do docker info >/dev/null 2>&1 && break; kill -0 $$pid 2>/dev/null || break; sleep 1; done; \
+	  if ! docker info >/dev/null 2>&1; then \
+	    if kill -0 $$pid 2>/dev/null; then echo "dockerd did not answer within 60 s"; else echo "dockerd exited"; fi; \
+	    echo "its log ($(DOCKERD_LOG)):"; cat $(DOCKERD_LOG); exit 1; \
+	  fi; \
+	fi
 
 bench-deps: ## install the benchmark peers (dnsmasq, unbound, tinyproxy, squid); not needed by the tests
 	@# The names benchmarks' peers (BENCHMARKS.md); one that cannot be had is
@@ -37,8 +62,11 @@ check-generate: generate ## fail if the committed BPF objects differ from a fres
 vet:
 	$(GO) vet ./...
 
-test: deps ## the whole suite, with the race detector; needs root
+test: deps docker-up ## the whole suite, with the race detector; needs root
 	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -race -count=1 -timeout 20m ./...
+
+test-docker: deps docker-up ## the Docker harness's tests alone (part of `make test`)
+	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -race -count=1 -timeout 10m -v ./test/dockerlab/...
 
 bench: deps bench-deps ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput, DNS filter and proxy vs peers
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/datapath

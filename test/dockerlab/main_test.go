@@ -1,0 +1,8 @@
+package dockerlab
+
+import (
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) { os.Exit(Main(m)) }
