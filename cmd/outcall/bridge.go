@@ -66,8 +66,9 @@ func newBridgeUpCmd() *cobra.Command {
 
 // formatBridgeStatus renders S001-IF-005 (values start at column 12; no Index
 // line when the index is null), without the final newline. A Datapath line
-// follows only while some port lacks its program, so the spec's output is
-// unchanged when everything is enforced.
+// follows only while some port lacks its program, and a Docker line only
+// while Docker does not answer, so the spec's output is unchanged when
+// everything is in order.
 func formatBridgeStatus(st api.BridgeStatus) string {
 	status, nft := "down", "inactive"
 	if st.Up {
@@ -83,6 +84,13 @@ func formatBridgeStatus(st api.BridgeStatus) string {
 	s += "nftables:  " + nft
 	if st.PortsEnforced < st.Ports {
 		s += fmt.Sprintf("\nDatapath:  %d of %d ports enforced (a program is missing; outcalld re-attaches it)", st.PortsEnforced, st.Ports)
+	}
+	if d := st.Docker; d != nil {
+		s += "\nDocker:    " + d.State
+		if d.Reason != "" {
+			s += " (" + d.Reason + ")"
+		}
+		s += "; enforcement goes on, containers cannot be created or followed until Docker answers"
 	}
 	return s
 }

@@ -145,6 +145,13 @@ func TestCLI(t *testing.T) {
 			wantReqs: []string{"GET /api/v1/bridge"},
 		},
 		{
+			name:     "bridge status with Docker degraded",
+			args:     []string{"bridge", "status"},
+			routes:   map[string]string{"GET /api/v1/bridge": `{"success":true,"data":{"name":"outcall0","up":true,"index":42,"nftables_active":true,"docker":{"state":"degraded","reason":"ping: connection refused"}}}`},
+			wantOut:  "Bridge:    outcall0\nStatus:    up\nIndex:     42\nnftables:  active\nDocker:    degraded (ping: connection refused); enforcement goes on, containers cannot be created or followed until Docker answers\n",
+			wantReqs: []string{"GET /api/v1/bridge"},
+		},
+		{
 			name:     "bridge status down",
 			args:     []string{"bridge", "status"},
 			routes:   map[string]string{"GET /api/v1/bridge": bridgeDown},

@@ -40,6 +40,7 @@ func run(args []string, stderr io.Writer) int {
 		dnsUpstream = fs.String("dns-upstream", "", "comma-separated upstream resolvers IP[:port], tried in order (default: the nameservers of /etc/resolv.conf)")
 		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		showVersion = fs.Bool("version", false, "print the version and exit")
+		noDocker    = fs.Bool("no-docker", false, "run without the Docker manager: no Docker networks or managed containers (container commands answer 503)")
 	)
 	fs.StringVar(&cfg.Bridge, "bridge", api.DefaultBridgeName, "Linux bridge name (created if missing)")
 	fs.StringVar(&cfg.Socket, "socket", api.DefaultHostSocket, "host API Unix socket")
@@ -51,6 +52,8 @@ func run(args []string, stderr io.Writer) int {
 	fs.BoolVar(&cfg.AllowPrivatePins, "allow-private-pins", false, "start even if --pin-dir's bpffs is private to this mount namespace (e.g. under \"ip netns exec\"); the pins vanish at exit and every port loses its program: for experiments only")
 	fs.DurationVar(&cfg.RepairInterval, "repair-interval", daemon.DefaultRepairInterval, "how often to check that every port's program and every floor table is in place, and restore what is missing (10ms-10s)")
 	fs.BoolVar(&cfg.NoProxy, "no-proxy", false, "disable the HTTP/CONNECT proxy; refused while a rule needs it (egress.mode: proxy)")
+	fs.StringVar(&cfg.AgentSocket, "agent-socket-host-path", api.DefaultAgentSocket, "agent API socket on the host, mounted into containers created with helper mounts")
+	fs.StringVar(&cfg.ShimHostPath, "shim-host-path", api.DefaultShimHostPath, "outcall-agent shim binary on the host, mounted into containers created with helper mounts")
 	fs.UintVar(&cfg.MaxConnsPerAgent, "max-conns-per-agent", 512, "most connections (conntrack entries) one agent may hold to or through the gateway; new ones beyond it are dropped and counted (0: no cap)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: outcalld [flags]\n\noutcalld decides in the kernel what each agent container may reach.\n\nFlags:\n")
@@ -73,6 +76,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
+	cfg.Docker = !*noDocker
 
 	gw, err := defaultGateway(*subnetBlock)
 	if err != nil {

@@ -13,6 +13,9 @@ const (
 	DefaultHostSocket = "/run/outcall/host.sock"
 	// DefaultAgentSocket is the agent API socket.
 	DefaultAgentSocket = "/run/outcall/agent.sock"
+	// DefaultShimHostPath is where the outcall-agent shim is on the host
+	// (--shim-host-path), for containers created with helper mounts.
+	DefaultShimHostPath = "/usr/local/bin/outcall-agent"
 	// DefaultBridgeName is the Linux bridge of the default network.
 	DefaultBridgeName = "outcall0"
 	// DefaultStateDir holds the daemon's persisted state (endpoints, requests).
@@ -85,6 +88,19 @@ type BridgeStatus struct {
 	// while a detached program is being re-attached.
 	Ports         int `json:"ports,omitempty"`
 	PortsEnforced int `json:"ports_enforced,omitempty"`
+	// Docker is set while the Docker manager cannot reach Docker
+	// (degraded, or starting): enforcement goes on, containers cannot be
+	// created or followed. Absent while Docker answers, or with
+	// --no-docker.
+	Docker *DockerStatus `json:"docker,omitempty"`
+}
+
+// DockerStatus is the Docker manager's view of the engine.
+type DockerStatus struct {
+	// State is "starting" or "degraded".
+	State string `json:"state"`
+	// Reason says why, e.g. the failed ping.
+	Reason string `json:"reason,omitempty"`
 }
 
 // BridgeDownRequest is the optional body of POST /api/v1/bridge/down; the

@@ -38,6 +38,16 @@ type Config struct {
 	// NoProxy disables the proxy (--no-proxy); startup fails if a rule
 	// needs it (egress.mode: proxy).
 	NoProxy bool
+	// Docker runs the Docker manager: Docker networks for the Outcall
+	// networks and managed containers. cmd/outcalld sets it unless
+	// --no-docker; off (every container call 503) is the zero value, so a
+	// Config built in a test never reaches the machine's Docker.
+	Docker bool
+	// AgentSocket and ShimHostPath are the host paths of the agent socket
+	// and the shim that managed containers may have mounted
+	// (--agent-socket-host-path, --shim-host-path).
+	AgentSocket  string
+	ShimHostPath string
 	// RulesDir holds the rule files; a missing directory is an empty set.
 	RulesDir string
 	// WatchRules reloads the rules when a file in RulesDir changes.

@@ -17,6 +17,7 @@ import (
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/bridge"
+	"outcall.dev/outcall/pkg/container"
 	"outcall.dev/outcall/pkg/datapath"
 	"outcall.dev/outcall/pkg/dns"
 	"outcall.dev/outcall/pkg/endpoint"
@@ -52,7 +53,9 @@ type Daemon struct {
 	// dns and proxy serve on every gateway; proxy is nil with --no-proxy.
 	dns   NameFilter
 	proxy Proxy
-	// containers is the Docker manager; nil until issue 10 wires it.
+	// docker is the Docker manager, containers the same as the host API
+	// sees it; both nil with --no-docker.
+	docker     *container.Manager
 	containers ContainerManager
 }
 
@@ -136,6 +139,9 @@ func assemble(cfg Config, bus *events.Bus, nets *network.Controller) (*Daemon, e
 		return nil, err
 	}
 	if err := d.buildNames(); err != nil {
+		return nil, err
+	}
+	if err := d.buildDocker(); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -270,6 +276,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-time.After(gatewayStartGrace):
 		}
 	}
+	if d.docker != nil {
+		// After the gateway services: a container it picks up has its
+		// DNS and proxy from its first packet.
+		start("docker", d.docker.Run)
+	}
 	var serve []func(context.Context) error
 	if d.cfg.MetricsAddr != "" {
 		ml, err := metrics.Listen(d.cfg.MetricsAddr)
@@ -284,6 +295,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		if d.proxy != nil {
 			extra = append(extra, d.proxy.Collectors()...)
+		}
+		if d.docker != nil {
+			extra = append(extra, d.docker.Collectors()...)
 		}
 		serve = append(serve, func(ctx context.Context) error {
 			return metrics.Serve(ctx, ml, d.collector, d.log.With("target", "metrics"), extra...)

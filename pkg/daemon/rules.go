@@ -21,12 +21,14 @@ type hostService struct {
 	*ruleService
 	nameService
 	containers ContainerManager // nil: every container call is 503 (containers.go)
+	// docker says whether Docker answers (Daemon.dockerStatus).
+	docker func() *api.DockerStatus
 }
 
 var _ hostapi.Service = hostService{}
 
 func (d *Daemon) hostService() hostService {
-	return hostService{d.networks, &ruleService{networks: d.networks, rules: d.rules, requests: d.requests}, nameService{d.dns, d.proxy}, d.containers}
+	return hostService{d.networks, &ruleService{networks: d.networks, rules: d.rules, requests: d.requests}, nameService{d.dns, d.proxy}, d.containers, d.dockerStatus}
 }
 
 // ruleService serves the rule engine and rule requests on the host API.
@@ -34,6 +36,14 @@ type ruleService struct {
 	networks *network.Controller
 	rules    *rules.Engine
 	requests *rulereq.Store
+}
+
+// BridgeStatus is the Controller's, with the Docker manager's state while
+// Docker does not answer.
+func (s hostService) BridgeStatus(ctx context.Context) (api.BridgeStatus, error) {
+	st, err := s.Controller.BridgeStatus(ctx)
+	st.Docker = s.docker()
+	return st, err
 }
 
 func notFound(err error) error { return apikit.Wrap(apikit.ErrNotFound, err) }

@@ -180,7 +180,10 @@ func (l *Lab) StartDaemon(bin string, extra ...string) *Daemon {
 		"--dns-upstream", Upstream + ":53",
 		// Never the host's rules: the lab's own directory (absent unless a
 		// test writes it).
-		"--rules-dir", l.RulesDir()}, extra...)
+		"--rules-dir", l.RulesDir(),
+		// A lab is namespaces only: the machine's Docker is not its
+		// business (test/dockerlab runs the daemon with Docker).
+		"--no-docker"}, extra...)
 	return l.start(exec.Command("nsenter", append([]string{"--net=/run/netns/" + l.Host, bin}, args...)...))
 }
 

@@ -145,7 +145,7 @@ up() {
 
 	nsenter --net="/run/netns/$P-host" "$BIN_DIR/outcalld" --bridge "${P}br" --socket "$LAB_DIR/host.sock" \
 		--state-dir "$LAB_DIR/state" --pin-dir "$PIN_DIR" --rules-dir "$LAB_DIR/rules.d" \
-		--metrics-addr 127.0.0.1:9469 --log-level debug >"$LAB_DIR/outcalld.log" 2>&1 &
+		--metrics-addr 127.0.0.1:9469 --log-level debug --no-docker >"$LAB_DIR/outcalld.log" 2>&1 &
 	printf '%s\n%s\n' $! "$(readlink -f "$BIN_DIR/outcalld")" >"$LAB_DIR/outcalld.pid"
 	for _ in $(seq 150); do
 		[ -S "$LAB_DIR/host.sock" ] && break
