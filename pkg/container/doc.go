@@ -24,7 +24,7 @@
 //     works) and Available (the bounded ping). containertest.Engine is a
 //     fake of it.
 //
-// # The manager's flow (built on top of this package)
+// # The manager's flow (Manager: manager.go, events.go, dockernet.go)
 //
 // Create, in this order, so that no container ever runs without an
 // identity and nothing is left behind by a failure:
@@ -33,8 +33,11 @@
 //  2. Inspect the network (Engine.NetworkInspect) and require an Outcall
 //     network: the name's prefix, driver "bridge", and the bridge option
 //     naming the network's own Linux bridge (S008-FR-003, FR-030, FR-032).
-//     Inspect the image (Engine.ImageInspect): absent is `image "<img>"
-//     not found locally — pull it first`, never an implicit pull.
+//     The Docker network of an Outcall network that has none is made
+//     first (EnsureNetwork), then checked like any other. Inspect the
+//     image (Engine.ImageInspect): absent is `image "<img>" not found
+//     locally — pull it first`, never an implicit pull. A name already
+//     taken is refused before anything changes.
 //  3. Allocate the container's IPv4 and MAC on the network, and register
 //     its identity with the network controller (pkg/network) before the
 //     container exists: the endpoint, with its container name, address,
@@ -44,11 +47,11 @@
 //  4. Build the Spec from the validated request and the Facts (the
 //     inspected network id, the address, the gateway's DNS and proxy, the
 //     identity, the negotiated API version) and ContainerCreate it.
-//  5. ContainerStart it; the controller binds the new veth to the
-//     registered identity when the port joins the bridge
-//     (Gateway.Identify and ContainerIdentity then find it). A container
-//     that exits at once after a successful start is still created
-//     (S008-FR-011).
+//  5. ContainerStart it, inspect it for its network namespace (the
+//     sandbox key) and Networks.Bind the identity to its port (the
+//     controller finds the port from the namespace and the reserved MAC).
+//     A container that exits at once after a successful start is still
+//     created (S008-FR-011); it has no port, and its identity goes.
 //  6. On any failure after step 4, ContainerRemove with Force and
 //     RemoveVolumes, and release the identity; if the rollback fails too,
 //     the error holds both (errors.Join; S008-FR-035). A failure in step 3

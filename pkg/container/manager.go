@@ -336,10 +336,12 @@ func (m *Manager) CreateContainer(ctx context.Context, req api.ContainerCreateRe
 	defer unlock()
 	// Docker would refuse the name at create; asking first keeps the
 	// identity of the container that holds it untouched (S008-EC-013).
-	switch _, err := m.engine.ContainerInspect(ctx, c.Name); {
-	case err == nil:
+	// (Docker also finds a container by an id prefix: only the name
+	// counts.)
+	switch in, err := m.engine.ContainerInspect(ctx, c.Name); {
+	case err == nil && in.ContainerJSONBase != nil && trimSlash(in.Name) == c.Name:
 		return res, apikit.Errorf(apikit.ErrConflict, "container name %q is already in use", c.Name)
-	case !errdefs.IsNotFound(err):
+	case err != nil && !errdefs.IsNotFound(err):
 		return res, m.dockerErr(fmt.Sprintf("inspect container %q", c.Name), err)
 	}
 
