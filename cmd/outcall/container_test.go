@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -571,22 +570,3 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
-// TestNoDockerDependencies: the CLI talks to the Docker manager only
-// through the host API; it links neither the Docker client nor the
-// manager's package, which does.
-func TestNoDockerDependencies(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command: " + err.Error())
-	}
-	out, err := exec.Command(goBin, "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
-	}
-	for _, pkg := range strings.Fields(string(out)) {
-		if strings.HasPrefix(pkg, "github.com/docker/") || strings.HasPrefix(pkg, "github.com/moby/") ||
-			pkg == "outcall.dev/outcall/pkg/container" || strings.HasPrefix(pkg, "outcall.dev/outcall/pkg/container/") {
-			t.Errorf("cmd/outcall depends on %s", pkg)
-		}
-	}
-}
