@@ -139,9 +139,9 @@ func answerAddrs(m *dns.Msg) []string {
 }
 
 // proxyHealth asks the proxy at addr for GET /outcall-health from
-// namespace ns and returns the body, or "" when nothing answered.
-func proxyHealth(ns, addr string) string {
-	var body string
+// namespace ns and returns the status and body; 0 and "" when nothing
+// answered.
+func proxyHealth(ns, addr string) (code int, body string) {
 	_ = Do(ns, func() error {
 		c, err := net.DialTimeout("tcp4", addr, probeTimeout)
 		if err != nil {
@@ -158,10 +158,8 @@ func proxyHealth(ns, addr string) string {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode == http.StatusOK {
-			body = strings.TrimSpace(string(b))
-		}
+		code, body = resp.StatusCode, strings.TrimSpace(string(b))
 		return nil
 	})
-	return body
+	return code, body
 }

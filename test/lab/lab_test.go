@@ -194,8 +194,8 @@ func TestLabEnforcement(t *testing.T) {
 				t.Errorf("DNS over %s to the gateway: %v, want NXDOMAIN from the filter", network, r)
 			}
 		}
-		if got := proxyHealth(a1.NS, Gateway+":8080"); got != `{"status":"ok"}` {
-			t.Errorf("proxy health from the agent: %q", got)
+		if code, got := proxyHealth(a1.NS, Gateway+":8080"); code != 200 || got != `{"status":"ok"}` {
+			t.Errorf("proxy health from the agent: %d %q", code, got)
 		}
 		before := counters(t, d)
 		if TCP(a1.NS, Gateway+":22") {

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,28 +19,6 @@ const (
 	strangerMAC = "02:00:0a:c8:00:3c"
 )
 
-// proxyStatus sends GET /outcall-health to the proxy at addr from ns and
-// returns the status code, 0 when nothing answered.
-func proxyStatus(ns, addr string) int {
-	code := 0
-	_ = Do(ns, func() error {
-		c, err := net.DialTimeout("tcp4", addr, probeTimeout)
-		if err != nil {
-			return nil
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(probeTimeout))
-		if _, err := c.Write([]byte("GET /outcall-health HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n")); err != nil {
-			return nil
-		}
-		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
-			resp.Body.Close()
-			code = resp.StatusCode
-		}
-		return nil
-	})
-	return code
-}
 
 // dnsQueryFrame is a raw UDP DNS query for name from srcMAC/src to the
 // gateway, as a root container can write it with any source.
@@ -83,10 +60,10 @@ func TestLabUnknownSender(t *testing.T) {
 				t.Errorf("DNS over %s from the agent: %v", network, r)
 			}
 		}
-		if code := proxyStatus(u.NS, Gateway+":8080"); code != http.StatusForbidden {
+		if code, _ := proxyHealth(u.NS, Gateway+":8080"); code != http.StatusForbidden {
 			t.Errorf("proxy from the stranger: status %d, want 403", code)
 		}
-		if code := proxyStatus(a1.NS, Gateway+":8080"); code != http.StatusOK {
+		if code, _ := proxyHealth(a1.NS, Gateway+":8080"); code != http.StatusOK {
 			t.Errorf("positive control: proxy health from the agent: status %d", code)
 		}
 		if moved := counters(t, d)["allow/unknown_gateway"] - before["allow/unknown_gateway"]; moved < 3 {
