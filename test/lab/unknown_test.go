@@ -19,7 +19,6 @@ const (
 	strangerMAC = "02:00:0a:c8:00:3c"
 )
 
-
 // dnsQueryFrame is a raw UDP DNS query for name from srcMAC/src to the
 // gateway, as a root container can write it with any source.
 func dnsQueryFrame(t *testing.T, srcMAC, gwMAC net.HardwareAddr, src string, sport uint16, name string) []byte {
