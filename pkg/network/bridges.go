@@ -253,7 +253,7 @@ func (c *Controller) createNetwork(req api.NetworkCreateRequest, engineUsed []ne
 }
 
 // usedSubnetsLocked is what a new subnet must not overlap: the networks'
-// subnets and the host's own addresses.
+// subnets, the host's own addresses and the destinations of its routes.
 func (c *Controller) usedSubnetsLocked() ([]netip.Prefix, error) {
 	var used []netip.Prefix
 	for _, n := range c.nets {
@@ -266,7 +266,11 @@ func (c *Controller) usedSubnetsLocked() ([]netip.Prefix, error) {
 	for _, a := range addrs {
 		used = append(used, netip.PrefixFrom(a, 32))
 	}
-	return used, nil
+	routes, err := c.opts.HostRoutes()
+	if err != nil {
+		return nil, err
+	}
+	return append(used, routes...), nil
 }
 
 // checkNewLocked refuses a network whose name, bridge or subnet another
@@ -291,6 +295,13 @@ func (c *Controller) checkNewLocked(n Network) error {
 	}
 	if i := slices.IndexFunc(addrs, n.Subnet().Contains); i >= 0 {
 		return apikit.Errorf(apikit.ErrConflict, "subnet %s holds %s, an address of this host", n.Subnet(), addrs[i])
+	}
+	routes, err := c.opts.HostRoutes()
+	if err != nil {
+		return err
+	}
+	if i := slices.IndexFunc(routes, n.Subnet().Overlaps); i >= 0 {
+		return apikit.Errorf(apikit.ErrConflict, "subnet %s overlaps %s, a route of this host", n.Subnet(), routes[i])
 	}
 	return nil
 }

@@ -46,8 +46,11 @@ type Options struct {
 	Bridges         Bridges
 	// HostAddrs lists the host's IPv4 addresses (listHostAddrs if nil).
 	HostAddrs func() ([]netip.Addr, error)
-	Endpoints *endpoint.Registry
-	Events    *events.Bus
+	// HostRoutes lists the destinations of the host's routes, the default
+	// route left out (listHostRoutes if nil): no new subnet overlaps one.
+	HostRoutes func() ([]netip.Prefix, error)
+	Endpoints  *endpoint.Registry
+	Events     *events.Bus
 	// RepairInterval is how often detached programs and deleted floor
 	// tables are looked for (DefaultRepairInterval if 0).
 	RepairInterval time.Duration
@@ -137,6 +140,9 @@ func New(opts Options) (*Controller, error) {
 	}
 	if opts.HostAddrs == nil {
 		opts.HostAddrs = listHostAddrs
+	}
+	if opts.HostRoutes == nil {
+		opts.HostRoutes = listHostRoutes
 	}
 	if opts.OpenDatapath == nil || opts.Floor == nil || opts.Bridges == nil || opts.Endpoints == nil || opts.Events == nil {
 		return nil, errors.New("network: Options need OpenDatapath, Floor, Bridges, Endpoints and Events")

@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -117,5 +118,29 @@ func TestEngineNetworks(t *testing.T) {
 	td.c.Reset()
 	if _, err := td.DestroyNetwork(ctx, api.NetworkDestroyRequest{Name: ptr("busy")}); !errors.Is(err, apikit.ErrConflict) || td.c.Index("engine.RemoveNetwork outcall-busy") >= 0 {
 		t.Errorf("destroy with a container: %v, calls %v", err, td.c.Log())
+	}
+}
+
+// TestHostRoutesAvoided: a new subnet overlaps no route of the host (the
+// fake host routes 10.200.9.0/24 elsewhere): asked for, it is refused;
+// allocated, it is skipped.
+func TestHostRoutesAvoided(t *testing.T) {
+	td := newTestController(t)
+	td.open(t)
+	ctx := context.Background()
+	if _, err := td.CreateNetwork(ctx, api.NetworkCreateRequest{Name: ptr("routed"), Subnet: ptr("10.200.9.0/24")}); !errors.Is(err, apikit.ErrConflict) {
+		t.Errorf("create on a routed subnet: %v, want a conflict", err)
+	}
+	for i := 1; i <= 9; i++ {
+		res, err := td.CreateNetwork(ctx, api.NetworkCreateRequest{Name: ptr(fmt.Sprintf("n%d", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Subnet == "10.200.9.0/24" {
+			t.Fatalf("network n%d got the routed subnet", i)
+		}
+	}
+	if _, err := td.CreateNetwork(ctx, api.NetworkCreateRequest{Name: ptr("free"), Subnet: ptr("10.200.77.0/24")}); err != nil {
+		t.Errorf("control: a free subnet: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"outcall.dev/outcall/pkg/datapath"
 )
@@ -21,6 +22,27 @@ func listHostAddrs() ([]netip.Addr, error) {
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
 			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
+
+// listHostRoutes lists the destinations of the host's IPv4 routes in
+// every table, the default route left out: a new network's subnet must
+// not take addresses the host already reaches some other way.
+func listHostRoutes() ([]netip.Prefix, error) {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list host routes: %w", err)
+	}
+	var out []netip.Prefix
+	for _, r := range routes {
+		if r.Dst == nil || r.Type != unix.RTN_UNICAST {
+			continue // the default route; local, broadcast and the like
+		}
+		ones, _ := r.Dst.Mask.Size()
+		if ip, ok := netip.AddrFromSlice(r.Dst.IP.To4()); ok && ones > 0 {
+			out = append(out, netip.PrefixFrom(ip, ones).Masked())
 		}
 	}
 	return out, nil
