@@ -42,8 +42,10 @@ var TestPrefixes = []netip.Prefix{
 }
 
 // routesWait bounds the wait for another Upstream, of this or another test
-// binary, to give up the root namespace's test routes.
-const routesWait = 5 * time.Minute
+// binary, to give up the root namespace's test routes: `go test ./...`
+// runs the Docker packages side by side, and each holds the routes for as
+// long as its daemon runs in the root namespace.
+const routesWait = 15 * time.Minute
 
 // Upstream is the internet of a Docker test: test/lab's upstream namespace
 // (its DNS, HTTP and echo servers on documentation addresses) connected to
