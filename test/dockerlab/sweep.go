@@ -262,13 +262,17 @@ func (d *Docker) RemovePrefixed(ctx context.Context, prefix string) error {
 // lockRoutes takes the machine-wide lock of the root namespace's test
 // routes, waiting at most wait for another Upstream (of this or another
 // test binary) to give it up.
-func lockRoutes(wait time.Duration) (*os.File, error) {
+func lockRoutes(wait time.Duration) (*os.File, error) { return lockFile("routes", wait) }
+
+// lockFile takes the machine-wide lock name (routes.lock and the like,
+// never a session's) under lockDir, waiting at most wait for its holder.
+func lockFile(name string, wait time.Duration) (*os.File, error) {
 	if err := os.MkdirAll(lockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock dir: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(lockDir, "routes.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(lockDir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("routes lock: %w", err)
+		return nil, fmt.Errorf("%s lock: %w", name, err)
 	}
 	deadline := time.Now().Add(wait)
 	for {
@@ -281,7 +285,7 @@ func lockRoutes(wait time.Duration) (*os.File, error) {
 		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
 			holder, _ := os.ReadFile(f.Name())
 			f.Close()
-			return nil, fmt.Errorf("routes lock %s (held by %s): %w", f.Name(), strings.TrimSpace(string(holder)), err)
+			return nil, fmt.Errorf("%s lock %s (held by %s): %w", name, f.Name(), strings.TrimSpace(string(holder)), err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -5,6 +5,9 @@
 //	probe http URL   prints the status code and the body
 //	probe tcp ADDR   prints the first line the server sends
 //	probe id         prints the uid and gid it runs as
+//	probe dns SERVER NAME [udp|tcp]
+//	                 asks SERVER (host:port) for NAME's A records and prints
+//	                 the reply's rcode and its addresses ("NOERROR 192.0.2.1")
 //
 // It exits 1 when the probe fails, 2 on bad usage.
 package main
@@ -16,7 +19,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 const timeout = 5 * time.Second
@@ -37,6 +43,15 @@ func main() {
 			usage()
 		}
 		err = probeTCP(os.Args[2])
+	case "dns":
+		if len(os.Args) != 4 && len(os.Args) != 5 {
+			usage()
+		}
+		network := "udp"
+		if len(os.Args) == 5 {
+			network = os.Args[4]
+		}
+		err = probeDNS(os.Args[2], os.Args[3], network)
 	case "id":
 		fmt.Printf("uid=%d gid=%d\n", os.Getuid(), os.Getgid())
 	default:
@@ -49,7 +64,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: probe http URL | probe tcp ADDR | probe id")
+	fmt.Fprintln(os.Stderr, "usage: probe http URL | probe tcp ADDR | probe dns SERVER NAME [udp|tcp] | probe id")
 	os.Exit(2)
 }
 
@@ -81,5 +96,26 @@ func probeTCP(addr string) error {
 		return err
 	}
 	fmt.Print(line)
+	return nil
+}
+
+func probeDNS(server, name, network string) error {
+	if network != "udp" && network != "tcp" {
+		usage()
+	}
+	c := &dns.Client{Net: network, Timeout: timeout}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		return err
+	}
+	var addrs []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			addrs = append(addrs, a.A.String())
+		}
+	}
+	fmt.Println(strings.TrimSpace(dns.RcodeToString[r.Rcode] + " " + strings.Join(addrs, ",")))
 	return nil
 }
