@@ -103,10 +103,12 @@ func newCache(max int, now func() time.Time) *cache {
 	return &cache{max: max, ll: list.New(), items: map[cacheKey]*list.Element{}, now: now}
 }
 
-// get returns the entry under k and the seconds its answer has left, or
-// false (a miss) when there is none or it expired. The entry's records are
-// shared: callers copy before they change one (cacheEntry.copyAt).
-func (c *cache) get(k cacheKey) (*cacheEntry, uint32, bool) {
+// get returns the entry under k and the seconds its answer has left at
+// now (a reading of the cache's clock the caller already took; zero: read
+// it), or false (a miss) when there is none or it expired. The entry's
+// records are shared: callers copy before they change one
+// (cacheEntry.copyAt).
+func (c *cache) get(k cacheKey, now time.Time) (*cacheEntry, uint32, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[k]
@@ -115,7 +117,10 @@ func (c *cache) get(k cacheKey) (*cacheEntry, uint32, bool) {
 		return nil, 0, false
 	}
 	e := el.Value.(*cacheEntry)
-	left := e.remaining(c.now())
+	if now.IsZero() {
+		now = c.now()
+	}
+	left := e.remaining(now)
 	if left == 0 {
 		c.ll.Remove(el)
 		delete(c.items, k)

@@ -115,6 +115,9 @@ type Filter struct {
 	metrics   *metrics
 	flight    singleflight.Group
 	upstreams []*udpPool // by Options.Upstreams
+	// realClock says Options.Now is time.Now: a hit reads the clock once
+	// for the cache's TTLs and its own hold time.
+	realClock bool
 
 	total, allowed, blocked atomic.Uint64
 	refusedLog              logLimiter
@@ -160,7 +163,8 @@ func New(opts Options) (*Filter, error) {
 	if opts.CacheEntries <= 0 {
 		opts.CacheEntries = DefaultCacheEntries
 	}
-	if opts.Now == nil {
+	realClock := opts.Now == nil
+	if realClock {
 		opts.Now = time.Now
 	}
 	f := &Filter{
@@ -169,6 +173,7 @@ func New(opts Options) (*Filter, error) {
 		cache:     newCache(opts.CacheEntries, opts.Now),
 		decisions: newDecisionCache(opts.CacheEntries),
 		listeners: map[string]listener{},
+		realClock: realClock,
 	}
 	for _, up := range opts.Upstreams {
 		f.upstreams = append(f.upstreams, newUDPPool(up))
@@ -252,14 +257,22 @@ func (f *Filter) Serve(ctx context.Context, gw network.Gateway) error {
 // uses (at most maxUDPReaders). A reader answers what needs no upstream
 // (refused, blocked, a cache hit: microseconds of work) itself and reads
 // on, with no goroutine or copy per packet; a query for the upstreams
-// goes to a goroutine of its own, at most maxInflightUDP at once.
+// goes to a goroutine of its own, at most maxInflightUDP at once. Where
+// the socket gives raw access (the gateway's does), a reader takes up to
+// udpBatch datagrams per system call and sends the answers it decided
+// itself together (readUDPBatch).
 func (f *Filter) serveUDP(ctx context.Context, gw network.Gateway, pc net.PacketConn, wg *sync.WaitGroup) {
 	sem := make(chan struct{}, maxInflightUDP)
+	bc, batched := newBatchConn(pc)
 	var readers sync.WaitGroup
 	for range min(max(runtime.GOMAXPROCS(0), 1), maxUDPReaders) {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
+			if batched {
+				f.readUDPBatch(ctx, gw, pc, bc, sem, wg)
+				return
+			}
 			f.readUDP(ctx, gw, pc, sem, wg)
 		}()
 	}

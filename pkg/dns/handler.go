@@ -35,6 +35,13 @@ func (r result) observeHold(f *Filter) {
 	}
 }
 
+// observeHoldAt is observeHold for a reply written by now.
+func (r result) observeHoldAt(f *Filter, now time.Time) {
+	if !r.held.IsZero() {
+		f.metrics.holdSeconds.Observe(now.Sub(r.held).Seconds())
+	}
+}
+
 // soa is the authority record of every NXDOMAIN the filter makes itself
 // (S007 §2.5).
 func soa() *mdns.SOA {
@@ -200,7 +207,11 @@ func (f *Filter) decide(ctx context.Context, gw network.Gateway, src netip.Addr,
 
 	// 5. The answer: the cache, or (complete) the upstreams.
 	p.key = cacheKey{name: name, qtype: question.Qtype, class: question.Qclass, do: doBit(req)}
-	if e, left, hit := f.cache.get(p.key); hit {
+	var now time.Time // the cache's clock: decided's reading, if it is time.Now
+	if f.realClock {
+		now = decided
+	}
+	if e, left, hit := f.cache.get(p.key, now); hit {
 		return f.answerCached(ctx, gw, &p, e, left, decided), nil
 	}
 	up := new(pendingQuery)
@@ -617,8 +628,23 @@ func normalise(qname string) (string, bool) {
 }
 
 // typeString is dns.record_type: the type's mnemonic in upper case (miekg
-// spells types 0 and 65535 "None" and "Reserved"), or TYPEn.
+// spells types 0 and 65535 "None" and "Reserved"), or TYPEn. The types
+// below 256 (every common one) are spelled once, not per query.
 func typeString(t uint16) string {
+	if int(t) < len(lowTypeStrings) {
+		return lowTypeStrings[t]
+	}
+	return spellType(t)
+}
+
+var lowTypeStrings = func() (a [256]string) {
+	for t := range a {
+		a[t] = spellType(uint16(t))
+	}
+	return a
+}()
+
+func spellType(t uint16) string {
 	if s, ok := mdns.TypeToString[t]; ok {
 		return strings.ToUpper(s)
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -186,6 +187,19 @@ type servicePacketConn struct {
 // Close closes the port to containers, then the socket.
 func (c *servicePacketConn) Close() error {
 	return errors.Join(c.release(), c.PacketConn.Close())
+}
+
+// SyscallConn gives access to the socket itself (syscall.Conn), for a
+// service that reads and writes several datagrams per system call
+// (recvmmsg, sendmmsg). A syscall.RawConn cannot close the socket, so the
+// port still closes to containers only through Close, before the socket;
+// the *net.UDPConn underneath is never handed out.
+func (c *servicePacketConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.PacketConn.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("gateway service socket %s: no raw access", c.LocalAddr())
+	}
+	return sc.SyscallConn()
 }
 
 // serviceBindError names the port and, when it is taken, who holds it.
