@@ -68,13 +68,14 @@ test: deps docker-up ## the whole suite, with the race detector; needs root
 test-docker: deps docker-up ## the Docker harness's tests alone (part of `make test`)
 	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -race -count=1 -timeout 10m -v ./test/dockerlab/...
 
-bench: deps bench-deps ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput, DNS filter and proxy vs peers
+bench: deps bench-deps docker-up ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput, DNS filter and proxy vs peers, container create vs plain Docker
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/datapath
 	$(GO) test -run '^$$' -bench 'Reload|PacketVerdict' -benchtime 5x ./pkg/rules
 	$(GO) test -run '^$$' -bench 'Evaluate' -benchtime 5000x ./pkg/rules
 	$(GO) test -run '^$$' -bench . -skip '^Benchmark(DNSFilter|DNSHoldTime|Proxy)$$' -benchtime 3x ./test/lab
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 	$(GO) test -run '^$$' -bench '^Benchmark(DNSFilter|DNSHoldTime|Proxy)$$' -benchtime 1x -timeout 15m ./test/lab
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 15m ./test/dockerbench
 
 run: deps build ## start outcalld in the foreground with the shipped defaults
 	install -d -m 0755 /etc/outcall/rules.d
