@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,4 +66,25 @@ func (u *Upstream) RouteAddress(t testing.TB, a netip.Addr) {
 		u.AddAddress(t, a)
 	}
 	u.RequireRoutes(t, a)
+}
+
+// LiveSessions lists the prefixes of the sessions whose lock a process
+// holds (this one's included): who else uses Docker on this machine now.
+func LiveSessions() []string {
+	var live []string
+	entries, _ := os.ReadDir(lockDir)
+	for _, e := range entries {
+		if p, ok := strings.CutSuffix(e.Name(), ".lock"); ok && prefixPattern.MatchString(p) && alive(p) {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
+// OwnsImages reports whether prefix is the owner of this test binary's
+// imported images (a session of this process, see Image).
+func OwnsImages(prefix string) bool {
+	images.mu.Lock()
+	defer images.mu.Unlock()
+	return images.owner != "" && images.owner == prefix
 }
