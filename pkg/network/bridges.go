@@ -387,14 +387,16 @@ func (c *Controller) destroyNetwork(name string, dryRun bool) (api.NetworkDestro
 			"cannot destroy network %q: it is the daemon's own bridge %s (--bridge); `outcall bridge down` removes it", name, c.opts.Default.Bridge)
 	}
 	n := c.nets[i]
+	// Each container once: by its identity's name, or, for a port
+	// without one, by the port's.
 	var users []string
 	for _, e := range c.endpoints.List() {
 		if e.Network == name {
 			users = append(users, e.Name)
 		}
 	}
-	for _, p := range c.ports {
-		if p.net == n {
+	for ifindex, p := range c.ports {
+		if _, identified := c.endpoints.ByIfindex(ifindex); p.net == n && !identified {
 			users = append(users, p.name)
 		}
 	}

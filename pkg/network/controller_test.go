@@ -540,10 +540,16 @@ func TestDestroyNetwork(t *testing.T) {
 	if _, err := td.AddEndpoint(ctx, api.EndpointAddRequest{Name: "s1", Interface: "veth-s1", IP: "10.200.1.10", MAC: "02:00:0a:c8:01:0a"}); err != nil {
 		t.Fatal(err)
 	}
+	// The endpoint and its port are one container; a port without
+	// identity is one more.
+	br.Ports = append(br.Ports, bridge.Port{Index: 22, Name: "veth-x", Bridge: br.Index, HardwareAddr: net.HardwareAddr{2, 0xcc, 0, 0, 0, 22}})
+	td.handlePortEvent(bridge.PortEvent{Port: br.Ports[1], Joined: true})
 	if _, err := td.DestroyNetwork(ctx, api.NetworkDestroyRequest{Name: ptr("staging")}); err == nil ||
-		err.Error() != `cannot destroy network "outcall-staging": 2 containers still connected: s1, veth-s1` {
-		t.Fatalf("destroy with an endpoint and a port: %v", err)
+		err.Error() != `cannot destroy network "outcall-staging": 2 containers still connected: s1, veth-x` {
+		t.Fatalf("destroy with an endpoint on its port and a port without one: %v", err)
 	}
+	br.Ports = br.Ports[:1]
+	td.handlePortEvent(bridge.PortEvent{Port: bridge.Port{Index: 22, Name: "veth-x", Bridge: br.Index}})
 	if _, err := td.DestroyNetwork(ctx, api.NetworkDestroyRequest{}); err == nil || !strings.Contains(err.Error(), "daemon's own bridge outcall0") {
 		t.Fatalf("destroy of the default network: %v", err)
 	}
