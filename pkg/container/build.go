@@ -46,6 +46,19 @@ type Facts struct {
 	APIVersion string
 	// CreatedAt is the creation time for the outcall.created-at label.
 	CreatedAt time.Time
+	// ResolvConf, if set, is a host file naming only the DNS filter
+	// (ResolvConfContent), mounted read-only over /etc/resolv.conf. On a
+	// user-defined network Docker otherwise points the container at its
+	// embedded resolver (127.0.0.11), which answers the names of the
+	// other containers on the network itself, before any rule is asked.
+	ResolvConf string
+}
+
+// ResolvConfContent is the resolver configuration of a managed container
+// on a network whose DNS filter is at dns: the filter only, ndots:0, no
+// search domain.
+func ResolvConfContent(dns netip.Addr) string {
+	return "# outcalld: the DNS filter of this container's network\nnameserver " + dns.String() + "\noptions ndots:0\n"
 }
 
 // Spec is the Docker configuration of one managed container: the three
@@ -117,7 +130,9 @@ func ProxyEnv(proxy netip.AddrPort) []string {
 //   - labels: managed-by=outcalld, outcall.network, outcall.created-at,
 //     outcall.agent-name, outcall.identity.
 //   - DNS: only the DNS filter, with ndots:0 and no search domain, so no
-//     name is ever tried under the host's search list.
+//     name is ever tried under the host's search list; with
+//     Facts.ResolvConf, the daemon's own /etc/resolv.conf, read-only, so
+//     not even Docker's embedded resolver answers first.
 //   - env: the caller's, then ProxyEnv.
 //   - network: the managed network as the network mode and as the only
 //     endpoint, with the fixed IPv4 and MAC and the inspected network id.
@@ -175,6 +190,9 @@ func Build(c Create, f Facts) (Spec, error) {
 			t = mount.TypeVolume
 		}
 		hc.Mounts = append(hc.Mounts, mount.Mount{Type: t, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
+	}
+	if f.ResolvConf != "" {
+		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: f.ResolvConf, Target: ResolvConfPath, ReadOnly: true})
 	}
 	ep := &network.EndpointSettings{
 		NetworkID:  f.NetworkID,

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
+	"outcall.dev/outcall/internal/atomicfile"
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/apikit"
 )
@@ -54,6 +57,11 @@ type ManagerOptions struct {
 	StateFile string
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// ResolvDir, if set, is where the manager keeps one resolver file per
+	// network (ResolvConfContent), mounted read-only over each managed
+	// container's /etc/resolv.conf (Facts.ResolvConf). dockerd must see
+	// the same path: the daemon and Docker share the host's file system.
+	ResolvDir string
 }
 
 // Manager is the Docker manager (S008): it creates hardened agent
@@ -91,8 +99,10 @@ type Manager struct {
 	untrusted map[string]bool
 	// lastGauge is when the state gauge was last refreshed.
 	lastGauge time.Time
-	// saveMu orders the writes of the StateFile.
-	saveMu sync.Mutex
+	// saveMu orders the writes of the StateFile, resolvMu those of the
+	// resolver files.
+	saveMu   sync.Mutex
+	resolvMu sync.Mutex
 }
 
 // DockerState is the manager's view of the Docker engine.
@@ -350,10 +360,14 @@ func (m *Manager) CreateContainer(ctx context.Context, req api.ContainerCreateRe
 	if err != nil {
 		return res, fmt.Errorf("register identity of container %q: %w", c.Name, err)
 	}
+	resolv, err := m.resolvConf(info)
+	if err != nil {
+		return res, errors.Join(err, m.release(ctx, c.Name))
+	}
 	spec, err := Build(c, Facts{
 		Network: info.Name, NetworkID: dn.ID, IPv4: r.IPv4, MAC: r.MAC,
 		Gateway: netip.PrefixFrom(info.Gateway, info.Subnet.Bits()), DNS: info.Gateway, Proxy: info.Proxy,
-		Identity: r.Identity, APIVersion: m.engine.ClientVersion(), CreatedAt: m.now(),
+		Identity: r.Identity, APIVersion: m.engine.ClientVersion(), CreatedAt: m.now(), ResolvConf: resolv,
 	})
 	if err != nil {
 		return res, errors.Join(err, m.release(ctx, c.Name))
@@ -716,4 +730,35 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 		}
 		k.mu.Unlock()
 	}
+}
+
+// resolvConf makes sure the resolver file of network info
+// (ResolvConfContent, mode 0644: the container's non-root user reads it)
+// is under ResolvDir and returns its path; "" without a ResolvDir. A file
+// already right is left alone, so a container starting meanwhile never
+// meets a replaced or unreadable one.
+func (m *Manager) resolvConf(info NetworkInfo) (string, error) {
+	if m.opts.ResolvDir == "" {
+		return "", nil
+	}
+	m.resolvMu.Lock()
+	defer m.resolvMu.Unlock()
+	path := filepath.Join(m.opts.ResolvDir, info.Name+".conf")
+	want := ResolvConfContent(info.Gateway)
+	if b, err := os.ReadFile(path); err == nil && string(b) == want {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() == 0o644 {
+			return path, nil
+		}
+	}
+	err := os.MkdirAll(m.opts.ResolvDir, 0o755)
+	if err == nil {
+		err = atomicfile.WriteFile(path, []byte(want))
+	}
+	if err == nil {
+		err = os.Chmod(path, 0o644)
+	}
+	if err != nil {
+		return "", fmt.Errorf("write the resolver file of network %s: %w", info.Name, err)
+	}
+	return path, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	dcontainer "github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -682,5 +684,36 @@ func TestCollectors(t *testing.T) {
 		if !got[name] {
 			t.Errorf("metric %s not gathered (have %v)", name, got)
 		}
+	}
+}
+
+// TestCreateResolvConf: with a ResolvDir, every managed container gets the
+// daemon's resolver file over /etc/resolv.conf, read-only, naming only its
+// network's DNS filter, readable by the container's non-root user; without
+// one, Docker's own.
+func TestCreateResolvConf(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "resolv")
+	h := newHarness(t, func(o *container.ManagerOptions) { o.ResolvDir = dir })
+	for _, name := range []string{"r1", "r2"} {
+		res := h.create(t, name)
+		c, _ := h.e.Container(res.ContainerID)
+		want := mount.Mount{Type: mount.TypeBind, Source: filepath.Join(dir, "outcall-default.conf"), Target: "/etc/resolv.conf", ReadOnly: true}
+		if !slices.Contains(c.HostConfig.Mounts, want) {
+			t.Errorf("%s: mounts %+v, want %+v", name, c.HostConfig.Mounts, want)
+		}
+	}
+	path := filepath.Join(dir, "outcall-default.conf")
+	b, err := os.ReadFile(path)
+	if err != nil || string(b) != container.ResolvConfContent(netip.MustParseAddr("10.200.0.1")) ||
+		!strings.Contains(string(b), "nameserver 10.200.0.1\n") || strings.Count(string(b), "nameserver") != 1 {
+		t.Errorf("resolver file %q, %v", b, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("resolver file mode %v, %v; want 0644", fi.Mode(), err)
+	}
+	plain := newHarness(t)
+	res := plain.create(t, "r3")
+	if c, _ := plain.e.Container(res.ContainerID); len(c.HostConfig.Mounts) != 0 {
+		t.Errorf("without a ResolvDir: mounts %+v", c.HostConfig.Mounts)
 	}
 }

@@ -42,6 +42,7 @@ func (d *Daemon) buildDocker() error {
 		Validator: v,
 		Logger:    d.log.With("target", "docker"),
 		StateFile: filepath.Join(d.cfg.StateDir, "containers.json"),
+		ResolvDir: filepath.Join(d.cfg.StateDir, "resolv"),
 	})
 	if err != nil {
 		return err

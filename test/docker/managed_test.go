@@ -199,8 +199,11 @@ type inspected struct {
 		DNSOptions     []string `json:"DnsOptions"`
 		Tmpfs          map[string]string
 		Binds          []string
-		Mounts         []json.RawMessage
-		PortBindings   map[string]json.RawMessage
+		Mounts         []struct {
+			Type, Source, Target string
+			ReadOnly             bool
+		}
+		PortBindings map[string]json.RawMessage
 	}
 	Mounts          []json.RawMessage
 	NetworkSettings struct {
@@ -262,7 +265,10 @@ func testInspect(t *testing.T, w *world, a managed) {
 	check("PidsLimit 256", c.HostConfig.PidsLimit != nil && *c.HostConfig.PidsLimit == 256, c.HostConfig.PidsLimit)
 	check("Memory 512 MiB", c.HostConfig.Memory == 512<<20, c.HostConfig.Memory)
 	check("CpuShares 1024", c.HostConfig.CPUShares == 1024, c.HostConfig.CPUShares)
-	check("no binds or mounts (helper mounts are opt-in)", len(c.HostConfig.Binds) == 0 && len(c.HostConfig.Mounts) == 0 && len(c.Mounts) == 0, len(c.Mounts))
+	// One mount only, the daemon's resolver file, read-only over
+	// /etc/resolv.conf (helper mounts are opt-in).
+	check("no binds; one mount: the daemon's resolv.conf, read-only", len(c.HostConfig.Binds) == 0 && len(c.HostConfig.Mounts) == 1 &&
+		c.HostConfig.Mounts[0].Target == "/etc/resolv.conf" && c.HostConfig.Mounts[0].ReadOnly && c.HostConfig.Mounts[0].Type == "bind", c.HostConfig.Mounts)
 	check("no published ports", len(c.HostConfig.PortBindings) == 0, c.HostConfig.PortBindings)
 
 	// docker network inspect shows the attachment (S008-SC-003).
@@ -275,24 +281,15 @@ func testInspect(t *testing.T, w *world, a managed) {
 	out, err = w.exec(t, a.Name, "cat", "/etc/resolv.conf")
 	servers, ndots := resolvConf(out)
 	check("resolv.conf has options ndots:0", err == nil && ndots, out)
-	switch {
-	case slices.Equal(servers, []string{w.gw.String()}):
-		t.Logf("ok: resolv.conf names only the gateway %s", w.gw)
-	case slices.Equal(servers, []string{dockerEmbeddedDNS}):
-		// Docker's own resolver on every user-defined network: it
-		// answers container names itself and forwards the rest, from the
-		// container's namespace, to HostConfig.Dns (the gateway, above).
-		// What the container's resolver really is shows in the answers:
-		// an allowed name resolves, and evil.test, which the upstream
-		// resolver answers, is NXDOMAIN: the filter's.
-		t.Logf("resolv.conf names Docker's embedded resolver %s, which forwards to HostConfig.Dns", dockerEmbeddedDNS)
-		out, err := w.exec(t, a.Name, "timeout", "5", "nslookup", "web.test")
-		check("the container's own resolver answers web.test (through the filter)", err == nil && strings.Contains(out, webAddr.Addr().String()), out)
-		out, err = w.exec(t, a.Name, "timeout", "5", "nslookup", "evil.test")
-		check("the container's own resolver answers evil.test NXDOMAIN (the filter's block)", strings.Contains(out, "NXDOMAIN") && !strings.Contains(out, lab.Upstream2), out+errString(err))
-	default:
-		t.Errorf("resolv.conf names %v, want the gateway %s", servers, w.gw)
-	}
+	// Only the filter: not Docker's embedded resolver (127.0.0.11), which
+	// would answer the other containers' names itself (SC-006).
+	check("resolv.conf names only the gateway's DNS filter", slices.Equal(servers, []string{w.gw.String()}), servers)
+	out, err = w.exec(t, a.Name, "timeout", "5", "nslookup", "web.test")
+	check("the container's own resolver answers web.test (through the filter)", err == nil && strings.Contains(out, webAddr.Addr().String()), out)
+	out, err = w.exec(t, a.Name, "timeout", "5", "nslookup", "evil.test")
+	check("the container's own resolver answers evil.test NXDOMAIN (the filter's block)", strings.Contains(out, "NXDOMAIN") && !strings.Contains(out, lab.Upstream2), out+errString(err))
+	_, err = w.exec(t, a.Name, "sh", "-c", "echo nameserver 198.51.100.10 > /etc/resolv.conf")
+	check("resolv.conf is not writable", err != nil, err)
 	_, err = w.exec(t, a.Name, "touch", "/probe-write")
 	check("/ is not writable", err != nil, err)
 	_, err = w.exec(t, a.Name, "touch", "/tmp/probe-write")
@@ -300,10 +297,6 @@ func testInspect(t *testing.T, w *world, a managed) {
 	out, _ = w.exec(t, a.Name, "sh", "-c", "grep -E '^Cap(Prm|Eff|Bnd)|^NoNewPrivs' /proc/self/status")
 	check("no capabilities and NoNewPrivs inside", strings.Count(out, "0000000000000000") == 3 && strings.Contains(out, "NoNewPrivs:\t1"), out)
 }
-
-// dockerEmbeddedDNS is Docker's resolver in the namespace of every
-// container on a user-defined network.
-const dockerEmbeddedDNS = "127.0.0.11"
 
 func errString(err error) string {
 	if err == nil {
@@ -463,7 +456,9 @@ func testContainerCLI(t *testing.T, w *world, a, peer managed) {
 
 	out = w.mustCLI(t, "container", "inspect", "--name", a.Name)
 	for _, want := range []string{"Container:    " + a.Name, "Image:        " + w.image, "State:        running",
-		"Network:      " + api.DefaultNetworkName, "IP Address:   " + a.IP.String(), "Mounts:       none",
+		"Network:      " + api.DefaultNetworkName, "IP Address:   " + a.IP.String(), "Mounts:",
+		// The daemon's own resolver file, and nothing else.
+		"/resolv/" + api.DefaultNetworkName + ".conf:/etc/resolv.conf:ro",
 		"Environment:", "  HTTP_PROXY=<redacted>", "  HTTPS_PROXY=<redacted>", "  NO_PROXY=<redacted>", "Created:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect lacks %q:\n%s", want, out)
