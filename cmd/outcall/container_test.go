@@ -569,4 +569,3 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
-

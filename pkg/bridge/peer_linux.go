@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -54,4 +56,55 @@ func (m *Manager) PeerPort(nsPath string, mac net.HardwareAddr) (int, error) {
 		return ha.Index, nil
 	}
 	return 0, &Error{Op: "find " + mac.String() + " in " + nsPath, Err: ErrNoPeer}
+}
+
+// PortPeer returns the hardware address of the far end of the veth port
+// ifindex once that end is in one of the network namespaces pinned under
+// nsDir (Docker's sandboxes, /var/run/docker/netns), and whether it is. A
+// container's port joins the bridge before Docker moves and addresses its
+// far end, so a caller asks again until it is there. The far end must name
+// the port as its peer, across exactly these two namespaces.
+func (m *Manager) PortPeer(ifindex int, nsDir string) (net.HardwareAddr, bool, error) {
+	l, err := m.h.LinkByIndex(ifindex)
+	if err != nil {
+		return nil, false, &Error{Op: fmt.Sprintf("port %d", ifindex), Err: err}
+	}
+	a := l.Attrs()
+	if l.Type() != "veth" || a.NetNsID < 0 {
+		return nil, false, nil // not a veth, or its far end is still here
+	}
+	entries, err := os.ReadDir(nsDir)
+	if err != nil {
+		return nil, false, &Error{Op: "list namespaces in " + nsDir, Err: err}
+	}
+	for _, ent := range entries {
+		mac, ok := m.peerIn(filepath.Join(nsDir, ent.Name()), a)
+		if ok {
+			return mac, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
+// peerIn returns the address of port a's far end if it is in the
+// namespace at path.
+func (m *Manager) peerIn(path string, a *netlink.LinkAttrs) (net.HardwareAddr, bool) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, false
+	}
+	defer ns.Close()
+	if id, err := m.h.GetNetNsIdByFd(int(ns)); err != nil || id != a.NetNsID {
+		return nil, false
+	}
+	ch, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, false
+	}
+	defer ch.Close()
+	peer, err := ch.LinkByIndex(a.ParentIndex)
+	if err != nil || peer.Type() != "veth" || peer.Attrs().ParentIndex != a.Index {
+		return nil, false
+	}
+	return peer.Attrs().HardwareAddr, true
 }

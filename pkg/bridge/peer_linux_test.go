@@ -53,3 +53,24 @@ func setMAC(t *testing.T, h *netlink.Handle, name string, mac net.HardwareAddr) 
 		t.Fatalf("set MAC of %s: %v", name, err)
 	}
 }
+
+// TestPortPeer reads the far end's MAC of a port whose far end is in a
+// namespace of the directory, and nothing while it is still here.
+func TestPortPeer(t *testing.T) {
+	host, container := newTestNS(t), newTestNS(t)
+	m := newTestManager(t, host.h)
+	mac := net.HardwareAddr{0x02, 0x42, 0x0a, 0xc8, 0x00, 0x09}
+	moved := addVeth(t, host, "octv0", "octp0", container)
+	setMAC(t, container.h, "octp0", mac)
+	here := addVeth(t, host, "octv1", "octp1", nil)
+	got, ok, err := m.PortPeer(moved.Attrs().Index, "/var/run/netns")
+	if err != nil || !ok || got.String() != mac.String() {
+		t.Fatalf("PortPeer(moved) = %s, %v, %v; want %s", got, ok, err, mac)
+	}
+	if got, ok, err := m.PortPeer(here.Attrs().Index, "/var/run/netns"); err != nil || ok {
+		t.Errorf("PortPeer(far end still here) = %s, %v, %v; want not yet", got, ok, err)
+	}
+	if _, ok, _ := m.PortPeer(moved.Attrs().Index, t.TempDir()); ok {
+		t.Error("PortPeer found the far end in an empty directory")
+	}
+}

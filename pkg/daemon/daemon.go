@@ -95,12 +95,23 @@ func New(cfg Config) (*Daemon, error) {
 		Events:           bus,
 		RepairInterval:   cfg.RepairInterval,
 		MaxConnsPerAgent: cfg.MaxConnsPerAgent,
+		SandboxDir:       sandboxDir(cfg),
 		Logger:           cfg.Logger.With("target", "network"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return assemble(cfg, bus, nets)
+}
+
+// sandboxDir is where Docker pins its containers' network namespaces (its
+// default exec root's), watched for the far ends of new ports; none
+// without Docker.
+func sandboxDir(cfg Config) string {
+	if !cfg.Docker {
+		return ""
+	}
+	return "/var/run/docker/netns"
 }
 
 // assemble builds the parts above the networks: the rule engine (whose

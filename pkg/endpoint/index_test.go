@@ -236,7 +236,6 @@ func TestRegistryAddRefuses(t *testing.T) {
 		{"container", func(e *Endpoint) { e.Origin, e.ContainerID = OriginDocker, "c0ffee" }, `container c0ffee already belongs to endpoint "a"`},
 		{"name before interface", func(e *Endpoint) { e.Name, e.Interface = "a", "veth-a" }, `endpoint "a" already exists`},
 		{"operator with a container", func(e *Endpoint) { e.ContainerID = "beef" }, "an operator's endpoint has no container id"},
-		{"docker bound without a container", func(e *Endpoint) { e.Origin = OriginDocker; e.Ifindex = 77 }, "a bound Docker endpoint needs its container id"},
 		{"unknown origin", func(e *Endpoint) { e.Origin = "kubernetes" }, `invalid origin "kubernetes"`},
 		{"long network", func(e *Endpoint) { e.Network = "outcall-" + strings.Repeat("n", 65) }, `need a network name of 1-72 characters`},
 		{"no mac", func(e *Endpoint) { e.MAC = nil; e.MACText = "" }, `invalid mac "": need a 6-byte`},
@@ -340,7 +339,7 @@ func TestRegistryBindContainer(t *testing.T) {
 	}{
 		{"x", "vethx", "cid-x", 9, `endpoint not found: "x"`},
 		{"op", "vethop", "cid-op", 9, `endpoint "op" is not a Docker endpoint`},
-		{"c1", "veth1", "", 9, "a bound Docker endpoint needs its container id"},
+		{"c2", "veth2", "", 12, ""}, // bound on the port's arrival, the id to come
 		{"c1", "veth1", "cid-1", 0, "invalid ifindex 0"},
 		{"c1", "veth-op", "cid-1", 9, `bind endpoint "c1": interface veth-op already belongs to endpoint "op"`},
 		{"c1", "veth1", "cid-1", 5, `bind endpoint "c1": ifindex 5 already belongs to endpoint "op"`},
@@ -348,6 +347,8 @@ func TestRegistryBindContainer(t *testing.T) {
 		{"c2", "veth2", "cid-1", 10, `bind endpoint "c2": container cid-1 already belongs to endpoint "c1"`},
 		{"c1", "veth1b", "cid-other", 11, `endpoint "c1" belongs to container cid-1, not cid-other`},
 		{"c1", "veth1b", "cid-1", 11, ""}, // started again: a new port
+		{"c2", "veth2", "cid-2", 12, ""},  // the manager records the id
+		{"c2", "veth2", "", 12, ""},       // and a later port-only bind keeps it
 	}
 	for _, tt := range tests {
 		_, err := r.BindContainer(tt.name, tt.ifindex, tt.iface, tt.container)
@@ -368,6 +369,9 @@ func TestRegistryBindContainer(t *testing.T) {
 	if e, ok := r.ByContainer("cid-1"); !ok || e.Name != "c1" {
 		t.Errorf("ByContainer(cid-1) = %q, %v; want c1", e.Name, ok)
 	}
+	if e, ok := r.ByContainer("cid-2"); !ok || e.Name != "c2" || e.Ifindex != 12 {
+		t.Errorf("ByContainer(cid-2) = %+v, %v; want c2 on 12", e, ok)
+	}
 	if _, ok := r.ByInterface(""); ok {
 		t.Error("ByInterface(\"\") finds the unbound reservation")
 	}
@@ -379,8 +383,8 @@ func TestRegistryBindContainer(t *testing.T) {
 	if e, ok := r2.ByIfindex(11); !ok || e.Name != "c1" {
 		t.Errorf("after reopen ByIfindex(11) = %q, %v", e.Name, ok)
 	}
-	if e, err := r2.Get("c2"); err != nil || e.Ifindex != 0 || e.Interface != "" {
-		t.Errorf("after reopen c2 = %+v, %v; want reserved, unbound", e, err)
+	if e, err := r2.Get("c2"); err != nil || e.Ifindex != 12 || e.ContainerID != "cid-2" {
+		t.Errorf("after reopen c2 = %+v, %v; want bound to 12 for cid-2", e, err)
 	}
 }
 
@@ -497,7 +501,6 @@ func TestRegistryLoad(t *testing.T) {
 		{name: "identity 0", contents: file(3, strings.Replace(epA, `"identity":1`, `"identity":0`, 1)+`}`),
 			wantErr: `endpoint "a": identity 0`},
 		{name: "unknown origin", contents: file(3, epA+`,"origin":"k8s"}`), wantErr: `endpoint "a": invalid origin "k8s"`},
-		{name: "docker bound without container", contents: file(3, epA+`,"ifindex":5,"origin":"docker"}`), wantErr: `endpoint "a": a bound Docker endpoint needs its container id`},
 		{name: "bad mac", contents: file(3, strings.Replace(epA, "02:00:00:00:00:0a", "zz", 1)+`}`), wantErr: `endpoint "a": address zz: invalid MAC address`},
 		{name: "not json", contents: `{`, wantErr: "parse endpoint registry"},
 	}

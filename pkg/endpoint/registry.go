@@ -280,10 +280,8 @@ func check(e Endpoint) error {
 		}
 	case OriginDocker:
 		// Reserved before the container exists, a Docker endpoint gets
-		// its container id when it is bound to the container's port.
-		if e.Ifindex != 0 && e.ContainerID == "" {
-			return errors.New("a bound Docker endpoint needs its container id")
-		}
+		// its port when the port appears and its container id when the
+		// manager binds it, in either order.
 	default:
 		return fmt.Errorf("invalid origin %q: need %q or %q", e.Origin, OriginOperator, OriginDocker)
 	}
@@ -525,7 +523,8 @@ func (r *Registry) Bind(name string, ifindex int) (Endpoint, error) {
 
 // BindContainer ties a Docker endpoint, reserved before its container
 // existed, to the container's port (ifindex, named iface) and records the
-// container's id, and persists it. A container that starts again gets a
+// container's id ("" keeps the one recorded, if any: the port can be
+// found before the manager knows the container started), and persists it. A container that starts again gets a
 // new port: the endpoint moves to it. The container id, once recorded,
 // never changes: another container is another endpoint.
 func (r *Registry) BindContainer(name string, ifindex int, iface, containerID string) (Endpoint, error) {
@@ -542,7 +541,7 @@ func (r *Registry) BindContainer(name string, ifindex int, iface, containerID st
 	case ifindex <= 0:
 		return Endpoint{}, fmt.Errorf("invalid ifindex %d", ifindex)
 	case containerID == "":
-		return Endpoint{}, errors.New("a bound Docker endpoint needs its container id")
+		containerID = e.ContainerID // bound on the port's arrival: the id comes later
 	case e.ContainerID != "" && e.ContainerID != containerID:
 		return Endpoint{}, fmt.Errorf("endpoint %q belongs to container %s, not %s", name, e.ContainerID, containerID)
 	}

@@ -1,12 +1,14 @@
 package network
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"outcall.dev/outcall/pkg/apikit"
 	"outcall.dev/outcall/pkg/endpoint"
@@ -220,4 +222,107 @@ func randomMAC() (net.HardwareAddr, error) {
 	}
 	mac[0] = mac[0]&0xfc | 0x02
 	return mac, nil
+}
+
+// arrivalWindow bounds how long a port is watched for its far end; Docker
+// moves and addresses it within milliseconds of attaching the port.
+const arrivalWindow = 3 * time.Second
+
+// awaitLocked watches port ifindex of n if n has a container reserved and
+// not bound, so that bindArrivals can give it its identity.
+func (c *Controller) awaitLocked(ifindex int, n *netState) {
+	if c.opts.SandboxDir == "" {
+		return
+	}
+	for _, e := range c.endpoints.List() {
+		if e.Origin == endpoint.OriginDocker && e.Network == n.Name && e.Ifindex == 0 {
+			c.awaiting[ifindex] = time.Now()
+			select {
+			case c.awaitKick <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
+// bindArrivals gives ports that joined a network with a reserved container
+// the identity whose MAC their far end carries, as soon as Docker has put
+// it in place: a container's first packet then meets its identity, not a
+// port without one (whose ARP from a held address is dropped, and retried
+// only a second later). A port whose far end carries no reserved MAC stays
+// as it is; after arrivalWindow it is no longer watched.
+func (c *Controller) bindArrivals(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		n := len(c.awaiting)
+		c.mu.Unlock()
+		if n == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c.awaitKick:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Millisecond):
+		}
+		c.bindArrivedOnce()
+	}
+}
+
+func (c *Controller) bindArrivedOnce() {
+	c.mu.Lock()
+	ports := make(map[int]time.Time, len(c.awaiting))
+	for i, t := range c.awaiting {
+		ports[i] = t
+	}
+	c.mu.Unlock()
+	for ifindex, joined := range ports {
+		// Outside the lock: it opens namespaces.
+		mac, ok, err := c.bridges.PortPeer(ifindex, c.opts.SandboxDir)
+		c.mu.Lock()
+		switch {
+		case err != nil || time.Since(joined) > arrivalWindow:
+			delete(c.awaiting, ifindex)
+		case ok && c.bindArrivalLocked(ifindex, mac):
+			delete(c.awaiting, ifindex)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// bindArrivalLocked binds port ifindex to the reserved, unbound container
+// identity of its network with this MAC, if there is one, and reports
+// whether the port needs no more watching. Docker may move the far end
+// before it sets its address, so a MAC that matches nothing is looked at
+// again until the window ends.
+func (c *Controller) bindArrivalLocked(ifindex int, mac net.HardwareAddr) bool {
+	p, ok := c.ports[ifindex]
+	if !ok || c.dp == nil {
+		return true // it left meanwhile
+	}
+	if _, bound := c.endpoints.ByIfindex(ifindex); bound {
+		return true
+	}
+	for _, e := range c.endpoints.List() {
+		if e.Origin != endpoint.OriginDocker || e.Network != p.net.Name || e.Ifindex != 0 || !bytes.Equal(e.MAC, mac) {
+			continue
+		}
+		bound, err := c.endpoints.BindContainer(e.Name, ifindex, p.name, "")
+		if err == nil {
+			err = c.activateLocked(ifindex, bound, p.net)
+		}
+		if err != nil {
+			// The manager's bind after the start tries again.
+			_ = c.dp.DeleteEndpoint(ifindex)
+			c.log.Error("bind a container's port on its arrival", "container", e.Name, "port", p.name, "err", err)
+			return true
+		}
+		c.log.Info("container port bound on its arrival", "container", e.Name, "port", p.name, "ifindex", ifindex)
+		return true
+	}
+	return false
 }

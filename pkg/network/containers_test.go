@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -146,5 +147,61 @@ func TestBindContainer(t *testing.T) {
 	}
 	if err := td.ReleaseContainer(ctx, "c1"); err != nil {
 		t.Errorf("release twice: %v", err)
+	}
+}
+
+// TestBindOnArrival: a port joining a network with a reserved container is
+// watched, and gets the identity whose MAC its far end carries as soon as
+// Docker has put it in place, before the manager's bind; the manager's bind
+// then only records the container id. A far end with another MAC gets
+// nothing.
+func TestBindOnArrival(t *testing.T) {
+	td := newTestController(t)
+	td.open(t)
+	ctx := context.Background()
+	c1, err := td.ReserveContainer(ctx, ContainerReservation{Network: api.DefaultNetworkName, Name: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := td.br.Bridges["outcall0"]
+	for _, i := range []int{13, 14} {
+		p := bridge.Port{Index: i, Name: fmt.Sprintf("veth%d", i), Bridge: 10}
+		br.Ports = append(br.Ports, p)
+		td.handlePortEvent(bridge.PortEvent{Port: p, Joined: true})
+	}
+	// Not moved yet: nothing happens.
+	td.bindArrivedOnce()
+	if len(td.dp.Endpoints) != 0 {
+		t.Fatalf("bound before the far end was in place: %v", td.dp.Endpoints)
+	}
+	td.br.FarEnds[13] = c1.MAC
+	td.br.FarEnds[14] = net.HardwareAddr{2, 0x42, 0, 0, 0, 0x99} // a stranger's
+	td.c.Reset()
+	td.bindArrivedOnce()
+	if err := td.c.InOrder("dp.SetEndpoint 13", "bridges.PinEndpoint 13"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := td.dp.Endpoints[14]; ok {
+		t.Error("a port whose far end carries no reserved MAC got an identity")
+	}
+	if got, ok := td.Gateways()[0].Identify(c1.IP); !ok || got.Name != "c1" {
+		t.Errorf("Identify(%s) after arrival = %q, %v", c1.IP, got.Name, ok)
+	}
+	if _, ok := td.ContainerIdentity("cid1"); ok {
+		t.Error("a container id known before the manager said it")
+	}
+	// The manager's bind records the id on the same port.
+	td.br.Peers[sandbox+" "+c1.MAC.String()] = 13
+	if e, err := td.BindContainer(ctx, "c1", "cid1", sandbox); err != nil || e.Ifindex != 13 || e.ContainerID != "cid1" {
+		t.Fatalf("manager's bind after arrival = %+v, %v", e, err)
+	}
+	if got, ok := td.ContainerIdentity("cid1"); !ok || got.Name != "c1" {
+		t.Errorf("ContainerIdentity(cid1) = %+v, %v", got, ok)
+	}
+	td.mu.Lock()
+	awaiting := len(td.awaiting)
+	td.mu.Unlock()
+	if awaiting != 1 { // port 14, until its window ends
+		t.Errorf("%d ports watched, want 1 (the stranger's)", awaiting)
 	}
 }

@@ -49,6 +49,13 @@ type Options struct {
 	// HostRoutes lists the destinations of the host's routes, the default
 	// route left out (listHostRoutes if nil): no new subnet overlaps one.
 	HostRoutes func() ([]netip.Prefix, error)
+	// SandboxDir is where Docker pins its containers' network namespaces
+	// (/var/run/docker/netns). With it, a port joining a network that has
+	// a container reserved but not yet bound is watched until Docker has
+	// moved and addressed its far end, and gets the identity whose MAC it
+	// carries then: before the container's process runs. Empty: only
+	// BindContainer binds.
+	SandboxDir string
 	Endpoints  *endpoint.Registry
 	Events     *events.Bus
 	// RepairInterval is how often detached programs and deleted floor
@@ -88,6 +95,10 @@ type Controller struct {
 	// repair the floor drops everything the port sends (it is unmarked),
 	// so nothing from it reaches a service meanwhile.
 	detached map[int]bool
+	// awaiting are ports without identity on a network with a container
+	// reserved and not bound, by when they joined (containers.go).
+	awaiting  map[int]time.Time
+	awaitKick chan struct{}
 	// services counts the listeners holding each gateway service; only
 	// held services are open to containers (services.go).
 	services map[datapath.Service]int
@@ -151,7 +162,7 @@ func New(opts Options) (*Controller, error) {
 		opts: opts, log: opts.Logger, bridges: opts.Bridges, floor: opts.Floor,
 		endpoints: opts.Endpoints, events: opts.Events, store: store{path: opts.StatePath},
 		nets:  []*netState{{Network: opts.Default}},
-		ports: map[int]port{}, services: map[datapath.Service]int{},
+		ports: map[int]port{}, services: map[datapath.Service]int{}, awaiting: map[int]time.Time{}, awaitKick: make(chan struct{}, 1),
 	}
 	stored, err := c.store.load()
 	if err != nil {
@@ -176,9 +187,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	for _, fn := range []func(context.Context) error{
 		c.watchPorts,
+		c.bindArrivals,
 		func(ctx context.Context) error { return every(ctx, time.Second, c.sweepGrants) },
 		func(ctx context.Context) error { return every(ctx, interval, c.repairOnce) },
 	} {
@@ -404,6 +416,7 @@ func (c *Controller) portJoinedLocked(ifindex int, name string, n *netState) err
 	ep, ok := c.endpointOfPortLocked(ifindex, name, n)
 	if !ok {
 		c.log.Info("port has no endpoint; it reaches only the gateway's services, which refuse it", "port", name, "ifindex", ifindex, "network", n.Name)
+		c.awaitLocked(ifindex, n)
 		return nil
 	}
 	return c.activateLocked(ifindex, ep, n)
@@ -464,6 +477,7 @@ func (c *Controller) portLeftLocked(ifindex int) error {
 		errs = append(errs, c.floor.RemovePort(ifindex))
 		delete(c.ports, ifindex)
 	}
+	delete(c.awaiting, ifindex)
 	return errors.Join(errs...)
 }
 

@@ -72,6 +72,7 @@ func newController(t *testing.T, dir string, td *testController) *Controller {
 		HostAddrs: func() ([]netip.Addr, error) {
 			return []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("10.200.0.1")}, nil
 		},
+		SandboxDir: "/run/docker/netns",
 		HostRoutes: func() ([]netip.Prefix, error) {
 			return []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("10.200.0.0/24"), netip.MustParsePrefix("10.200.9.0/24")}, nil
 		},

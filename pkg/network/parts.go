@@ -74,6 +74,9 @@ type Bridges interface {
 	// PeerPort finds the bridge port whose veth peer is the interface
 	// with this MAC in the network namespace at nsPath (a container's).
 	PeerPort(nsPath string, mac net.HardwareAddr) (int, error)
+	// PortPeer returns the MAC of the far end of veth port ifindex once
+	// it is in a namespace pinned under nsDir; false until then.
+	PortPeer(ifindex int, nsDir string) (net.HardwareAddr, bool, error)
 }
 
 // OpenDatapath loads the real datapath.

@@ -357,12 +357,14 @@ type Bridges struct {
 	// Peers maps a namespace path and a MAC ("path mac") to the port
 	// PeerPort finds.
 	Peers map[string]int
-	next  int
+	// FarEnds are the MACs PortPeer finds, by port.
+	FarEnds map[int]net.HardwareAddr
+	next    int
 }
 
 // NewBridges returns fake bridges recording into c.
 func NewBridges(c *Calls) *Bridges {
-	return &Bridges{c: c, Bridges: map[string]*Bridge{}, Peers: map[string]int{}, next: 100}
+	return &Bridges{c: c, Bridges: map[string]*Bridge{}, Peers: map[string]int{}, FarEnds: map[int]net.HardwareAddr{}, next: 100}
 }
 
 func (f *Bridges) byIndex(i int) *Bridge {
@@ -441,4 +443,10 @@ func (f *Bridges) PeerPort(nsPath string, mac net.HardwareAddr) (int, error) {
 		return i, nil
 	}
 	return 0, fmt.Errorf("fake PeerPort: no veth with %s in %s", mac, nsPath)
+}
+
+// PortPeer implements network.Bridges from FarEnds.
+func (f *Bridges) PortPeer(ifindex int, _ string) (net.HardwareAddr, bool, error) {
+	mac, ok := f.FarEnds[ifindex]
+	return mac, ok, nil
 }
