@@ -23,6 +23,10 @@ import (
 // buffer without end.
 const maxResponseHeadBytes = 64 << 10
 
+// bodyGrace is how long a response that is complete waits for the
+// request body's copy to finish before the exchange is ended.
+const bodyGrace = 50 * time.Millisecond
+
 // errUpstreamSilent is a kept upstream connection that ended before
 // answering: the upstream closed it while it was idle.
 var errUpstreamSilent = errors.New("upstream closed the connection before answering")
@@ -226,6 +230,13 @@ func (h *handler) send(x *exchange, retry bool) (again, stale bool) {
 	default:
 		x.log.Debug("proxy response relay ended early", "err", err)
 	}
+	// The body copy may not have said it is done yet even when it has
+	// nothing left to read from the client; only a body the client is
+	// still sending makes the response's end the exchange's end.
+	var bodyLeft <-chan time.Time
+	if x.cl > int64(len(x.prefix)) {
+		bodyLeft = time.After(bodyGrace)
+	}
 	select {
 	case berr := <-bodyDone:
 		if err == nil && berr == nil {
@@ -237,7 +248,7 @@ func (h *handler) send(x *exchange, retry bool) (again, stale bool) {
 			}
 			return res.clientOpen, false
 		}
-	default:
+	case <-bodyLeft:
 		// The response ended before the client sent all of its body:
 		// closing the client ends the body copy.
 	}

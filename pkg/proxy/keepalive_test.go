@@ -295,7 +295,10 @@ func TestResponseFraming(t *testing.T) {
 func TestGoClientReusesConnection(t *testing.T) {
 	e, up := keptEnv(t, nil, nil)
 	proxyURL, _ := url.Parse("http://" + e.addr)
-	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL)}
+	// One connection at most: the transport hands a finished connection
+	// back to its idle pool asynchronously, and without the bound a quick
+	// next request may dial anew before it is there.
+	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL), MaxConnsPerHost: 1}
 	t.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	reused := 0
