@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"outcall.dev/outcall/test/dockerlab"
 )
@@ -28,15 +27,11 @@ import (
 // bins holds the outcalld, outcall and probe binaries of this run.
 var bins string
 
-// rootLockWait bounds the wait for another package's root-namespace
-// outcalld to end.
-const rootLockWait = 5 * time.Minute
-
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
 	if os.Geteuid() == 0 {
-		f, err := dockerlab.LockMachine("root-outcalld", rootLockWait)
+		f, err := dockerlab.LockMachine(dockerlab.RootLock, dockerlab.RootLockWait)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "test/docker:", err)
 			return 1

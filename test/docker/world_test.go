@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -120,8 +118,8 @@ func setUp(t *testing.T) *world {
 	w.socket = filepath.Join(w.dir, "host.sock")
 	w.bridge = u.Prefix + "o"
 	w.pinDir = "/sys/fs/bpf/" + u.Prefix + "-od"
-	preflight(t, w.docker)
-	w.block = freeBlock(t, w.docker)
+	dockerlab.PreflightRoot(t, w.docker)
+	w.block = dockerlab.FreeBlock(t, w.docker)
 	w.subnet = netip.PrefixFrom(w.block.Addr(), 24)
 	w.gw = w.subnet.Addr().Next()
 	t.Logf("session %s: bridge %s, subnet block %s (default network %s, gateway %s)", u.Prefix, w.bridge, w.block, w.subnet, w.gw)
@@ -151,118 +149,6 @@ func setUp(t *testing.T) *world {
 	t.Cleanup(func() { w.teardown(t) })
 	w.start(t)
 	return w
-}
-
-// preflight removes what crashed runs of this package left in the root
-// namespace (when their session is dead) and refuses to run next to
-// another outcalld's objects.
-func preflight(t *testing.T, d *dockerlab.Docker) {
-	t.Helper()
-	if out, err := d.Output(t.Context(), nil, "network", "inspect", "--format",
-		`{{index .Options "com.docker.network.bridge.name"}}`, api.DefaultNetworkName); err == nil {
-		bridge := strings.TrimSpace(out)
-		p, ok := strings.CutSuffix(bridge, "o")
-		if !ok || !dockerlab.IsPrefix(p) || dockerlab.Alive(p) {
-			t.Fatalf("a Docker network %s on bridge %q exists that is not a crashed run's of this package: refusing to run (remove it, or stop the outcalld that made it)", api.DefaultNetworkName, bridge)
-		}
-		t.Logf("removing %s (bridge %s) of the crashed session %s", api.DefaultNetworkName, bridge, p)
-		if _, err := d.Output(t.Context(), nil, "network", "rm", api.DefaultNetworkName); err != nil {
-			t.Fatal(err)
-		}
-		_ = exec.Command("ip", "link", "del", bridge).Run()
-		_ = os.RemoveAll("/sys/fs/bpf/" + p + "-od")
-	}
-	// Networks of crashed sessions: outcall-<prefix>... and their bridges.
-	out, _ := d.Output(t.Context(), nil, "network", "ls", "--format", "{{.Name}}")
-	for _, name := range strings.Fields(out) {
-		rest, ok := strings.CutPrefix(name, api.NetworkPrefix)
-		if !ok || len(rest) < 9 || !dockerlab.IsPrefix(rest[:9]) || dockerlab.Alive(rest[:9]) {
-			continue
-		}
-		t.Logf("removing %s of the crashed session %s", name, rest[:9])
-		_, _ = d.Output(t.Context(), nil, "network", "rm", name)
-		_ = exec.Command("ip", "link", "del", network.BridgeName(name)).Run()
-	}
-	if outcalldInRootNS() {
-		t.Fatal("an outcalld runs in the root network namespace: refusing to run beside it")
-	}
-	// No outcalld runs here (and the package's machine lock is held): its
-	// tables are a crashed run's.
-	for _, fam := range []string{"inet", "bridge", "arp"} {
-		if exec.Command("nft", "list", "table", fam, "outcall").Run() == nil {
-			t.Logf("removing the leftover nftables table %s outcall", fam)
-			_ = exec.Command("nft", "delete", "table", fam, "outcall").Run()
-		}
-	}
-}
-
-// outcalldInRootNS reports whether a process called outcalld runs in this
-// network namespace.
-func outcalldInRootNS() bool {
-	self, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		return false
-	}
-	dirs, _ := os.ReadDir("/proc")
-	for _, e := range dirs {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
-		if err != nil || strings.TrimSpace(string(comm)) != "outcalld" {
-			continue
-		}
-		if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && ns == self {
-			return true
-		}
-	}
-	return false
-}
-
-// freeBlock picks a 10.x.0.0/16 that no route or address of the root
-// namespace and no Docker network uses. The seed is printed.
-func freeBlock(t *testing.T, d *dockerlab.Docker) netip.Prefix {
-	t.Helper()
-	seed := time.Now().UnixNano()
-	t.Logf("subnet block seed %d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0))
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var used []netip.Prefix
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue
-		}
-		ones, _ := r.Dst.Mask.Size()
-		if a, ok := netip.AddrFromSlice(r.Dst.IP.To4()); ok && ones > 0 {
-			used = append(used, netip.PrefixFrom(a, ones).Masked())
-		}
-	}
-	var out string
-	if ids, _ := d.Output(t.Context(), nil, "network", "ls", "-q"); ids != "" {
-		out, _ = d.Output(t.Context(), nil, append([]string{"network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, strings.Fields(ids)...)...)
-	}
-	for _, s := range strings.Fields(out) {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			used = append(used, p)
-		}
-	}
-	for range 100 {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(16 + rng.IntN(200)), 0, 0}), 16)
-		free := true
-		for _, q := range used {
-			if p.Overlaps(q) {
-				free = false
-			}
-		}
-		if free {
-			return p
-		}
-	}
-	t.Fatal("no free 10.x.0.0/16")
-	return netip.Prefix{}
 }
 
 // start runs outcalld and waits for its socket and the default network's

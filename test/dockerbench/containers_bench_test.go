@@ -70,11 +70,11 @@ func BenchmarkContainers(b *testing.B) {
 	u := dockerlab.NewUpstream(b) // the routes lock, held until the end
 	fmt.Printf("    machine locks taken after %v\n", time.Since(t0).Round(100*time.Millisecond))
 	docker := u.Docker
-	preflight(b, docker)
+	dockerlab.PreflightRoot(b, docker)
 	image := dockerlab.Image(b, dockerlab.WithBinary("connloop", dockerlab.StaticBinary(b, connloopPackage)))
 	srv := serveArrivals(b, u)
 
-	block := freeBlock(b, docker)
+	block := dockerlab.FreeBlock(b, docker)
 	u.RouteBack(b, block) // in case a source arrives unmasqueraded
 	bin := buildDaemon(b)
 	d := startDaemon(b, docker, bin, u.Prefix, block, benchRules)

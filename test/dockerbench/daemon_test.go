@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -20,13 +19,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/test/dockerlab"
 	"outcall.dev/outcall/test/lab"
 )
-
-// nftTables are the tables outcalld makes in its network namespace.
-var nftTables = [][2]string{{"inet", "outcall"}, {"bridge", "outcall"}, {"arp", "outcall"}}
 
 // daemon is an outcalld in the root namespace, where Docker is.
 type daemon struct {
@@ -72,148 +67,17 @@ func (d *daemon) Log() string { return d.log.tail(8 << 10) }
 // PID is the daemon's process id.
 func (d *daemon) PID() int { return d.Cmd.Process.Pid }
 
-// freeBlock returns a 10.x.0.0/16 that no route or address of the root
-// namespace and no Docker network overlaps (x in 64..250, except the
-// blocks test/lab's namespaces use).
-func freeBlock(t testing.TB, docker *dockerlab.Docker) netip.Prefix {
-	t.Helper()
-	var used []netip.Prefix
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		t.Fatalf("list routes: %v", err)
-	}
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue
-		}
-		ones, _ := r.Dst.Mask.Size()
-		if a, ok := netip.AddrFromSlice(r.Dst.IP.To4()); ok && ones > 0 {
-			used = append(used, netip.PrefixFrom(a, ones).Masked())
-		}
-	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatalf("list addresses: %v", err)
-	}
-	for _, a := range addrs {
-		if p, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			ones, _ := a.Mask.Size()
-			used = append(used, netip.PrefixFrom(p, ones).Masked())
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ids, err := docker.Output(ctx, nil, "network", "ls", "--quiet", "--no-trunc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ids = strings.TrimSpace(ids); ids != "" {
-		out, err := docker.Output(ctx, nil, append([]string{"network", "inspect", "--format",
-			"{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, strings.Fields(ids)...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range strings.Fields(out) {
-			if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
-				used = append(used, p.Masked())
-			}
-		}
-	}
-	for range 64 {
-		x := 64 + rand.IntN(187)
-		if x == 200 || x == 201 {
-			continue
-		}
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(x), 0, 0}), 16)
-		free := true
-		for _, q := range used {
-			if p.Overlaps(q) {
-				free = false
-				break
-			}
-		}
-		if free {
-			return p
-		}
-	}
-	t.Fatal("no free 10.x.0.0/16 for --subnet-block")
-	return netip.Prefix{}
-}
-
-// rootLockWait bounds the wait for another package's root-namespace
-// outcalld (test/docker's) to end.
-const rootLockWait = 5 * time.Minute
-
 // lockRoot takes the machine lock test/docker holds for its whole run,
 // root-outcalld, until the end of t: one outcalld runs in the root
 // namespace at a time (its nftables tables are the namespace's). It is
 // taken before NewUpstream's routes lock, in test/docker's order.
 func lockRoot(t testing.TB) {
 	t.Helper()
-	f, err := dockerlab.LockMachine("root-outcalld", rootLockWait)
+	f, err := dockerlab.LockMachine(dockerlab.RootLock, dockerlab.RootLockWait)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-}
-
-// preflight makes the root namespace ready for an outcalld, with both
-// machine locks held: it refuses to run beside an outcalld that runs here,
-// or beside a default Docker network that is not a crashed session's; it
-// removes what a crashed session left (test/docker's conventions, which
-// this package follows: bridge <prefix>o, pins /sys/fs/bpf/<prefix>-od).
-func preflight(t testing.TB, docker *dockerlab.Docker) {
-	t.Helper()
-	if outcalldInRootNS() {
-		t.Fatal("an outcalld runs in the root network namespace: refusing to run beside it")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := docker.Output(ctx, nil, "network", "inspect", "--format",
-		`{{index .Options "com.docker.network.bridge.name"}}`, api.DefaultNetworkName); err == nil {
-		bridge := strings.TrimSpace(out)
-		p, ok := strings.CutSuffix(bridge, "o")
-		if !ok || !dockerlab.IsPrefix(p) || dockerlab.Alive(p) {
-			t.Fatalf("a Docker network %s on bridge %q exists that is not a crashed test run's: refusing to run (remove it, or stop the outcalld that made it)", api.DefaultNetworkName, bridge)
-		}
-		t.Logf("removing %s (bridge %s) of the crashed session %s", api.DefaultNetworkName, bridge, p)
-		if _, err := docker.Output(ctx, nil, "network", "rm", api.DefaultNetworkName); err != nil {
-			t.Fatal(err)
-		}
-		_ = exec.Command("ip", "link", "del", bridge).Run()
-		_ = os.RemoveAll("/sys/fs/bpf/" + p + "-od")
-	}
-	// No outcalld runs here and the machine lock is held: tables left
-	// are a crashed run's.
-	for _, tb := range nftTables {
-		if exec.Command("nft", "list", "table", tb[0], tb[1]).Run() == nil {
-			t.Logf("removing the leftover nftables table %s %s", tb[0], tb[1])
-			_ = exec.Command("nft", "delete", "table", tb[0], tb[1]).Run()
-		}
-	}
-}
-
-// outcalldInRootNS reports whether a process called outcalld runs in this
-// network namespace.
-func outcalldInRootNS() bool {
-	self, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		return false
-	}
-	dirs, _ := os.ReadDir("/proc")
-	for _, e := range dirs {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
-		if err != nil || strings.TrimSpace(string(comm)) != "outcalld" {
-			continue
-		}
-		if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && ns == self {
-			return true
-		}
-	}
-	return false
 }
 
 // buildDaemon builds cmd/outcalld into a directory of t.
@@ -335,7 +199,7 @@ func (d *daemon) removeAll(t testing.TB, docker *dockerlab.Docker) {
 			errs = append(errs, fmt.Errorf("ip link del %s: %w: %s", d.Bridge, err, out))
 		}
 	}
-	for _, tb := range nftTables {
+	for _, tb := range dockerlab.NFTTables {
 		if exec.Command("nft", "list", "table", tb[0], tb[1]).Run() != nil {
 			continue
 		}
