@@ -304,22 +304,29 @@ func (f *Filter) readUDP(ctx context.Context, gw network.Gateway, pc net.PacketC
 			res.observeHold(f)
 			continue
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			continue // overloaded: drop, the client retries
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			res := f.complete(ctx, gw, p)
-			if res.reply != nil {
-				_, _ = pc.WriteTo(res.reply, from)
-			}
-			res.observeHold(f)
-		}()
+		f.goUpstream(ctx, gw, pc, from, p, sem, wg)
 	}
+}
+
+// goUpstream completes a query that needs an upstream in a goroutine of
+// its own, at most cap(sem) at once, and writes its answer to from; over
+// that, the query is dropped (the client retries).
+func (f *Filter) goUpstream(ctx context.Context, gw network.Gateway, pc net.PacketConn, from net.Addr, p *pendingQuery, sem chan struct{}, wg *sync.WaitGroup) {
+	select {
+	case sem <- struct{}{}:
+	default:
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() { <-sem }()
+		res := f.complete(ctx, gw, p)
+		if res.reply != nil {
+			_, _ = pc.WriteTo(res.reply, from)
+		}
+		res.observeHold(f)
+	}()
 }
 
 func (f *Filter) serveTCP(ctx context.Context, gw network.Gateway, ln net.Listener, conns *connSet, wg *sync.WaitGroup) {

@@ -109,21 +109,7 @@ func (f *Filter) readUDPBatch(ctx context.Context, gw network.Gateway, pc net.Pa
 				k++
 				continue
 			}
-			select {
-			case sem <- struct{}{}:
-			default:
-				continue // overloaded: drop, the client retries
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				res := f.complete(ctx, gw, p)
-				if res.reply != nil {
-					_, _ = pc.WriteTo(res.reply, from)
-				}
-				res.observeHold(f)
-			}()
+			f.goUpstream(ctx, gw, pc, from, p, sem, wg)
 		}
 		if k == 0 {
 			continue
