@@ -273,10 +273,7 @@ func (f *Filter) answerCached(ctx context.Context, gw network.Gateway, p *pendin
 		keptAddr++
 	}
 	if hadAddr && keptAddr == 0 {
-		f.blocked.Add(1)
-		f.metrics.queries.WithLabelValues(outcomeBlocked, ruleRestricted).Inc()
-		f.debugQuery(ctx, q, "block", ruleRestricted)
-		return f.held(f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), p.udp), held)
+		return f.restrictedOnly(ctx, p, held)
 	}
 
 	// 7. direct_ip: every kept record has left seconds (at most MaxTTL).
@@ -347,6 +344,15 @@ func shapeOf(req *mdns.Msg, udp bool) replyShape {
 	return s
 }
 
+// restrictedOnly answers an answer whose every address the
+// restricted-address filter dropped: SERVFAIL, counted as a block.
+func (f *Filter) restrictedOnly(ctx context.Context, p *pendingQuery, held time.Time) result {
+	f.blocked.Add(1)
+	f.metrics.queries.WithLabelValues(outcomeBlocked, ruleRestricted).Inc()
+	f.debugQuery(ctx, &p.q, "block", ruleRestricted)
+	return f.held(f.finish(p.req, f.rcodeReply(p.req, mdns.RcodeServerFailure), p.udp), held)
+}
+
 // release applies steps 6 to 8 to an answer, fresh or cached (then a copy
 // with its TTLs counted down), and replies.
 func (f *Filter) release(ctx context.Context, gw network.Gateway, p *pendingQuery, answer []mdns.RR, rcode int, authority []mdns.RR, held time.Time) result {
@@ -356,10 +362,7 @@ func (f *Filter) release(ctx context.Context, gw network.Gateway, p *pendingQuer
 	// 6. The restricted-address filter, on every answer, cached or fresh.
 	kept, hadAddr, keptAddr := f.filterAnswer(ctx, q, answer, p.egress.AllowPrivateIPs)
 	if hadAddr && keptAddr == 0 {
-		f.blocked.Add(1)
-		f.metrics.queries.WithLabelValues(outcomeBlocked, ruleRestricted).Inc()
-		f.debugQuery(ctx, q, "block", ruleRestricted)
-		return f.held(f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), p.udp), held)
+		return f.restrictedOnly(ctx, p, held)
 	}
 
 	// 7. direct_ip: the grants are in the datapath before the answer leaves.
