@@ -126,13 +126,14 @@ func TestRestarts(t *testing.T) {
 	// the daemon was down.
 	denied, deniedOK := 0, 0
 	for _, n := range names {
+		mine := 0
 		for _, l := range w.proberLog(t, n) {
 			switch l.kind {
 			case "D+":
 				deniedOK++
-				denied++
+				mine++
 			case "D-":
-				denied++
+				mine++
 			}
 			for _, win := range windows {
 				if l.at.After(win.from) && l.at.Before(win.to) {
@@ -147,14 +148,24 @@ func TestRestarts(t *testing.T) {
 				}
 			}
 		}
+		if mine == 0 {
+			t.Errorf("%s tried no denied probe; the record shows nothing about it", n)
+		}
+		denied += mine
 	}
-	if deniedOK != 0 || denied < 20 {
-		t.Errorf("%d of %d denied probes got through (want 0 of at least 20)", deniedOK, denied)
+	// How many denied probes fit in the test depends on the machine's
+	// speed (each waits out its timeout), so the bar is that every
+	// container and every down window tried some, not a count.
+	if deniedOK != 0 {
+		t.Errorf("%d of %d denied probes got through (want 0)", deniedOK, denied)
 	}
 	for _, win := range windows {
 		t.Logf("%s for %v: %d allowed fetches tried, %d got through; %d denied probes", win.what, win.to.Sub(win.from).Round(time.Millisecond), win.allowed, win.allowedOK, win.deniedTrys)
 		if win.allowedOK != 0 || win.allowed == 0 {
 			t.Errorf("%s: %d of %d allowed fetches got through (want 0 of at least 1: fail closed)", win.what, win.allowedOK, win.allowed)
+		}
+		if win.deniedTrys == 0 {
+			t.Errorf("%s: no denied probe was tried in the window; the record shows nothing about it", win.what)
 		}
 	}
 	t.Logf("denied probes over the whole test: %d, none through", denied)
