@@ -173,7 +173,7 @@ func (c *Compiler) compileRule(lr rulefile.Rule, cache map[string]*compiled, tmp
 			}
 			ast = checked.NativeRep()
 		}
-		prg, err := c.env.PlanProgram(ast, cel.EvalOptions(cel.OptOptimize))
+		prg, err := c.env.PlanProgram(ast, cel.EvalOptions(cel.OptOptimize), cel.InterruptCheckFrequency(interruptCheckFrequency))
 		if err != nil {
 			return nil, "", fail(fmt.Errorf("CEL program: %w", err))
 		}
