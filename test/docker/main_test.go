@@ -48,10 +48,12 @@ func run(m *testing.M) int {
 		{"outcalld", "outcall.dev/outcall/cmd/outcalld"},
 		{"outcall", "outcall.dev/outcall/cmd/outcall"},
 		{"probe", dockerlab.ProbePackage},
+		{"outcall-agent", "outcall.dev/outcall/cmd/outcall-agent"},
+		{"agentcall", dockerlab.AgentCallPackage},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg)
-		if b.name == "probe" {
-			// It goes into a libc-less image.
+		if b.name != "outcalld" && b.name != "outcall" {
+			// They go into a libc-less image, or are mounted into one.
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		}
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

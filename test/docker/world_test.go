@@ -84,6 +84,8 @@ type world struct {
 	image  string // busybox with the probe
 
 	dir, socket, pinDir string
+	agentSocket         string       // --agent-socket-host-path
+	extraArgs           []string     // more outcalld flags, for every start
 	bridge              string       // the default network's bridge
 	block               netip.Prefix // --subnet-block
 	subnet              netip.Prefix // the default network's
@@ -106,7 +108,10 @@ type daemonProc struct {
 // setUp builds a world: the upstream namespace with the test zone, an
 // HTTP server for web.test, TCP responders, then outcalld, and waits for
 // the default network's Docker network.
-func setUp(t *testing.T) *world {
+func setUp(t *testing.T) *world { return setUpWith(t) }
+
+// setUpWith is setUp with more outcalld flags.
+func setUpWith(t *testing.T, extraArgs ...string) *world {
 	t.Helper()
 	u := dockerlab.NewUpstream(t)
 	for _, tool := range []string{"nft", "ip"} {
@@ -114,8 +119,9 @@ func setUp(t *testing.T) *world {
 			privtest.Skip(t, tool+" not installed")
 		}
 	}
-	w := &world{u: u, docker: u.Docker, dir: t.TempDir()}
+	w := &world{u: u, docker: u.Docker, dir: t.TempDir(), extraArgs: extraArgs}
 	w.socket = filepath.Join(w.dir, "host.sock")
+	w.agentSocket = filepath.Join(w.dir, "agent.sock")
 	w.bridge = u.Prefix + "o"
 	w.pinDir = "/sys/fs/bpf/" + u.Prefix + "-od"
 	dockerlab.PreflightRoot(t, w.docker)
@@ -124,7 +130,7 @@ func setUp(t *testing.T) *world {
 	w.gw = w.subnet.Addr().Next()
 	t.Logf("session %s: bridge %s, subnet block %s (default network %s, gateway %s)", u.Prefix, w.bridge, w.block, w.subnet, w.gw)
 
-	w.image = dockerlab.Image(t, dockerlab.WithBinary("probe", filepath.Join(bins, "probe")))
+	w.image = dockerlab.Image(t, dockerlab.WithBinary("probe", filepath.Join(bins, "probe")), dockerlab.WithBinary("agentcall", filepath.Join(bins, "agentcall")))
 	u.AddAddress(t, directAddr)
 	u.RouteAddress(t, metadataAddr)
 	w.dns = lab.ServeDNSZone(t, u.NS, upstreamDNS, lab.Zone{
@@ -164,7 +170,10 @@ func (w *world) start(t *testing.T) {
 		"--allow-private-pins",
 		"--metrics-addr", "", "--log-level", "debug",
 		"--dns-upstream", upstreamDNS.String(),
+		"--agent-socket-host-path", w.agentSocket,
+		"--shim-host-path", filepath.Join(bins, "outcall-agent"),
 	}
+	args = append(args, w.extraArgs...)
 	d := &daemonProc{log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(filepath.Join(bins, "outcalld"), args...)
 	lw := &lockedWriter{mu: d.mu, b: d.log}

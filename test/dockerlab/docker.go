@@ -97,6 +97,21 @@ func (d *Docker) Output(ctx context.Context, stdin io.Reader, args ...string) (s
 	return strings.TrimSpace(stdout.String()), nil
 }
 
+// Run runs the docker CLI like Output and returns both streams and the
+// exit code; err is set only when the command could not run or was
+// killed (the context ended), not for a non-zero exit.
+func (d *Docker) Run(ctx context.Context, args ...string) (stdout, stderr string, code int, err error) {
+	cmd := d.command(ctx, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ctx.Err() == nil {
+		code, err = ee.ExitCode(), nil
+	}
+	return out.String(), errb.String(), code, err
+}
+
 // command is the docker CLI against the local engine: the flag wins over
 // DOCKER_HOST and the CLI's contexts.
 func (d *Docker) command(ctx context.Context, args ...string) *exec.Cmd {

@@ -275,3 +275,8 @@ func StaticBinary(t testing.TB, pkg string) string {
 // prints the status and the body, `probe tcp ADDR` the first line the
 // server sends, `probe id` the user and group it runs as.
 const ProbePackage = "outcall.dev/outcall/test/dockerlab/probe"
+
+// AgentCallPackage is a static agent API client for containers: any
+// request over the mounted agent socket, with any token, printed whole
+// (see its doc comment).
+const AgentCallPackage = "outcall.dev/outcall/test/dockerlab/agentcall"
