@@ -1,16 +1,17 @@
-// Command outcall-agent is the shim inside agent containers. It talks only to
-// agent.sock; the agent API arrives with a later issue, so for now it reports
-// that the daemon cannot be reached, with the documented exit code.
+// Command outcall-agent is the shim inside agent containers (S005),
+// mounted read-only at /usr/local/bin/outcall when a container is created
+// with helper mounts. Everything is in pkg/shim; this only wires it.
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/shim"
 )
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
-	fmt.Fprintln(os.Stderr, "outcall-agent: the agent API is not available in this build")
-	os.Exit(api.UnreachableExitCode)
+	os.Exit(shim.Main(version))
 }
