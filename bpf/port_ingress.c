@@ -36,35 +36,53 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 /* grant_state is 1 for a live entry, -1 for an expired one, 0 for none or
- * for one that may not open a restricted destination. */
-static __always_inline int grant_state(struct grant_key *key, __u64 now, int restricted)
+ * for one that may not open a restricted destination: only an entry with
+ * GRANT_F_PRIVATE does, and a prefix entry only when its prefix lies inside
+ * the fence (license is the fence's prefix length; 0 for exact entries). */
+static __always_inline int grant_state(const struct grant_value *g, __u64 now, int restricted, __u8 license)
 {
-	struct grant_value *g = bpf_map_lookup_elem(&grants, key);
-
-	if (!g || (restricted && !(g->flags & GRANT_F_PRIVATE)))
+	if (!g || (restricted && (!(g->flags & GRANT_F_PRIVATE) || g->prefixlen < license)))
 		return 0;
 	return !g->expires_ns || now < g->expires_ns ? 1 : -1;
 }
 
 /* grant_verdict tries the most specific allow entry first, then any port of
- * the protocol, then any protocol. It returns 1 for a live entry, -1 when only
- * expired entries matched, 0 for none. */
-static __always_inline int grant_verdict(struct flow *f, int restricted)
+ * the protocol, then any protocol: in the exact grants' hash, and only when
+ * none of those is live, the same three ways in the prefix grants' trie
+ * (the longest prefix holding the destination). So an exact grant's first
+ * packet costs what it did before prefix grants existed. It returns 1 for a
+ * live entry, -1 when only expired entries matched, 0 for none. */
+static __always_inline int grant_verdict(struct flow *f, int restricted, __u8 fence_plen)
 {
 	struct grant_key key = { .identity = f->identity, .proto = f->proto, .dport = f->dport };
+	struct grant_prefix_key pk = { .prefixlen = GRANT_PREFIX_EXACT_BITS + 32, .identity = f->identity,
+				       .proto = f->proto, .dport = f->dport };
 	__u64 now = bpf_ktime_get_boot_ns();
 	int s, expired = 0;
 
 	__builtin_memcpy(key.daddr, f->daddr, 4);
-	if ((s = grant_state(&key, now, restricted)) > 0)
+	if ((s = grant_state(bpf_map_lookup_elem(&grants, &key), now, restricted, 0)) > 0)
 		return 1;
 	expired |= s < 0;
 	key.dport = 0;
-	if ((s = grant_state(&key, now, restricted)) > 0)
+	if ((s = grant_state(bpf_map_lookup_elem(&grants, &key), now, restricted, 0)) > 0)
 		return 1;
 	expired |= s < 0;
 	key.proto = 0;
-	if ((s = grant_state(&key, now, restricted)) > 0)
+	if ((s = grant_state(bpf_map_lookup_elem(&grants, &key), now, restricted, 0)) > 0)
+		return 1;
+	expired |= s < 0;
+
+	__builtin_memcpy(pk.daddr, f->daddr, 4);
+	if ((s = grant_state(bpf_map_lookup_elem(&grant_prefixes, &pk), now, restricted, fence_plen)) > 0)
+		return 1;
+	expired |= s < 0;
+	pk.dport = 0;
+	if ((s = grant_state(bpf_map_lookup_elem(&grant_prefixes, &pk), now, restricted, fence_plen)) > 0)
+		return 1;
+	expired |= s < 0;
+	pk.proto = 0;
+	if ((s = grant_state(bpf_map_lookup_elem(&grant_prefixes, &pk), now, restricted, fence_plen)) > 0)
 		return 1;
 	expired |= s < 0;
 	return expired ? -1 : 0;
@@ -494,7 +512,7 @@ int outcall_port_ingress(struct __sk_buff *skb)
 		return allow(skb, REASON_ALLOW_RULE);
 	}
 	if (grants_ok) {
-		g = grant_verdict(&f, restricted);
+		g = grant_verdict(&f, restricted, restricted ? fence->prefixlen : 0);
 		if (g > 0) {
 			if (fk.proto)
 				remember_flow(&fk, ep, gen, 0, FLOW_GRANT);

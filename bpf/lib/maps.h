@@ -56,6 +56,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } grants SEC(".maps");
 
+/* Prefix grants: looked up after the exact grants miss, the same three
+ * ways (port, any port of the protocol, any protocol). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, OUTCALL_MAX_GRANT_PREFIXES);
+	__type(key, struct grant_prefix_key);
+	__type(value, struct grant_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} grant_prefixes SEC(".maps");
+
 /* Gateway services, each open on one gateway address (struct service_key).
  * The daemon writes the whole set at startup, so a pinned map of an older
  * layout is replaced rather than reused (datapath.replaceStaleMaps). */
@@ -217,3 +228,4 @@ const enum fence_kind *unused_fence_kind __attribute__((unused));
 const enum flow_owner *unused_flow_owner __attribute__((unused));
 const enum dns_port *unused_dns_port __attribute__((unused));
 const enum grant_flag *unused_grant_flag __attribute__((unused));
+const enum grant_prefix_bits *unused_grant_prefix_bits __attribute__((unused));

@@ -7,6 +7,9 @@
 
 #define OUTCALL_MAX_ENDPOINTS 65536
 #define OUTCALL_MAX_GRANTS (1 << 20)
+/* Prefix grants (CIDR destinations), in an LPM trie beside the exact
+ * grants' hash. */
+#define OUTCALL_MAX_GRANT_PREFIXES (1 << 16)
 /* Room in the counters map for reasons yet to come: its size is part of the
  * pinned map's identity, and a size change would make a restarted daemon
  * refuse the pinned maps. */
@@ -110,7 +113,32 @@ struct grant_value {
 	__u64 expires_ns; /* CLOCK_BOOTTIME; 0 never expires */
 	__u32 rule;       /* who opened it (0 = operator) */
 	__u8 flags;       /* enum grant_flag */
-	__u8 pad[3];
+	/* Length of the destination prefix the entry covers (32 for an exact
+	 * grant). A prefix grant with GRANT_F_PRIVATE opens a fenced
+	 * destination only when it lies inside the fence (prefixlen at least
+	 * the fence's), like a rule's license: 0.0.0.0/0 never opens the
+	 * metadata address. */
+	__u8 prefixlen;
+	__u8 pad[2];
+};
+
+/* The exact part of a grant_prefix_key: identity, dport and proto. */
+enum grant_prefix_bits {
+	GRANT_PREFIX_EXACT_BITS = 56,
+};
+
+/* A prefix grant (a CIDR destination) in the grant_prefixes LPM trie. The
+ * trie matches the first prefixlen bits of what follows it, so identity,
+ * dport and proto (GRANT_PREFIX_EXACT_BITS) always match exactly and daddr
+ * by the destination prefix: prefixlen is GRANT_PREFIX_EXACT_BITS plus the
+ * destination's prefix length. A lookup uses the full length. */
+struct grant_prefix_key {
+	__u32 prefixlen;
+	__u32 identity;
+	__u16 dport; /* host byte order */
+	__u8 proto;
+	__u8 daddr[4];
+	__u8 pad;
 };
 
 /* A service on one gateway address: open to the endpoints whose gateway

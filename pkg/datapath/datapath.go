@@ -576,7 +576,7 @@ func (d *Datapath) Unpin() error {
 	d.mu.Unlock()
 	var errs []error
 	for _, m := range []*ebpf.Map{
-		d.objs.Endpoints, d.objs.Grants, d.objs.Services, d.objs.Counters, d.objs.DropEvents,
+		d.objs.Endpoints, d.objs.Grants, d.objs.GrantPrefixes, d.objs.Services, d.objs.Counters, d.objs.DropEvents,
 		d.objs.RuleActive, d.objs.RuleDsts, d.objs.RuleTable, d.objs.RuleAgents, d.objs.RuleHits,
 		d.objs.Fences, d.objs.Flows, d.objs.PortNetworks, d.objs.EndpointIps, d.objs.EndpointMacs,
 	} {

@@ -45,11 +45,13 @@ type Flow struct {
 
 // FlowMatch selects flows by who sent them and where to, the way a grant
 // key does: a zero Ifindex, Identity, Dst, Proto or Port matches every
-// value.
+// value. With HostBits, Dst is a prefix (GrantKey.HostBits) and every
+// destination inside it matches.
 type FlowMatch struct {
 	Ifindex  int
 	Identity uint32
 	Dst      netip.Addr
+	HostBits uint8
 	Proto    uint8
 	Port     uint16
 	// GrantsOnly leaves flows a rule opened alone.
@@ -59,7 +61,7 @@ type FlowMatch struct {
 func (m FlowMatch) matches(k *portIngressFlowKey, v *portIngressFlowState) bool {
 	return (m.Ifindex == 0 || int(k.Ifindex) == m.Ifindex) &&
 		(m.Identity == 0 || v.Identity == m.Identity) &&
-		(!m.Dst.IsValid() || netip.AddrFrom4(k.Daddr) == m.Dst) &&
+		(!m.Dst.IsValid() || netip.PrefixFrom(m.Dst, 32-int(m.HostBits)).Contains(netip.AddrFrom4(k.Daddr))) &&
 		(m.Proto == 0 || k.Proto == m.Proto) &&
 		(m.Port == 0 || k.Dport == m.Port) &&
 		(!m.GrantsOnly || FlowOwner(v.Owner) == FlowGrant)
@@ -90,7 +92,7 @@ func (d *Datapath) Flows() ([]Flow, error) {
 func (d *Datapath) EndGrantFlows(keys []GrantKey) (int, error) {
 	ms := make([]FlowMatch, 0, len(keys))
 	for _, k := range keys {
-		ms = append(ms, FlowMatch{Identity: k.Identity, Dst: k.Dst, Proto: k.Proto, Port: k.Port, GrantsOnly: true})
+		ms = append(ms, FlowMatch{Identity: k.Identity, Dst: k.Dst, HostBits: k.HostBits, Proto: k.Proto, Port: k.Port, GrantsOnly: true})
 	}
 	return d.endFlows(ms)
 }

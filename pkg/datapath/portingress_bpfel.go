@@ -131,12 +131,29 @@ type portIngressGrantKey struct {
 	Pad      uint8
 }
 
+type portIngressGrantPrefixBits uint32
+
+const (
+	portIngressGrantPrefixBitsGRANT_PREFIX_EXACT_BITS portIngressGrantPrefixBits = 56
+)
+
+type portIngressGrantPrefixKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Identity  uint32
+	Dport     uint16
+	Proto     uint8
+	Daddr     [4]uint8
+	Pad       uint8
+}
+
 type portIngressGrantValue struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
 	Rule      uint32
 	Flags     uint8
-	Pad       [3]uint8
+	Prefixlen uint8
+	Pad       [2]uint8
 }
 
 type portIngressPortNetwork struct {
@@ -223,37 +240,39 @@ type portIngressServiceKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	portIngressMapBarrier             = "barrier"
-	portIngressMapCounters            = "counters"
-	portIngressMapDropEvents          = "drop_events"
-	portIngressMapEndpointIps         = "endpoint_ips"
-	portIngressMapEndpointMacs        = "endpoint_macs"
-	portIngressMapEndpoints           = "endpoints"
-	portIngressMapEventBudgets        = "event_budgets"
-	portIngressMapFences              = "fences"
-	portIngressMapFlows               = "flows"
-	portIngressMapGrants              = "grants"
-	portIngressMapPortNetworks        = "port_networks"
-	portIngressMapRuleActive          = "rule_active"
-	portIngressMapRuleAgents          = "rule_agents"
-	portIngressMapRuleDsts            = "rule_dsts"
-	portIngressMapRuleHits            = "rule_hits"
-	portIngressMapRuleTable           = "rule_table"
-	portIngressMapServices            = "services"
-	portIngressProgOutcallPortIngress = "outcall_port_ingress"
-	portIngressVarAllowMark           = "allow_mark"
-	portIngressVarAllowMarkMask       = "allow_mark_mask"
-	portIngressVarEventsPerSecond     = "events_per_second"
-	portIngressVarUnusedDnsPort       = "unused_dns_port"
-	portIngressVarUnusedDropEvent     = "unused_drop_event"
-	portIngressVarUnusedFenceKind     = "unused_fence_kind"
-	portIngressVarUnusedFlowOwner     = "unused_flow_owner"
-	portIngressVarUnusedGrantFlag     = "unused_grant_flag"
-	portIngressVarUnusedReason        = "unused_reason"
-	portIngressVarUnusedRuleAction    = "unused_rule_action"
-	portIngressVarUnusedRuleDstKey    = "unused_rule_dst_key"
-	portIngressVarUnusedRuleKey       = "unused_rule_key"
-	portIngressVarUnusedRuleVerdict   = "unused_rule_verdict"
+	portIngressMapBarrier               = "barrier"
+	portIngressMapCounters              = "counters"
+	portIngressMapDropEvents            = "drop_events"
+	portIngressMapEndpointIps           = "endpoint_ips"
+	portIngressMapEndpointMacs          = "endpoint_macs"
+	portIngressMapEndpoints             = "endpoints"
+	portIngressMapEventBudgets          = "event_budgets"
+	portIngressMapFences                = "fences"
+	portIngressMapFlows                 = "flows"
+	portIngressMapGrantPrefixes         = "grant_prefixes"
+	portIngressMapGrants                = "grants"
+	portIngressMapPortNetworks          = "port_networks"
+	portIngressMapRuleActive            = "rule_active"
+	portIngressMapRuleAgents            = "rule_agents"
+	portIngressMapRuleDsts              = "rule_dsts"
+	portIngressMapRuleHits              = "rule_hits"
+	portIngressMapRuleTable             = "rule_table"
+	portIngressMapServices              = "services"
+	portIngressProgOutcallPortIngress   = "outcall_port_ingress"
+	portIngressVarAllowMark             = "allow_mark"
+	portIngressVarAllowMarkMask         = "allow_mark_mask"
+	portIngressVarEventsPerSecond       = "events_per_second"
+	portIngressVarUnusedDnsPort         = "unused_dns_port"
+	portIngressVarUnusedDropEvent       = "unused_drop_event"
+	portIngressVarUnusedFenceKind       = "unused_fence_kind"
+	portIngressVarUnusedFlowOwner       = "unused_flow_owner"
+	portIngressVarUnusedGrantFlag       = "unused_grant_flag"
+	portIngressVarUnusedGrantPrefixBits = "unused_grant_prefix_bits"
+	portIngressVarUnusedReason          = "unused_reason"
+	portIngressVarUnusedRuleAction      = "unused_rule_action"
+	portIngressVarUnusedRuleDstKey      = "unused_rule_dst_key"
+	portIngressVarUnusedRuleKey         = "unused_rule_key"
+	portIngressVarUnusedRuleVerdict     = "unused_rule_verdict"
 )
 
 // loadPortIngress returns the embedded CollectionSpec for portIngress.
@@ -305,42 +324,44 @@ type portIngressProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type portIngressMapSpecs struct {
-	Barrier      *ebpf.MapSpec `ebpf:"barrier"`
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	DropEvents   *ebpf.MapSpec `ebpf:"drop_events"`
-	EndpointIps  *ebpf.MapSpec `ebpf:"endpoint_ips"`
-	EndpointMacs *ebpf.MapSpec `ebpf:"endpoint_macs"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	EventBudgets *ebpf.MapSpec `ebpf:"event_budgets"`
-	Fences       *ebpf.MapSpec `ebpf:"fences"`
-	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	Grants       *ebpf.MapSpec `ebpf:"grants"`
-	PortNetworks *ebpf.MapSpec `ebpf:"port_networks"`
-	RuleActive   *ebpf.MapSpec `ebpf:"rule_active"`
-	RuleAgents   *ebpf.MapSpec `ebpf:"rule_agents"`
-	RuleDsts     *ebpf.MapSpec `ebpf:"rule_dsts"`
-	RuleHits     *ebpf.MapSpec `ebpf:"rule_hits"`
-	RuleTable    *ebpf.MapSpec `ebpf:"rule_table"`
-	Services     *ebpf.MapSpec `ebpf:"services"`
+	Barrier       *ebpf.MapSpec `ebpf:"barrier"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	DropEvents    *ebpf.MapSpec `ebpf:"drop_events"`
+	EndpointIps   *ebpf.MapSpec `ebpf:"endpoint_ips"`
+	EndpointMacs  *ebpf.MapSpec `ebpf:"endpoint_macs"`
+	Endpoints     *ebpf.MapSpec `ebpf:"endpoints"`
+	EventBudgets  *ebpf.MapSpec `ebpf:"event_budgets"`
+	Fences        *ebpf.MapSpec `ebpf:"fences"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	GrantPrefixes *ebpf.MapSpec `ebpf:"grant_prefixes"`
+	Grants        *ebpf.MapSpec `ebpf:"grants"`
+	PortNetworks  *ebpf.MapSpec `ebpf:"port_networks"`
+	RuleActive    *ebpf.MapSpec `ebpf:"rule_active"`
+	RuleAgents    *ebpf.MapSpec `ebpf:"rule_agents"`
+	RuleDsts      *ebpf.MapSpec `ebpf:"rule_dsts"`
+	RuleHits      *ebpf.MapSpec `ebpf:"rule_hits"`
+	RuleTable     *ebpf.MapSpec `ebpf:"rule_table"`
+	Services      *ebpf.MapSpec `ebpf:"services"`
 }
 
 // portIngressVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type portIngressVariableSpecs struct {
-	AllowMark         *ebpf.VariableSpec `ebpf:"allow_mark"`
-	AllowMarkMask     *ebpf.VariableSpec `ebpf:"allow_mark_mask"`
-	EventsPerSecond   *ebpf.VariableSpec `ebpf:"events_per_second"`
-	UnusedDnsPort     *ebpf.VariableSpec `ebpf:"unused_dns_port"`
-	UnusedDropEvent   *ebpf.VariableSpec `ebpf:"unused_drop_event"`
-	UnusedFenceKind   *ebpf.VariableSpec `ebpf:"unused_fence_kind"`
-	UnusedFlowOwner   *ebpf.VariableSpec `ebpf:"unused_flow_owner"`
-	UnusedGrantFlag   *ebpf.VariableSpec `ebpf:"unused_grant_flag"`
-	UnusedReason      *ebpf.VariableSpec `ebpf:"unused_reason"`
-	UnusedRuleAction  *ebpf.VariableSpec `ebpf:"unused_rule_action"`
-	UnusedRuleDstKey  *ebpf.VariableSpec `ebpf:"unused_rule_dst_key"`
-	UnusedRuleKey     *ebpf.VariableSpec `ebpf:"unused_rule_key"`
-	UnusedRuleVerdict *ebpf.VariableSpec `ebpf:"unused_rule_verdict"`
+	AllowMark             *ebpf.VariableSpec `ebpf:"allow_mark"`
+	AllowMarkMask         *ebpf.VariableSpec `ebpf:"allow_mark_mask"`
+	EventsPerSecond       *ebpf.VariableSpec `ebpf:"events_per_second"`
+	UnusedDnsPort         *ebpf.VariableSpec `ebpf:"unused_dns_port"`
+	UnusedDropEvent       *ebpf.VariableSpec `ebpf:"unused_drop_event"`
+	UnusedFenceKind       *ebpf.VariableSpec `ebpf:"unused_fence_kind"`
+	UnusedFlowOwner       *ebpf.VariableSpec `ebpf:"unused_flow_owner"`
+	UnusedGrantFlag       *ebpf.VariableSpec `ebpf:"unused_grant_flag"`
+	UnusedGrantPrefixBits *ebpf.VariableSpec `ebpf:"unused_grant_prefix_bits"`
+	UnusedReason          *ebpf.VariableSpec `ebpf:"unused_reason"`
+	UnusedRuleAction      *ebpf.VariableSpec `ebpf:"unused_rule_action"`
+	UnusedRuleDstKey      *ebpf.VariableSpec `ebpf:"unused_rule_dst_key"`
+	UnusedRuleKey         *ebpf.VariableSpec `ebpf:"unused_rule_key"`
+	UnusedRuleVerdict     *ebpf.VariableSpec `ebpf:"unused_rule_verdict"`
 }
 
 // portIngressObjects contains all objects after they have been loaded into the kernel.
@@ -363,23 +384,24 @@ func (o *portIngressObjects) Close() error {
 //
 // It can be passed to loadPortIngressObjects or ebpf.CollectionSpec.LoadAndAssign.
 type portIngressMaps struct {
-	Barrier      *ebpf.Map `ebpf:"barrier"`
-	Counters     *ebpf.Map `ebpf:"counters"`
-	DropEvents   *ebpf.Map `ebpf:"drop_events"`
-	EndpointIps  *ebpf.Map `ebpf:"endpoint_ips"`
-	EndpointMacs *ebpf.Map `ebpf:"endpoint_macs"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	EventBudgets *ebpf.Map `ebpf:"event_budgets"`
-	Fences       *ebpf.Map `ebpf:"fences"`
-	Flows        *ebpf.Map `ebpf:"flows"`
-	Grants       *ebpf.Map `ebpf:"grants"`
-	PortNetworks *ebpf.Map `ebpf:"port_networks"`
-	RuleActive   *ebpf.Map `ebpf:"rule_active"`
-	RuleAgents   *ebpf.Map `ebpf:"rule_agents"`
-	RuleDsts     *ebpf.Map `ebpf:"rule_dsts"`
-	RuleHits     *ebpf.Map `ebpf:"rule_hits"`
-	RuleTable    *ebpf.Map `ebpf:"rule_table"`
-	Services     *ebpf.Map `ebpf:"services"`
+	Barrier       *ebpf.Map `ebpf:"barrier"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	DropEvents    *ebpf.Map `ebpf:"drop_events"`
+	EndpointIps   *ebpf.Map `ebpf:"endpoint_ips"`
+	EndpointMacs  *ebpf.Map `ebpf:"endpoint_macs"`
+	Endpoints     *ebpf.Map `ebpf:"endpoints"`
+	EventBudgets  *ebpf.Map `ebpf:"event_budgets"`
+	Fences        *ebpf.Map `ebpf:"fences"`
+	Flows         *ebpf.Map `ebpf:"flows"`
+	GrantPrefixes *ebpf.Map `ebpf:"grant_prefixes"`
+	Grants        *ebpf.Map `ebpf:"grants"`
+	PortNetworks  *ebpf.Map `ebpf:"port_networks"`
+	RuleActive    *ebpf.Map `ebpf:"rule_active"`
+	RuleAgents    *ebpf.Map `ebpf:"rule_agents"`
+	RuleDsts      *ebpf.Map `ebpf:"rule_dsts"`
+	RuleHits      *ebpf.Map `ebpf:"rule_hits"`
+	RuleTable     *ebpf.Map `ebpf:"rule_table"`
+	Services      *ebpf.Map `ebpf:"services"`
 }
 
 func (m *portIngressMaps) Close() error {
@@ -393,6 +415,7 @@ func (m *portIngressMaps) Close() error {
 		m.EventBudgets,
 		m.Fences,
 		m.Flows,
+		m.GrantPrefixes,
 		m.Grants,
 		m.PortNetworks,
 		m.RuleActive,
@@ -408,19 +431,20 @@ func (m *portIngressMaps) Close() error {
 //
 // It can be passed to loadPortIngressObjects or ebpf.CollectionSpec.LoadAndAssign.
 type portIngressVariables struct {
-	AllowMark         *ebpf.Variable `ebpf:"allow_mark"`
-	AllowMarkMask     *ebpf.Variable `ebpf:"allow_mark_mask"`
-	EventsPerSecond   *ebpf.Variable `ebpf:"events_per_second"`
-	UnusedDnsPort     *ebpf.Variable `ebpf:"unused_dns_port"`
-	UnusedDropEvent   *ebpf.Variable `ebpf:"unused_drop_event"`
-	UnusedFenceKind   *ebpf.Variable `ebpf:"unused_fence_kind"`
-	UnusedFlowOwner   *ebpf.Variable `ebpf:"unused_flow_owner"`
-	UnusedGrantFlag   *ebpf.Variable `ebpf:"unused_grant_flag"`
-	UnusedReason      *ebpf.Variable `ebpf:"unused_reason"`
-	UnusedRuleAction  *ebpf.Variable `ebpf:"unused_rule_action"`
-	UnusedRuleDstKey  *ebpf.Variable `ebpf:"unused_rule_dst_key"`
-	UnusedRuleKey     *ebpf.Variable `ebpf:"unused_rule_key"`
-	UnusedRuleVerdict *ebpf.Variable `ebpf:"unused_rule_verdict"`
+	AllowMark             *ebpf.Variable `ebpf:"allow_mark"`
+	AllowMarkMask         *ebpf.Variable `ebpf:"allow_mark_mask"`
+	EventsPerSecond       *ebpf.Variable `ebpf:"events_per_second"`
+	UnusedDnsPort         *ebpf.Variable `ebpf:"unused_dns_port"`
+	UnusedDropEvent       *ebpf.Variable `ebpf:"unused_drop_event"`
+	UnusedFenceKind       *ebpf.Variable `ebpf:"unused_fence_kind"`
+	UnusedFlowOwner       *ebpf.Variable `ebpf:"unused_flow_owner"`
+	UnusedGrantFlag       *ebpf.Variable `ebpf:"unused_grant_flag"`
+	UnusedGrantPrefixBits *ebpf.Variable `ebpf:"unused_grant_prefix_bits"`
+	UnusedReason          *ebpf.Variable `ebpf:"unused_reason"`
+	UnusedRuleAction      *ebpf.Variable `ebpf:"unused_rule_action"`
+	UnusedRuleDstKey      *ebpf.Variable `ebpf:"unused_rule_dst_key"`
+	UnusedRuleKey         *ebpf.Variable `ebpf:"unused_rule_key"`
+	UnusedRuleVerdict     *ebpf.Variable `ebpf:"unused_rule_verdict"`
 }
 
 // portIngressPrograms contains all programs after they have been loaded into the kernel.
