@@ -84,7 +84,10 @@ func newFakeAgent(t testing.TB) *fakeAgent {
 		f.auth = append(f.auth, r.Header.Get("Authorization"))
 		h := f.permission
 		f.mu.Unlock()
-		f.arrived <- struct{}{}
+		select { // tests read it for their first requests; a benchmark never does
+		case f.arrived <- struct{}{}:
+		default:
+		}
 		if r.Header.Get("Authorization") != "Bearer "+testToken {
 			respond(http.StatusUnauthorized, `{"success":false,"error":"invalid or missing session token"}`)(w, r)
 			return
