@@ -123,6 +123,7 @@ func TestRunOutcomes(t *testing.T) {
 			c, _, _ := w.(http.Hijacker).Hijack()
 			c.Close()
 		}, want: ExitUnreachable, wantStderr: "permission check failed — outcalld unreachable"},
+		{name: "request over the body limit is never sent", command: []string{"exec", "echo", strings.Repeat("a", api.AgentBodyLimit)}, want: ExitUnreachable, wantStderr: "exceeds the agent API limit of 65536"},
 		{name: "failing command", command: []string{"exec", "sh", "-c", "exit 3"}, want: ExitFailed},
 		{name: "command exiting 5 is a failure, not unreachable", command: []string{"exec", "sh", "-c", "exit 5"}, want: ExitFailed},
 		{name: "command killed by a signal", command: []string{"exec", "sh", "-c", "kill -9 $$"}, want: ExitFailed},
