@@ -143,13 +143,6 @@ func (l *limiter) forget(key string) {
 	l.mu.Unlock()
 }
 
-// forgetAll drops every log.
-func (l *limiter) forgetAll() {
-	l.mu.Lock()
-	clear(l.logs)
-	l.mu.Unlock()
-}
-
 // reapLocked drops logs whose newest entry is older than two windows.
 func (l *limiter) reapLocked(now time.Time) {
 	l.lastReap = now

@@ -313,7 +313,9 @@ func allowedMethod(path string) string {
 	case api.AgentRouteCheckin, api.AgentRoutePermission, api.AgentRouteRuleRequests:
 		return http.MethodPost
 	}
-	if id, ok := strings.CutPrefix(path, api.AgentRouteRuleRequests+"/"); ok && id != "" && !strings.Contains(id, "/") {
+	// Any id, well-formed or not, is the status route, which answers 404
+	// "rule request not found" alike for every id it does not find.
+	if id, ok := strings.CutPrefix(path, api.AgentRouteRuleRequests+"/"); ok && id != "" {
 		return http.MethodGet
 	}
 	return ""
@@ -501,14 +503,15 @@ func logTarget(t string) string {
 // abandoned work stays bounded. An evaluator that fails or panics is a
 // deny, "policy evaluation unavailable". rule is the metrics label.
 func (s *Server) evaluate(ctx context.Context, c *api.EvaluationContext) (v api.Verdict, rule string) {
+	// Returning cancels ctx, which stops an abandoned evaluation.
 	ctx, cancel := context.WithTimeout(ctx, s.opts.EvalTimeout)
+	defer cancel()
 	deny := func(reason, rule string) (api.Verdict, string) {
 		return api.Verdict{Allowed: false, Reason: &reason}, rule
 	}
 	select {
 	case s.evals <- struct{}{}:
 	case <-ctx.Done():
-		cancel()
 		return deny(api.ReasonEvalTimeout, ruleTimeout)
 	}
 	type result struct {
@@ -518,7 +521,6 @@ func (s *Server) evaluate(ctx context.Context, c *api.EvaluationContext) (v api.
 	resc := make(chan result, 1)
 	go func() {
 		defer func() { <-s.evals }()
-		defer cancel()
 		defer func() {
 			if p := recover(); p != nil {
 				s.log.Error("agent permission evaluation panicked", "panic", p)
