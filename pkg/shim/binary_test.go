@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -254,4 +255,47 @@ func TestBinaryForwardsSignals(t *testing.T) {
 			t.Errorf("%v: child saw %q, exit %d; want %q, 0; stderr:\n%s", sig, b, res.code, want, res.stderr)
 		}
 	}
+}
+
+// TestBinaryShimKilled: when the shim itself is SIGKILLed, its child dies
+// with it (Pdeathsig) instead of running on unmediated. The control is the
+// child alive before the kill.
+func TestBinaryShimKilled(t *testing.T) {
+	t.Parallel()
+	fa := newFakeAgent(t)
+	pidFile := filepath.Join(fa.dir, "pid")
+	// No pipes for stdio: a child outliving the shim would hold them open
+	// and make Wait wait for it.
+	cmd := inNamespace(t, fa.dir, shimBinary(t), "exec", "sh", "-c", `echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30`, pidFile)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitPID(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	if !alive(pid) {
+		t.Fatalf("control: child %d not running under the shim", pid)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait() // "signal: killed"
+	deadline := time.Now().Add(2 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d still running 2 s after the shim was killed", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid is a process that has not exited (a zombie
+// has: this machine's init may be slow to reap orphans).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
 }

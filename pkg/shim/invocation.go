@@ -52,8 +52,9 @@ type Invocation struct {
 // Executes reports whether an allow runs a command.
 func (inv Invocation) Executes() bool { return inv.Argv != nil }
 
-// ErrUsage is returned by Parse for an empty command line.
-var ErrUsage = errors.New(ShortUsage)
+// ErrUsage is returned by Parse for an empty command line; the shim then
+// prints ShortUsage.
+var ErrUsage = errors.New("no arguments")
 
 // Parse reads the arguments after argv[0]. --help/-h and --version/-V are
 // shim flags only as the first argument, so `outcall exec grep -h x` is a
