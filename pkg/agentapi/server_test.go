@@ -582,14 +582,14 @@ func TestPermissionErrors(t *testing.T) {
 	wantError(t, h.do("POST", api.AgentRoutePermission, "", `{}`), 400, "invalid request: malformed JSON body")
 	wantError(t, h.do("POST", api.AgentRoutePermission, "", `{"action_type":"tool_exec","target":"ls"}`), 401, "invalid or missing session token")
 	invalid := map[string]string{
-		`{"action_type":"tool_exec","target":"  "}`:                                         "invalid request: target is empty",
-		`{"action_type":"tool_exec","target":"ls","metadata":{"args_json":"[1]"}}`:          "invalid request: metadata.args_json must be a JSON array of strings",
-		`{"action_type":"network_call","target":"ftp://example.com/"}`:                      "invalid request: network target is not an http or https URL",
-		`{"action_type":"network_call","target":"https://u:p@example.com/"}`:                "invalid request: network target URL must not contain credentials",
-		`{"action_type":"network_call","target":"example.com:0"}`:                           `invalid request: network target port "0" is not 1-65535`,
-		`{"action_type":"network_call","target":"a b"}`:                                     "invalid request: network target contains whitespace",
-		`{"action_type":"network_call","target":"x","metadata":{"protocol":"icmp"}}`:        "invalid request: metadata.protocol must be tcp or udp",
-		`{"action_type":"network_call","target":"https://x/","metadata":{"method":"G3T"}}`:  "invalid request: metadata.method must be 1-32 ASCII letters",
+		`{"action_type":"tool_exec","target":"  "}`:                                          "invalid request: target is empty",
+		`{"action_type":"tool_exec","target":"ls","metadata":{"args_json":"[1]"}}`:           "invalid request: metadata.args_json must be a JSON array of strings",
+		`{"action_type":"network_call","target":"ftp://example.com/"}`:                       "invalid request: network target is not an http or https URL",
+		`{"action_type":"network_call","target":"https://u:p@example.com/"}`:                 "invalid request: network target URL must not contain credentials",
+		`{"action_type":"network_call","target":"example.com:0"}`:                            `invalid request: network target port "0" is not 1-65535`,
+		`{"action_type":"network_call","target":"a b"}`:                                      "invalid request: network target contains whitespace",
+		`{"action_type":"network_call","target":"x","metadata":{"protocol":"icmp"}}`:         "invalid request: metadata.protocol must be tcp or udp",
+		`{"action_type":"network_call","target":"https://x/","metadata":{"method":"G3T"}}`:   "invalid request: metadata.method must be 1-32 ASCII letters",
 		`{"action_type":"network_call","target":"https://x/","metadata":{"protocol":"udp"}}`: "invalid request: an http or https URL needs protocol tcp",
 	}
 	for body, msg := range invalid {
@@ -695,10 +695,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // brokenPolicy fails or panics on every evaluation.
-type brokenPolicy struct {
-	panics bool
-	calls  sync.WaitGroup
-}
+type brokenPolicy struct{ panics bool }
 
 func (p *brokenPolicy) EvaluateContext(context.Context, rules.Layer, *api.EvaluationContext) (rules.Outcome, error) {
 	if p.panics {
