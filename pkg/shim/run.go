@@ -33,18 +33,20 @@ const (
 	ExitUnreachable = api.UnreachableExitCode
 )
 
-// ForwardedSignals are passed on to the child while it runs. SIGTERM is not
-// among them: it asks the shim to start nothing new and let the child
-// finish (S005-FR-020).
-var ForwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+// ForwardedSignals returns the signals passed on to the child while it
+// runs. SIGTERM is not among them: it asks the shim to start nothing new
+// and let the child finish (S005-FR-020).
+func ForwardedSignals() []os.Signal {
+	return []os.Signal{syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+}
 
 // childReapTimeout bounds the wait for a killed child to be reaped (S005
 // §4.4 step 11); past it the shim exits anyway and Pdeathsig is the
 // backstop.
 const childReapTimeout = 5 * time.Second
 
-// Options is everything Run touches. The zero value of each field means the
-// process's own (Main fills them so).
+// Options is everything Run touches. A zero field takes the default its
+// comment names; Main sets Args, Version, Term and Notify for the process.
 type Options struct {
 	// Args are the arguments after argv[0].
 	Args []string
@@ -269,7 +271,7 @@ func (r *runner) runChild(argv []string) int {
 	default:
 	}
 	signals := make(chan os.Signal, 16)
-	stopSignals := r.o.Notify(signals, ForwardedSignals...)
+	stopSignals := r.o.Notify(signals, ForwardedSignals()...)
 	defer stopSignals()
 
 	started := make(chan *os.Process, 1)
