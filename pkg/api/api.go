@@ -148,7 +148,8 @@ type EndpointRemoveRequest struct {
 }
 
 // AllowRequest opens one destination for one endpoint in the datapath
-// (S009-IF-003 shape; Container names the endpoint).
+// (S009-IF-003 shape; Container names the endpoint). Destination is an IPv4
+// address, a canonical IPv4 CIDR or a host name (ParseGrantDestination).
 type AllowRequest struct {
 	Container     string  `json:"container"`
 	SrcIP         string  `json:"src_ip,omitempty"`
@@ -184,6 +185,12 @@ type ActiveRule struct {
 	// answer, Rule naming the rule).
 	Source string `json:"source,omitempty"`
 	Rule   string `json:"rule,omitempty"`
+	// InsertedAt is when the rule was first made (a renewal keeps it),
+	// UTC "2006-01-02T15:04:05Z" (S009-IF-001).
+	InsertedAt string `json:"inserted_at,omitempty"`
+	// Addresses, an addition, are the IPv4 addresses a host name
+	// destination opened (at most 16), left out for an address or CIDR.
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // FlushResult counts the allow entries a flush removed.

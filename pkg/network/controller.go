@@ -118,6 +118,11 @@ type Controller struct {
 	// without mu: they are slow, and the engine may ask the Controller.
 	engineMu sync.Mutex
 	engine   Engine
+
+	// resolverMu guards resolver, which resolves host name destinations
+	// of operator grants (SetResolver, grants.go).
+	resolverMu sync.Mutex
+	resolver   func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // netState is a network and, while its bridge is up, the bridge's ifindex
@@ -305,7 +310,13 @@ func (c *Controller) openDatapathLocked() error {
 	}()
 	c.stopEvents = func() { cancel(); <-done }
 	// Grants do not survive a restart (S009-FR-010): containers ask again.
-	c.grants = grants.New(dp, grants.Options{OnChange: func(g grants.Grant, ch grants.Change) { c.events.Publish(grantEvent(g, ch)) }})
+	// Every grant change runs under c.mu, so the last resorts of a
+	// failed delete may use the *Locked helpers (grants.go).
+	c.grants = grants.New(dp, grants.Options{
+		OnChange: func(g grants.Grant, ch grants.Change) { c.events.Publish(grantEvent(g, ch)) },
+		Close:    c.closeIdentitiesLocked,
+		Reopen:   c.reopenIdentitiesLocked,
+	})
 	if n, err := c.grants.ClearKernel(); err != nil {
 		return err
 	} else if n > 0 {
@@ -457,6 +468,12 @@ func (c *Controller) endpointOfPortLocked(ifindex int, name string, n *netState)
 }
 
 func (c *Controller) activateLocked(ifindex int, ep endpoint.Endpoint, n *netState) error {
+	if c.grants != nil && c.grants.Closed(ep.Identity) {
+		// The kernel holds grants of it that it refused to delete: it
+		// stays an unknown sender until they are gone (grants.go).
+		c.log.Error("endpoint stays closed until its grants are removed", "endpoint", ep.Name, "identity", ep.Identity)
+		return nil
+	}
 	err := c.dp.SetEndpoint(ifindex, datapath.Endpoint{Identity: ep.Identity, IP: ep.IP, Gateway: n.Gateway.Addr(), MAC: ep.MAC, GatewayMAC: n.mac})
 	if err != nil {
 		return err
@@ -556,7 +573,9 @@ func (c *Controller) sweepGrants() {
 	defer c.mu.Unlock()
 	if c.dp != nil {
 		if _, err := c.grants.Sweep(); err != nil {
-			c.log.Warn("sweep expired grants", "err", err)
+			if err = c.grantFailure("expiry sweep", err); err != nil {
+				c.log.Warn("sweep expired grants", "err", err)
+			}
 		}
 	}
 }

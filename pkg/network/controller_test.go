@@ -285,8 +285,9 @@ func TestAllowValidation(t *testing.T) {
 		want string
 	}{
 		{"unknown endpoint", api.AllowRequest{Container: "zz", Destination: "198.51.100.10"}, "not found"},
-		{"not an address", api.AllowRequest{Container: "a1", Destination: "example.com"}, "need an IPv4 address"},
-		{"ipv6", api.AllowRequest{Container: "a1", Destination: "2001:db8::1"}, "need an IPv4 address"},
+		{"a host name without a resolver", api.AllowRequest{Container: "a1", Destination: "example.com"}, "no resolver"},
+		{"not an address", api.AllowRequest{Container: "a1", Destination: "10.0.0"}, "not an IPv4 address, CIDR or host name"},
+		{"ipv6", api.AllowRequest{Container: "a1", Destination: "2001:db8::1"}, "only IPv4"},
 		{"bad protocol", api.AllowRequest{Container: "a1", Destination: "198.51.100.10", Protocol: ptr("gre")}, "must be 'tcp' or 'udp'"},
 		{"port without protocol", api.AllowRequest{Container: "a1", Destination: "198.51.100.10", Port: ptr(uint16(443))}, "requires protocol"},
 		{"port 0", api.AllowRequest{Container: "a1", Destination: "198.51.100.10", Protocol: ptr("tcp"), Port: ptr(uint16(0))}, "invalid port 0"},
@@ -748,16 +749,22 @@ func TestLearnGrants(t *testing.T) {
 	if err := gw.Learn(1, Learned{Rule: "pypi", Dsts: []netip.Addr{pub, pub2}, TTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
+	// The rule's grant on pub:443 is a claim beside the operator's; the
+	// kernel entry, their union, stays persistent.
 	byKey := map[string]grants.Grant{}
 	for _, g := range td.grants.List() {
-		byKey[fmt.Sprintf("%s:%d", g.Dst, g.Port)] = g
+		byKey[fmt.Sprintf("%s:%d %s", g.Dst, g.Port, g.Owner)] = g
 	}
-	if len(byKey) != 4 {
-		t.Fatalf("grants %v, want 4", byKey)
+	if len(byKey) != 5 {
+		t.Fatalf("grants %v, want 5", byKey)
 	}
-	if g := byKey[pub.String()+":443"]; g.Owner != grants.Operator || !g.Expires.IsZero() {
+	if g := byKey[pub.String()+":443 operator"]; !g.Expires.IsZero() {
 		t.Fatalf("the operator's grant became %+v", g)
 	}
+	if g, _ := td.grants.Get(byKey[pub.String()+":443 operator"].GrantKey); !g.Expires.IsZero() || !td.dp.GrantMap[g.GrantKey].Expires.IsZero() {
+		t.Fatalf("a DNS answer made the operator's persistent grant temporary: %+v", g)
+	}
+	byKey[pub2.String()+":80"] = byKey[pub2.String()+":80 rule:pypi"]
 	first := byKey[pub2.String()+":80"]
 	if first.Owner != (grants.Owner{Rule: "pypi"}) || first.Proto != 6 || time.Until(first.Expires) > time.Minute {
 		t.Fatalf("learned grant %+v", first)

@@ -151,7 +151,9 @@ func (c *Controller) RemoveEndpoint(ctx context.Context, name string) error {
 			}
 		}
 		if _, err := c.grants.RevokeIdentity(e.Identity); err != nil {
-			return err
+			if err = c.grantFailure("remove endpoint "+e.Name, err); err != nil {
+				return err
+			}
 		}
 		// Every flow the endpoint opened ends, the rules' too.
 		if _, err := c.dp.EndFlows(datapath.FlowMatch{Identity: e.Identity}); err != nil {

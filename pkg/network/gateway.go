@@ -111,8 +111,10 @@ func (c *Controller) enforcedLocked(e endpoint.Endpoint) bool {
 // Controller's lock), and no destination may be an Outcall address, or a
 // restricted one without AllowPrivate. A key the operator holds is left as
 // the operator made it (S007-FR-040: a DNS answer never turns a persistent
-// grant into a temporary one); a rule's own grant is renewed, never
-// shortened.
+// grant into a temporary one): the rule's grant is a claim of its own
+// beside the operator's, and the kernel entry their union; a rule's own
+// grant is renewed, never shortened. DNS-learned grants do not count
+// towards the operator's per-container cap.
 func (g gateway) Learn(identity uint32, lg Learned) error {
 	if lg.TTL <= 0 {
 		return fmt.Errorf("learn grants for rule %q: TTL %v is not positive", lg.Rule, lg.TTL)
@@ -151,14 +153,13 @@ func (g gateway) Learn(identity uint32, lg Learned) error {
 	for _, dst := range lg.Dsts {
 		for _, port := range ports {
 			key := datapath.GrantKey{Identity: identity, Dst: dst, Proto: unix.IPPROTO_TCP, Port: port}
-			old, held := c.grants.Get(key)
-			if held && old.Owner == grants.Operator {
+			// The rule's own grant on the key is renewed, never
+			// shortened; an operator's claim on the same key stays as
+			// the operator made it (the kernel entry is the union).
+			if old, held := c.grants.ClaimOf(grants.Holder{Owner: owner, Name: grants.KeyName(key)}); held && old.Expires.After(expires) {
 				continue
 			}
 			ng := grants.Grant{Grant: datapath.Grant{GrantKey: key, Expires: expires, AllowPrivate: lg.AllowPrivate}, Owner: owner}
-			if held && old.Owner == owner && old.Expires.After(expires) {
-				continue
-			}
 			if err := c.grants.Put(ng); err != nil {
 				errs = append(errs, err)
 			}
