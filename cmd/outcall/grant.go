@@ -10,7 +10,7 @@ import (
 )
 
 // maxTTLSecs is S009's MAX_DYNAMIC_RULE_TTL_SECS.
-const maxTTLSecs = 86400
+const maxTTLSecs = api.MaxDynamicRuleTTLSecs
 
 // newGrantCmd is `outcall grant add|remove|list|flush`: datapath allow entries.
 func newGrantCmd() *cobra.Command {
@@ -28,7 +28,7 @@ type grantFlags struct {
 func (g *grantFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&g.endpoint, "endpoint", "", "endpoint name (required)")
-	f.StringVar(&g.dst, "dst", "", "destination IPv4 address (required)")
+	f.StringVar(&g.dst, "dst", "", "destination: an IPv4 address, a canonical IPv4 CIDR or a host name (required)")
 	f.StringVar(&g.proto, "proto", "", "protocol: tcp or udp (default: all protocols)")
 	f.Uint16Var(&g.port, "port", 0, "destination port (needs --proto)")
 }
@@ -39,9 +39,9 @@ func (g *grantFlags) validate(cmd *cobra.Command) (dst string, proto *string, po
 	if err := requireFlags(cmd, "endpoint", "dst"); err != nil {
 		return "", nil, nil, err
 	}
-	addr, err := parseIPv4("dst", g.dst)
+	d, err := api.ParseGrantDestination(g.dst)
 	if err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, usagef("%v", err)
 	}
 	if cmd.Flags().Changed("proto") {
 		if g.proto != "tcp" && g.proto != "udp" {
@@ -58,7 +58,7 @@ func (g *grantFlags) validate(cmd *cobra.Command) (dst string, proto *string, po
 		}
 		port = &g.port
 	}
-	return addr.String(), proto, port, nil
+	return d.String(), proto, port, nil
 }
 
 // describeGrant renders "<endpoint> -> <dst>[ <proto>[/<port>]]".
@@ -75,7 +75,7 @@ func describeGrant(endpoint, dst string, proto *string, port *uint16) string {
 
 func newGrantAddCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "add --endpoint NAME --dst IPV4 [--proto tcp|udp] [--port PORT] [--ttl SECONDS] [--allow-private]",
+		Use:   "add --endpoint NAME --dst ADDRESS|CIDR|HOST [--proto tcp|udp] [--port PORT] [--ttl SECONDS] [--allow-private]",
 		Short: "Allow an endpoint to reach a destination",
 		Args:  cobra.NoArgs,
 	}
@@ -110,7 +110,7 @@ func newGrantAddCmd() *cobra.Command {
 
 func newGrantRemoveCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "remove --endpoint NAME --dst IPV4 [--proto tcp|udp] [--port PORT]",
+		Use:   "remove --endpoint NAME --dst ADDRESS|CIDR|HOST [--proto tcp|udp] [--port PORT]",
 		Short: "Close what `grant add` with the same flags opened",
 		Args:  cobra.NoArgs,
 	}
