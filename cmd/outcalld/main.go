@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"outcall.dev/outcall/pkg/agentapi"
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/daemon"
 	"outcall.dev/outcall/pkg/dns"
@@ -52,7 +53,12 @@ func run(args []string, stderr io.Writer) int {
 	fs.BoolVar(&cfg.AllowPrivatePins, "allow-private-pins", false, "start even if --pin-dir's bpffs is private to this mount namespace (e.g. under \"ip netns exec\"); the pins vanish at exit and every port loses its program: for experiments only")
 	fs.DurationVar(&cfg.RepairInterval, "repair-interval", daemon.DefaultRepairInterval, "how often to check that every port's program and every floor table is in place, and restore what is missing (10ms-10s)")
 	fs.BoolVar(&cfg.NoProxy, "no-proxy", false, "disable the HTTP/CONNECT proxy; refused while a rule needs it (egress.mode: proxy)")
-	fs.StringVar(&cfg.AgentSocket, "agent-socket-host-path", api.DefaultAgentSocket, "agent API socket on the host, mounted into containers created with helper mounts")
+	fs.StringVar(&cfg.AgentSocket, "agent-socket", api.DefaultAgentSocket, "agent API Unix socket (mode 0666), mounted into containers created with helper mounts")
+	fs.StringVar(&cfg.AgentSocket, "agent-socket-host-path", api.DefaultAgentSocket, "alias of --agent-socket")
+	agentTimeout := fs.String("agent-timeout-secs", strconv.Itoa(api.DefaultAgentTimeoutSecs), "agent API evaluation timeout per permission check, in seconds (1-300)")
+	fs.Var(aliasOf{agentTimeout}, "agent-timeout", "alias of --agent-timeout-secs")
+	agentPermRate := fs.String("agent-perm-rate", api.DefaultAgentPermRate, "agent permission checks per container: <count>/<seconds>, a sliding window")
+	agentRuleRate := fs.String("agent-rule-rate", api.DefaultAgentRuleRate, "agent rule request submissions per container: <count>/<seconds>, a sliding window")
 	fs.StringVar(&cfg.ShimHostPath, "shim-host-path", api.DefaultShimHostPath, "outcall-agent shim binary on the host, mounted into containers created with helper mounts")
 	fs.UintVar(&cfg.MaxConnsPerAgent, "max-conns-per-agent", 512, "most connections (conntrack entries) one agent may hold to or through the gateway; new ones beyond it are dropped and counted (0: no cap)")
 	fs.Usage = func() {
@@ -107,6 +113,10 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.ProxyPort = port
+	if err := agentFlags(&cfg, fs, *agentTimeout, *agentPermRate, *agentRuleRate); err != nil {
+		fmt.Fprintf(stderr, "outcalld: %v\n", err)
+		return 2
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "outcalld: %v\n", err)
 		return 2
@@ -190,4 +200,38 @@ func proxyPort(addr string) (uint16, error) {
 		return 0, fmt.Errorf("%q has no valid port", addr)
 	}
 	return uint16(n), nil
+}
+
+// aliasOf is a flag that sets another string flag's value.
+type aliasOf struct{ v *string }
+
+func (a aliasOf) String() string {
+	if a.v == nil {
+		return ""
+	}
+	return *a.v
+}
+
+func (a aliasOf) Set(s string) error { *a.v = s; return nil }
+
+// agentFlags parses the agent API's flags strictly; an error names the
+// flag as it was given.
+func agentFlags(cfg *daemon.Config, fs *flag.FlagSet, timeout, permRate, ruleRate string) error {
+	timeoutName := "--agent-timeout-secs"
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "agent-timeout" {
+			timeoutName = "--agent-timeout"
+		}
+	})
+	var err error
+	if cfg.AgentTimeout, err = agentapi.ParseTimeoutSecs(timeout); err != nil {
+		return fmt.Errorf("%s: %w", timeoutName, err)
+	}
+	if cfg.AgentPermRate, err = agentapi.ParseRate(permRate); err != nil {
+		return fmt.Errorf("--agent-perm-rate: %w", err)
+	}
+	if cfg.AgentRuleRate, err = agentapi.ParseRate(ruleRate); err != nil {
+		return fmt.Errorf("--agent-rule-rate: %w", err)
+	}
+	return nil
 }

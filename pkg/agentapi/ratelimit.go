@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"outcall.dev/outcall/pkg/api"
 )
 
 // Rate is a limit of Count requests in any sliding Window (S004-FR-014),
@@ -20,6 +22,9 @@ const (
 	MaxRateCount         = 1_000_000
 	MaxRateWindowSeconds = 86_400
 )
+
+// maxTimeoutSecs bounds --agent-timeout-secs.
+const maxTimeoutSecs = api.MaxAgentTimeoutSecs
 
 // String is the rate as a flag spells it.
 func (r Rate) String() string {
@@ -159,4 +164,14 @@ func (l *limiter) size() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.logs)
+}
+
+// ParseTimeoutSecs parses --agent-timeout-secs: 1..300 written as plain
+// decimal digits (no sign, space, unit or base prefix).
+func ParseTimeoutSecs(s string) (time.Duration, error) {
+	n, err := parseDecimal(s, maxTimeoutSecs)
+	if err != nil {
+		return 0, fmt.Errorf("seconds %w", err)
+	}
+	return time.Duration(n) * time.Second, nil
 }

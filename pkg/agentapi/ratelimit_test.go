@@ -107,3 +107,13 @@ func TestLimiterLargeWindow(t *testing.T) {
 		t.Errorf("log capacity %d for a count of 1000: not compacted", cap(lg.times))
 	}
 }
+
+func TestParseTimeoutSecs(t *testing.T) {
+	for in, want := range map[string]time.Duration{"1": time.Second, "5": 5 * time.Second, "300": 300 * time.Second,
+		"": 0, "0": 0, "301": 0, "2s": 0, " 2": 0, "+5": 0, "0x10": 0, "-1": 0} {
+		got, err := ParseTimeoutSecs(in)
+		if got != want || (err == nil) != (want != 0) {
+			t.Errorf("ParseTimeoutSecs(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"outcall.dev/outcall/pkg/agentapi"
+	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/bridge"
 )
 
@@ -48,6 +50,13 @@ type Config struct {
 	// (--agent-socket-host-path, --shim-host-path).
 	AgentSocket  string
 	ShimHostPath string
+	// AgentPermRate and AgentRuleRate limit each container's permission
+	// checks and rule submissions (--agent-perm-rate, --agent-rule-rate;
+	// zero: the defaults, 100/10 and 10/60). AgentTimeout bounds one
+	// permission check's evaluation (--agent-timeout-secs; zero: 5 s).
+	AgentPermRate agentapi.Rate
+	AgentRuleRate agentapi.Rate
+	AgentTimeout  time.Duration
 	// RulesDir holds the rule files; a missing directory is an empty set.
 	RulesDir string
 	// WatchRules reloads the rules when a file in RulesDir changes.
@@ -94,6 +103,7 @@ func (c Config) Validate() error {
 	if c.RepairInterval != 0 && (c.RepairInterval < 10*time.Millisecond || c.RepairInterval > 10*time.Second) {
 		errs = append(errs, fmt.Errorf("--repair-interval: %v is outside 10ms-10s", c.RepairInterval))
 	}
+	errs = append(errs, c.validateAgent()...)
 	if c.DNSPort == 0 {
 		errs = append(errs, errors.New("--dns-port: must be 1-65535"))
 	}
@@ -101,4 +111,44 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("--proxy-addr: port must be 1-65535"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateAgent checks the agent API's settings: an absolute socket path
+// that is not the host socket's (compared with their parent directories'
+// symlinks resolved), rates within their bounds, a timeout of 1-300 s.
+func (c Config) validateAgent() []error {
+	var errs []error
+	if c.AgentSocket != "" {
+		switch {
+		case !filepath.IsAbs(c.AgentSocket):
+			errs = append(errs, fmt.Errorf("--agent-socket: %q must be an absolute path", c.AgentSocket))
+		case canonicalSocket(c.AgentSocket) == canonicalSocket(c.Socket):
+			errs = append(errs, fmt.Errorf("--agent-socket: %s is the host API socket (--socket); they must differ", c.AgentSocket))
+		}
+	}
+	if c.AgentPermRate != (agentapi.Rate{}) {
+		if err := c.AgentPermRate.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--agent-perm-rate: %w", err))
+		}
+	}
+	if c.AgentRuleRate != (agentapi.Rate{}) {
+		if err := c.AgentRuleRate.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--agent-rule-rate: %w", err))
+		}
+	}
+	if c.AgentTimeout != 0 && (c.AgentTimeout < time.Second || c.AgentTimeout > api.MaxAgentTimeoutSecs*time.Second || c.AgentTimeout%time.Second != 0) {
+		errs = append(errs, fmt.Errorf("--agent-timeout-secs: %v is not a whole number of seconds in 1-%d", c.AgentTimeout, api.MaxAgentTimeoutSecs))
+	}
+	return errs
+}
+
+// canonicalSocket is path with its parent directory's symlinks resolved
+// (as far as the directory exists), so that two spellings of one socket
+// compare equal.
+func canonicalSocket(path string) string {
+	dir, base := filepath.Split(filepath.Clean(path))
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	return filepath.Join(dir, base)
 }

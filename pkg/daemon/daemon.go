@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"outcall.dev/outcall/pkg/agentapi"
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/bridge"
 	"outcall.dev/outcall/pkg/container"
@@ -57,6 +58,8 @@ type Daemon struct {
 	// sees it; both nil with --no-docker.
 	docker     *container.Manager
 	containers ContainerManager
+	// agent is the agent API on agent.sock; nil without an agent socket.
+	agent *agentapi.Server
 }
 
 // New checks privileges and the configuration and builds the parts. It
@@ -153,6 +156,9 @@ func assemble(cfg Config, bus *events.Bus, nets *network.Controller) (*Daemon, e
 		return nil, err
 	}
 	if err := d.buildDocker(); err != nil {
+		return nil, err
+	}
+	if err := d.buildAgent(); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -310,6 +316,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if d.docker != nil {
 			extra = append(extra, d.docker.Collectors()...)
 		}
+		if d.agent != nil {
+			extra = append(extra, d.agent.Collectors()...)
+		}
 		serve = append(serve, func(ctx context.Context) error {
 			return metrics.Serve(ctx, ml, d.collector, d.log.With("target", "metrics"), extra...)
 		})
@@ -323,7 +332,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return hostapi.Serve(ctx, l, hostapi.Handler(d.hostService(), d.log.With("target", "host_api")))
 	})
 	start("apis", serve...)
-	d.log.Info("outcalld ready", "bridge", d.cfg.Bridge, "socket", d.cfg.Socket)
+	if d.agent != nil {
+		// Last to start, first to stop (S004 §1.5): an agent is answered
+		// only while everything its answers depend on runs.
+		serveAgent, err := d.listenAgent()
+		if err != nil {
+			stop()
+			return err
+		}
+		start("agent api", serveAgent)
+	}
+	d.log.Info("outcalld ready", "bridge", d.cfg.Bridge, "socket", d.cfg.Socket, "agent_socket", d.cfg.AgentSocket)
 
 	var runErr error
 	select {

@@ -1,0 +1,45 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+
+	"outcall.dev/outcall/pkg/agentapi"
+)
+
+// buildAgent builds the agent API (S004) over the networks' identity
+// registry, the rule engine and the rule request store. It needs no
+// Docker client: with --no-docker the registry holds no container, so
+// every peer is refused. An empty AgentSocket (a Config built in a test)
+// runs no agent API.
+func (d *Daemon) buildAgent() error {
+	if d.cfg.AgentSocket == "" {
+		return nil
+	}
+	s, err := agentapi.New(agentapi.Options{
+		Identities:  d.networks,
+		Policy:      d.rules,
+		Requests:    d.requests,
+		Logger:      d.log.With("target", "agent_api"),
+		PermRate:    d.cfg.AgentPermRate,
+		RuleRate:    d.cfg.AgentRuleRate,
+		EvalTimeout: d.cfg.AgentTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	d.agent = s
+	return nil
+}
+
+// listenAgent binds the agent socket (a stale one replaced, mode 0666)
+// and returns the agent API's stage: it serves until its context ends,
+// lets in-flight requests finish, and removes the socket.
+func (d *Daemon) listenAgent() (func(context.Context) error, error) {
+	l, err := agentapi.Listen(d.cfg.AgentSocket)
+	if err != nil {
+		return nil, fmt.Errorf("--agent-socket: %w", err)
+	}
+	d.log.Info("agent API listening", "target", "agent_api", "socket", d.cfg.AgentSocket)
+	return func(ctx context.Context) error { return d.agent.Serve(ctx, l) }, nil
+}
