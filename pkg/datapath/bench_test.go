@@ -28,6 +28,16 @@ func BenchmarkVerdict(b *testing.B) {
 			benchPackets(b, d, tcp(agentIP, upstream, 443).Bytes(), AllowGrant)
 		})
 	}
+	// A packet only a prefix grant allows pays for the three exact
+	// lookups first, then the trie's.
+	b.Run("entries=10000/prefixes=1000/prefix", func(b *testing.B) {
+		d := openTest(b)
+		seed(b, d)
+		fillGrants(b, d, 10_000)
+		fillPrefixGrants(b, d, 1000)
+		must(b, d.PutGrant(Grant{GrantKey: PrefixKey(agentID, netip.MustParsePrefix("203.0.113.0/24"), 6, 443)}))
+		benchPackets(b, d, tcp(agentIP, netip.MustParseAddr("203.0.113.50"), 443).Bytes(), AllowGrant)
+	})
 	for _, tc := range []struct {
 		name   string
 		frame  []byte
@@ -129,6 +139,19 @@ func fillGrants(b *testing.B, d *Datapath, n int) {
 		}
 	}
 	flush()
+}
+
+// fillPrefixGrants adds n prefix grants (/24 to /28 inside 198.18.0.0/15) for
+// random identities.
+func fillPrefixGrants(b *testing.B, d *Datapath, n int) {
+	b.Helper()
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < n; i++ {
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], 0xc6120000|uint32(i)<<8)
+		p := netip.PrefixFrom(netip.AddrFrom4(a), 24+r.IntN(5)).Masked()
+		must(b, d.PutGrant(Grant{GrantKey: PrefixKey(1000+r.Uint32N(1<<16), p, 6, uint16(1+r.IntN(65535)))}))
+	}
 }
 
 // BenchmarkPacketPath measures, in one run, an established packet (one flow
