@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
 
 	"outcall.dev/outcall/pkg/api"
 )
@@ -18,8 +20,8 @@ const interruptCheckFrequency = 64
 
 // EvaluateContext is Set.Evaluate under ctx: the same walk, the same
 // decisions, except that it stops when ctx is done, between rules and
-// inside a rule's comprehensions (prg.ContextEval), and then returns ctx's
-// error and no decision. The caller decides what an unfinished evaluation
+// inside a rule's comprehensions (prg.ContextEval, for the rules that have
+// one), and then returns ctx's error and no decision. The caller decides what an unfinished evaluation
 // means; the agent API denies (S004-EC-007). A rule's own runtime error is
 // still a block naming the rule, never an error of the call.
 func (s *Set) EvaluateContext(ctx context.Context, c *api.EvaluationContext) (Outcome, error) {
@@ -31,7 +33,16 @@ func (s *Set) EvaluateContext(ctx context.Context, c *api.EvaluationContext) (Ou
 			return Outcome{}, fmt.Errorf("evaluate rules: %w", context.Cause(ctx))
 		}
 		r := s.rules[i]
-		val, _, err := r.program.ContextEval(ctx, act)
+		var val ref.Val
+		var err error
+		if r.loops {
+			val, _, err = r.program.ContextEval(ctx, act)
+		} else {
+			// Without a comprehension a condition's work is bounded by
+			// its size and the input's; ContextEval's per-call set-up
+			// would cost more than the check between rules saves.
+			val, _, err = r.program.Eval(act)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				// Interrupted (or failed because it was): not the rule's
@@ -108,4 +119,18 @@ func (e *Engine) report(ctx context.Context, layer Layer, out Outcome, took time
 	if e.opts.Observer != nil {
 		e.opts.Observer.ObserveDecision(string(layer), label, out.Decision)
 	}
+}
+
+// hasComprehension reports whether a checked condition contains a
+// comprehension (all, exists, exists_one, map, filter, ...), the only
+// construct whose work is not bounded by the expression's and the input's
+// size.
+func hasComprehension(a *celast.AST) bool {
+	found := false
+	celast.PreOrderVisit(a.Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() == celast.ComprehensionKind {
+			found = true
+		}
+	}))
+	return found
 }

@@ -144,3 +144,21 @@ func TestEvaluateContextStopsBetweenRules(t *testing.T) {
 		t.Fatalf("positive control: %+v, %v", out, err)
 	}
 }
+
+// TestLoopsFlag: only conditions with a comprehension are evaluated
+// interruptibly.
+func TestLoopsFlag(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "10.yaml", evalCtxRules+
+		"  - {id: loop, condition: 'run.args.exists(a, a == \"x\")', action: allow}\n"+
+		"  - {id: loop2, condition: 'run.tool == \"y\" || run.flags.map(f, f + \"!\").size() > 3', action: allow}\n")
+	set, err := Validate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range set.Rules() {
+		if want := strings.HasPrefix(r.ID, "loop"); r.loops != want {
+			t.Errorf("rule %s: loops = %v, want %v", r.ID, r.loops, want)
+		}
+	}
+}

@@ -31,6 +31,10 @@ type Rule struct {
 	// warnedType makes the non-bool warning appear once per rule set, not
 	// once per request.
 	warnedType atomic.Bool
+	// loops says the condition has a comprehension: only such a program
+	// can run long on a bounded input, so only it is evaluated with
+	// ContextEval (see EvaluateContext).
+	loops bool
 }
 
 // Set is an immutable, compiled rule set: evaluations that started on it
@@ -93,6 +97,7 @@ type compiled struct {
 	ast     *celast.AST // checked
 	program cel.Program
 	named   []netip.Prefix
+	loops   bool
 }
 
 // NewCompiler returns a compiler with Outcall's CEL environment.
@@ -141,7 +146,7 @@ func (c *Compiler) Compile(loaded *rulefile.Set) (*Set, error) {
 		if warns[i] != "" {
 			s.warnings = append(s.warnings, warns[i])
 		}
-		used[r.Condition] = &compiled{ast: r.ast, program: r.program, named: r.named}
+		used[r.Condition] = &compiled{ast: r.ast, program: r.program, named: r.named, loops: r.loops}
 	}
 	s.index = newRuleIndex(rules)
 	packet, warnings, err := lower(c.env, s.rules)
@@ -177,9 +182,9 @@ func (c *Compiler) compileRule(lr rulefile.Rule, cache map[string]*compiled, tmp
 		if err != nil {
 			return nil, "", fail(fmt.Errorf("CEL program: %w", err))
 		}
-		cc = &compiled{ast: ast, program: prg, named: namedPrefixes(ast)}
+		cc = &compiled{ast: ast, program: prg, named: namedPrefixes(ast), loops: hasComprehension(ast)}
 	}
-	r := &Rule{Rule: lr, ast: cc.ast, program: cc.program, named: cc.named, Level: api.LevelRequest}
+	r := &Rule{Rule: lr, ast: cc.ast, program: cc.program, named: cc.named, loops: cc.loops, Level: api.LevelRequest}
 	var warn string
 	if t := cc.ast.GetType(cc.ast.Expr().ID()); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
 		warn = fmt.Sprintf("rule %q in %s: condition yields %s, not bool; it never matches", lr.ID, lr.File, t)
