@@ -615,7 +615,7 @@ func (c *Controller) Shutdown() {
 	if c.dp == nil {
 		return
 	}
-	if n, err := c.grants.Flush(); err != nil {
+	if n, err := c.grants.Flush(); err != nil && c.grantFailure("shutdown", err) != nil {
 		c.log.Error("revoke grants at shutdown", "err", err)
 	} else {
 		c.log.Info("revoked grants at shutdown", "count", n)
