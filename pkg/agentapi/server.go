@@ -595,7 +595,7 @@ func (s *Server) submitRule(r *http.Request) (int, any, *apiError) {
 	resp, err := s.requests.Submit(r.Context(), id.ContainerID, *b.RuleFile)
 	switch {
 	case errors.Is(err, rulereq.ErrInvalidSubmission):
-		return 0, nil, errInvalid("rule file: %v", errors.Unwrap(err))
+		return 0, nil, errInvalid("rule file: %v", err)
 	case err != nil:
 		s.log.Error("agent rule request not stored", "container_id", id.ContainerID, "err", err)
 		return 0, nil, errPersist
