@@ -28,6 +28,14 @@ func BenchmarkVerdict(b *testing.B) {
 			benchPackets(b, d, tcp(agentIP, upstream, 443).Bytes(), AllowGrant)
 		})
 	}
+	// A packet no grant allows (no_rule) pays for every lookup: the three
+	// exact ones and, since prefix grants, the trie's three.
+	b.Run("entries=10000/miss", func(b *testing.B) {
+		d := openTest(b)
+		seed(b, d)
+		fillGrants(b, d, 10_000)
+		benchPackets(b, d, tcp(agentIP, netip.MustParseAddr("203.0.113.50"), 443).Bytes(), DropNoRule)
+	})
 	// A packet only a prefix grant allows pays for the three exact
 	// lookups first, then the trie's.
 	b.Run("entries=10000/prefixes=1000/prefix", func(b *testing.B) {
