@@ -57,6 +57,19 @@ type Grant struct {
 	AllowPrivate bool
 }
 
+// String is the key, its expiry and its private flag (without it, %v of a
+// Grant would print GrantKey's String alone).
+func (g Grant) String() string {
+	s := g.GrantKey.String()
+	if !g.Expires.IsZero() {
+		s += " until " + g.Expires.Format(time.RFC3339)
+	}
+	if g.AllowPrivate {
+		s += " private"
+	}
+	return s
+}
+
 func (k GrantKey) check() error {
 	if !k.Dst.Is4() {
 		return fmt.Errorf("grant destination %s is not IPv4", k.Dst)
