@@ -33,13 +33,14 @@ func (d *Daemon) buildAgent() error {
 }
 
 // listenAgent binds the agent socket (a stale one replaced, mode 0666)
-// and returns the agent API's stage: it serves until its context ends,
-// lets in-flight requests finish, and removes the socket.
-func (d *Daemon) listenAgent() (func(context.Context) error, error) {
+// and returns the agent API's stage, which serves until its context ends,
+// lets in-flight requests finish and removes the socket, and a close for
+// a startup that fails before the stage runs.
+func (d *Daemon) listenAgent() (serve func(context.Context) error, closeFn func(), err error) {
 	l, err := agentapi.Listen(d.cfg.AgentSocket)
 	if err != nil {
-		return nil, fmt.Errorf("--agent-socket: %w", err)
+		return nil, nil, fmt.Errorf("--agent-socket: %w", err)
 	}
 	d.log.Info("agent API listening", "target", "agent_api", "socket", d.cfg.AgentSocket)
-	return func(ctx context.Context) error { return d.agent.Serve(ctx, l) }, nil
+	return func(ctx context.Context) error { return d.agent.Serve(ctx, l) }, func() { _ = l.Close() }, nil
 }

@@ -25,12 +25,21 @@ func TestAgentAPIStartsLastStopsFirst(t *testing.T) {
 	if err := td.buildAgent(); err != nil || td.agent == nil {
 		t.Fatalf("buildAgent: %v", err)
 	}
+	// up: the socket answers HTTP (a bound socket whose server does not
+	// run yet accepts connections into its backlog but answers nothing).
 	up := func(path string) bool {
 		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
+		if err != nil {
+			return false
 		}
-		return err == nil
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Write([]byte("GET /none HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")); err != nil {
+			return false
+		}
+		buf := make([]byte, 12)
+		n, _ := io.ReadFull(c, buf)
+		return n == 12 && strings.HasPrefix(string(buf), "HTTP/1.1 ")
 	}
 	var agentSeen, violations atomic.Int64
 	stopProbe := make(chan struct{})

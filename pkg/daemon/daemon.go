@@ -323,8 +323,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return metrics.Serve(ctx, ml, d.collector, d.log.With("target", "metrics"), extra...)
 		})
 	}
+	// The agent socket exists before the host API answers, so a container
+	// created with helper mounts finds it (S008-FR-039); it is served
+	// only from the last stage on, connections waiting in its backlog.
+	serveAgent, closeAgent := func(context.Context) error { return nil }, func() {}
+	if d.agent != nil {
+		var err error
+		if serveAgent, closeAgent, err = d.listenAgent(); err != nil {
+			stop()
+			return err
+		}
+	}
 	l, err := hostapi.Listen(d.cfg.Socket)
 	if err != nil {
+		closeAgent()
 		stop()
 		return err
 	}
@@ -335,11 +347,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.agent != nil {
 		// Last to start, first to stop (S004 §1.5): an agent is answered
 		// only while everything its answers depend on runs.
-		serveAgent, err := d.listenAgent()
-		if err != nil {
-			stop()
-			return err
-		}
 		start("agent api", serveAgent)
 	}
 	d.log.Info("outcalld ready", "bridge", d.cfg.Bridge, "socket", d.cfg.Socket, "agent_socket", d.cfg.AgentSocket)
