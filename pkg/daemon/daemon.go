@@ -180,6 +180,9 @@ func (d *Daemon) buildNames() error {
 		return err
 	}
 	d.dns = f
+	// Operator grants to a host name resolve the way the proxy does:
+	// through --dns-upstream, never the machine's resolver.
+	d.networks.SetResolver(f.LookupIPv4)
 	if d.cfg.NoProxy {
 		return nil
 	}
