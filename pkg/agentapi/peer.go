@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"outcall.dev/outcall/pkg/container"
 	"outcall.dev/outcall/pkg/endpoint"
 )
 
@@ -244,7 +243,7 @@ func (s *Server) lookup(p *peer) (identity, *apiError) {
 	return identity{
 		ContainerID: id,
 		Name:        e.Name,
-		AgentName:   container.AgentName(e.Name),
+		AgentName:   e.AgentName(),
 		binding:     binding{containerID: id, identity: e.Identity, ifindex: e.Ifindex},
 	}, nil
 }

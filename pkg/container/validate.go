@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"outcall.dev/outcall/pkg/api"
+	"outcall.dev/outcall/pkg/endpoint"
 )
 
 // Policy is the host configuration every create request is checked
@@ -111,7 +112,7 @@ type Create struct {
 	// Name is the container's name: the caller's, exactly, or a generated
 	// api.ContainerPrefix name.
 	Name string
-	// AgentName is agent.name for the container (AgentName(Name)).
+	// AgentName is agent.name for the container (endpoint.AgentName(Name)).
 	AgentName string
 	Image     ImageRef
 	// Network is the full Outcall network name.
@@ -159,7 +160,7 @@ func (v *Validator) Validate(req api.ContainerCreateRequest) (Create, error) {
 	if c.Name, err = validateName(req.Name); err != nil {
 		return Create{}, err
 	}
-	c.AgentName = AgentName(c.Name)
+	c.AgentName = endpoint.AgentName(c.Name)
 	if c.Image, err = ParseImage("image", req.Image); err != nil {
 		return Create{}, err
 	}
@@ -231,7 +232,7 @@ func NewName() string {
 		var b [4]byte
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go 1.24)
 		name := api.ContainerPrefix + hex.EncodeToString(b[:])
-		if AgentName(name) == name {
+		if endpoint.AgentName(name) == name {
 			return name
 		}
 	}

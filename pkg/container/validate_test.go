@@ -124,8 +124,8 @@ func TestNewNameUnique(t *testing.T) {
 		if seen[n] {
 			t.Fatalf("name %s generated twice", n)
 		}
-		if AgentName(n) != n {
-			t.Fatalf("generated name %s has agent name %s", n, AgentName(n))
+		if endpoint.AgentName(n) != n {
+			t.Fatalf("generated name %s has agent name %s", n, endpoint.AgentName(n))
 		}
 		seen[n] = true
 	}

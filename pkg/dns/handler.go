@@ -185,7 +185,7 @@ func (f *Filter) decide(ctx context.Context, gw network.Gateway, src netip.Addr,
 
 	// 4. Evaluate, or remember the decision of the rule set in force.
 	start := time.Now()
-	out, ok := f.decideRules(ctx, ep.Identity, ep.Name, name, question.Qtype, q.rtype)
+	out, ok := f.decideRules(ctx, ep.Identity, ep.AgentName(), name, question.Qtype, q.rtype)
 	if !ok {
 		f.metrics.queries.WithLabelValues(outcomeServfail, ruleNone).Inc()
 		return f.finish(req, f.rcodeReply(req, mdns.RcodeServerFailure), udp), nil

@@ -64,7 +64,7 @@ func (c *Controller) syncRuleAgentsLocked() error {
 func (c *Controller) agentNamesLocked() map[uint32]string {
 	names := map[uint32]string{}
 	for _, e := range c.endpoints.List() {
-		names[e.Identity] = e.Name
+		names[e.Identity] = e.AgentName()
 	}
 	return names
 }

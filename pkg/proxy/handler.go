@@ -245,7 +245,7 @@ func (h *handler) evaluate(ec *api.EvaluationContext) (out rules.Outcome) {
 			out = rules.Outcome{Layer: rules.LayerProxy, Decision: api.DecisionBlock, Err: fmt.Errorf("rule engine panic: %v", r)}
 		}
 	}()
-	ec.Agent = &api.AgentContext{Name: h.ep.Name}
+	ec.Agent = &api.AgentContext{Name: h.ep.AgentName()}
 	return h.s.p.opts.Rules.Evaluate(h.s.ctx, rules.LayerProxy, ec)
 }
 

@@ -1,8 +1,8 @@
-package container
+package endpoint
 
 import "strings"
 
-// AgentName is the agent.name rules see for a container (S013-FR-004):
+// AgentName is the agent.name rules see for a container called name (S013-FR-004):
 // the container's name with one trailing replica suffix "-N" (N one or
 // more ASCII digits) removed, so "foobar-1" and "foobar-2" are both
 // "foobar" and "my-agent-12" is "my-agent". A name without such a suffix
@@ -22,4 +22,14 @@ func AgentName(name string) string {
 		}
 	}
 	return name[:i]
+}
+
+// AgentName is the agent.name rules see for the endpoint, at every layer:
+// a container's is derived from its name (AgentName), an operator's
+// endpoint's is its name as the operator gave it.
+func (e Endpoint) AgentName() string {
+	if e.Origin == OriginDocker {
+		return AgentName(e.Name)
+	}
+	return e.Name
 }

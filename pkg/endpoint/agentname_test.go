@@ -1,4 +1,4 @@
-package container
+package endpoint
 
 import (
 	"strings"
@@ -33,6 +33,25 @@ func TestAgentName(t *testing.T) {
 	for _, tt := range tests {
 		if got := AgentName(tt.in); got != tt.want {
 			t.Errorf("AgentName(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestEndpointAgentName: a container's endpoint carries the derived name
+// to every layer; an operator's endpoint keeps the name it was given.
+func TestEndpointAgentName(t *testing.T) {
+	for _, tc := range []struct {
+		e    Endpoint
+		want string
+	}{
+		{Endpoint{Name: "foobar-1", Origin: OriginDocker}, "foobar"},
+		{Endpoint{Name: "foobar-2", Origin: OriginDocker}, "foobar"},
+		{Endpoint{Name: "standalone", Origin: OriginDocker}, "standalone"},
+		{Endpoint{Name: "web-1", Origin: OriginOperator}, "web-1"},
+		{Endpoint{Name: "web-1"}, "web-1"},
+	} {
+		if got := tc.e.AgentName(); got != tc.want {
+			t.Errorf("%+v: agent name %q, want %q", tc.e, got, tc.want)
 		}
 	}
 }
