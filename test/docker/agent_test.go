@@ -95,6 +95,7 @@ func TestAgents(t *testing.T) {
 	t.Run("tokens", func(t *testing.T) { testTokens(t, w, foo1, bar1) })
 	t.Run("rate limits", func(t *testing.T) { testRateLimits(t, w) })
 	t.Run("ttl grant", func(t *testing.T) { testTTLGrant(t, w, foo1, foo2) })
+	t.Run("grant destinations", func(t *testing.T) { testGrantDestinations(t, w, foo2) })
 	t.Run("daemon gone", func(t *testing.T) { testDaemonGone(t, w, foo1) })
 }
 
@@ -553,9 +554,13 @@ func testTTLGrant(t *testing.T, w *world, c, other managed) {
 		}
 	}
 	if !sawOpen {
-		t.Errorf("no probe got through while the grant lived: %v", probes)
+		t.Errorf("no probe got through while the grant lived (%d probes)", len(probes))
 	}
-	t.Logf("TTL grant probes: %v", probes)
+	var seen []string
+	for _, p := range probes {
+		seen = append(seen, fmt.Sprintf("%v:%v", p.at.Round(10*time.Millisecond), map[bool]string{true: "open", false: "closed"}[p.ok]))
+	}
+	t.Logf("TTL %v grant, probes from its add: %s", ttl, strings.Join(seen, " "))
 	waitFor(t, 3*time.Second, "the expired grant to leave the list", func() bool {
 		return !strings.Contains(w.mustCLI(t, "grant", "list"), deniedAddr.Addr().String())
 	})
@@ -586,5 +591,40 @@ func testDaemonGone(t *testing.T, w *world, c managed) {
 	}
 	if w.exists(t, c, "/tmp/allowed") {
 		t.Errorf("the shim ran its command with the daemon down")
+	}
+}
+
+// testGrantDestinations: an operator grant to a CIDR and one to a host
+// name (resolved through the daemon's upstream, the test's resolver) open
+// their destinations for their container, and every grant of a container
+// goes with it.
+func testGrantDestinations(t *testing.T, w *world, c managed) {
+	direct443 := netip.AddrPortFrom(directAddr, 443)
+	w.aim(t, c.IP, c.Bridge, directAddr, deniedAddr.Addr())
+	mustReachRoot(t, w.u, direct443, deniedAddr)
+	if ok, _ := w.tcpFrom(t, c.Name, direct443); ok {
+		t.Fatalf("%s reaches %s before any grant", c.Name, direct443)
+	}
+	w.mustCLI(t, "grant", "add", "--endpoint", c.Name, "--dst", "direct.test", "--proto", "tcp", "--port", "443")
+	if ok, _ := w.tcpFrom(t, c.Name, direct443); !ok {
+		t.Errorf("a grant to direct.test:443 does not open %s", direct443)
+	}
+
+	gone := w.create(t, w.u.Name("gone-1"), nil, "sleep", "3600")
+	w.aim(t, gone.IP, gone.Bridge, deniedAddr.Addr())
+	cidr := netip.PrefixFrom(deniedAddr.Addr(), 28).Masked().String()
+	w.mustCLI(t, "grant", "add", "--endpoint", gone.Name, "--dst", cidr, "--proto", "tcp", "--port", "80")
+	if ok, _ := w.tcpFrom(t, gone.Name, deniedAddr); !ok {
+		t.Fatalf("a grant to %s does not open %s", cidr, deniedAddr)
+	}
+	if list := w.mustCLI(t, "grant", "list"); !strings.Contains(list, cidr) || !strings.Contains(list, "direct.test") {
+		t.Errorf("grant list lacks %s or direct.test:\n%s", cidr, list)
+	}
+	w.mustCLI(t, "container", "remove", "--name", gone.Name, "--force")
+	waitFor(t, 5*time.Second, "the removed container's grant to leave the list", func() bool {
+		return !strings.Contains(w.mustCLI(t, "grant", "list"), cidr)
+	})
+	if list := w.mustCLI(t, "grant", "list"); !strings.Contains(list, "direct.test") {
+		t.Errorf("removing %s took %s's grant too:\n%s", gone.Name, c.Name, list)
 	}
 }
