@@ -18,6 +18,7 @@ import (
 
 	"outcall.dev/outcall/pkg/api"
 	"outcall.dev/outcall/pkg/apikit"
+	"outcall.dev/outcall/pkg/rulefile"
 	"outcall.dev/outcall/pkg/rulereq"
 	"outcall.dev/outcall/pkg/rules"
 )
@@ -590,7 +591,7 @@ func (s *Server) submitRule(r *http.Request) (int, any, *apiError) {
 	}
 	if err := s.policy.CheckRequest([]byte(*b.RuleFile)); err != nil {
 		s.log.Info("agent rule request refused", "container_id", id.ContainerID, "err", err)
-		return 0, nil, errInvalid("rule file: %v", err)
+		return 0, nil, errInvalid("rule file: %s", agentRuleError(err))
 	}
 	resp, err := s.requests.Submit(r.Context(), id.ContainerID, *b.RuleFile)
 	switch {
@@ -630,4 +631,23 @@ func (s *Server) ruleStatus(r *http.Request) (int, any, *apiError) {
 	}
 	s.log.Info("agent rule request status", "container_id", id.ContainerID, "request_id", reqID, "status", resp.Status)
 	return http.StatusOK, resp, nil
+}
+
+// agentRuleError is what the agent may read of why its rule file was
+// refused: the validator's words when they are about its own file, and
+// nothing about the rules in force. A clash names neither the host's file
+// nor its line, a problem in a host file (or reading the directory) no
+// detail at all (S004-FR-010). The operator's log has the whole error.
+func agentRuleError(err error) string {
+	var fe *rulefile.Error
+	if !errors.As(err, &fe) {
+		return "it could not be checked against the rules in force"
+	}
+	if fe.Field == "id" && strings.Contains(fe.Err.Error(), "duplicate rule ID") {
+		return fmt.Sprintf("rule %q: id: the id is already used by a rule in force or in this file", fe.Rule)
+	}
+	if fe.File != rules.RequestFileName {
+		return "it conflicts with the rules in force"
+	}
+	return err.Error()
 }

@@ -767,6 +767,17 @@ func TestRuleRequests(t *testing.T) {
 		if r.status != 422 || !strings.HasPrefix(r.errMsg(), "invalid request: rule file: ") {
 			t.Errorf("file %q: %d %s", f, r.status, r.raw)
 		}
+		// Nothing of the rules in force: not their file, not a line.
+		if strings.Contains(r.raw, "10-test.yaml") || strings.Contains(r.raw, "also at") {
+			t.Errorf("file %q: the answer names the host's rules: %s", f, r.raw)
+		}
+	}
+	clash, _ := json.Marshal(api.RuleRequestSubmission{RuleFile: "version: \"1\"\nrules:\n  - {id: allow-ls, condition: 'true', action: allow}\n"})
+	wantError(t, h.do("POST", api.AgentRouteRuleRequests, tokB, string(clash)), 422,
+		`invalid request: rule file: rule "allow-ls": id: the id is already used by a rule in force or in this file`)
+	bad, _ := json.Marshal(api.RuleRequestSubmission{RuleFile: "version: \"1\"\nrules:\n  - {id: x, condition: 'nope.field == 1', action: allow}\n"})
+	if r := h.do("POST", api.AgentRouteRuleRequests, tokB, string(bad)); !strings.Contains(r.errMsg(), "agent-request.yaml:3") {
+		t.Errorf("an error in the agent's own file lost its location: %s", r.raw)
 	}
 	wantError(t, h.do("POST", api.AgentRouteRuleRequests, tokB, `{}`), 400, "invalid request: malformed JSON body")
 	wantError(t, h.do("POST", api.AgentRouteRuleRequests, tokB, `{"rule_file":1}`), 400, "invalid request: malformed JSON body")
