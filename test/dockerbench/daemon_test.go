@@ -100,7 +100,7 @@ func buildDaemon(t testing.TB) string {
 // The bridge is <prefix>o and the pins /sys/fs/bpf/<prefix>-od, as
 // test/docker names them, so that each package's preflight knows the
 // other's crashed runs.
-func startDaemon(t testing.TB, docker *dockerlab.Docker, bin, prefix string, block netip.Prefix, rules string) *daemon {
+func startDaemon(t testing.TB, docker *dockerlab.Docker, bin, prefix string, block netip.Prefix, rules string, extraArgs ...string) *daemon {
 	t.Helper()
 	dir := t.TempDir()
 	gw := block.Addr().Next()
@@ -125,6 +125,7 @@ func startDaemon(t testing.TB, docker *dockerlab.Docker, bin, prefix string, blo
 		// the benchmark's (no container here asks for them).
 		"--agent-socket-host-path", filepath.Join(dir, "agent.sock"),
 		"--shim-host-path", filepath.Join(dir, "outcall-agent"))
+	d.Cmd.Args = append(d.Cmd.Args, extraArgs...)
 	// The local engine only, whatever the environment says.
 	d.Cmd.Env = append(os.Environ(), "DOCKER_HOST="+dockerlab.LocalSocket)
 	d.Cmd.Stdout, d.Cmd.Stderr = d.log, d.log
