@@ -68,13 +68,15 @@ test: deps docker-up ## the whole suite, with the race detector; needs root
 test-docker: deps docker-up ## the Docker harness's tests alone (part of `make test`)
 	OUTCALL_REQUIRE_PRIVILEGED=$${OUTCALL_REQUIRE_PRIVILEGED:-1} $(GO) test -race -count=1 -timeout 10m -v ./test/dockerlab/...
 
-bench: deps bench-deps docker-up ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput, DNS filter and proxy vs peers, container create vs plain Docker
+bench: deps bench-deps docker-up ## print datapath ns/packet, rule reload and evaluation times, filtered/unfiltered throughput, DNS filter and proxy vs peers, container create vs plain Docker, agent API checks/s and shim overhead
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/datapath
 	$(GO) test -run '^$$' -bench 'Reload|PacketVerdict' -benchtime 5x ./pkg/rules
 	$(GO) test -run '^$$' -bench 'Evaluate' -benchtime 5000x ./pkg/rules
 	$(GO) test -run '^$$' -bench . -skip '^Benchmark(DNSFilter|DNSHoldTime|Proxy)$$' -benchtime 3x ./test/lab
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 	$(GO) test -run '^$$' -bench '^Benchmark(DNSFilter|DNSHoldTime|Proxy)$$' -benchtime 1x -timeout 15m ./test/lab
+	$(GO) test -run '^$$' -bench 'PermissionCheck' -benchtime 2000x ./pkg/agentapi
+	$(GO) test -run '^$$' -bench 'ShimExec' -benchtime 100x ./pkg/shim
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 15m ./test/dockerbench
 
 run: deps build ## start outcalld in the foreground with the shipped defaults
