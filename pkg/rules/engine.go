@@ -157,39 +157,7 @@ func (e *Engine) Evaluate(ctx context.Context, layer Layer, c *api.EvaluationCon
 	start := time.Now()
 	out := e.active.Load().Evaluate(c)
 	out.Layer = layer
-	took := time.Since(start)
-	label := DefaultRuleLabel
-	if out.Rule != nil {
-		label = out.Rule.ID
-	}
-	for _, r := range out.NonBool {
-		e.log.WarnContext(ctx, "rule condition did not yield a bool; treated as no match",
-			"rule_id", r.ID, "file", r.File)
-	}
-	for _, r := range out.Skipped {
-		e.log.DebugContext(ctx, "allow rule matched a restricted destination it does not name with egress.allow_private_ips; skipped",
-			"rule_id", r.ID, "file", r.File, "layer", layer)
-	}
-	// Only the rule, its file and the decision are logged: contexts carry
-	// headers, paths and arguments that may hold secrets (S003-FR-020).
-	attrs := []any{"rule_id", label, "decision", out.Decision, "layer", layer}
-	if out.Rule != nil {
-		attrs = append(attrs, "file", out.Rule.File)
-	}
-	switch {
-	case out.Err != nil:
-		e.log.WarnContext(ctx, "rule condition failed; blocking", append(attrs, "err", out.Err)...)
-	case out.Logged():
-		e.log.InfoContext(ctx, "rule matched", attrs...)
-	default:
-		e.log.DebugContext(ctx, "rule evaluated", attrs...)
-	}
-	if took > e.opts.Budget {
-		e.log.WarnContext(ctx, "rule evaluation exceeded its budget", "took", took, "budget", e.opts.Budget, "layer", layer)
-	}
-	if e.opts.Observer != nil {
-		e.opts.Observer.ObserveDecision(string(layer), label, out.Decision)
-	}
+	e.report(ctx, layer, out, time.Since(start))
 	return out
 }
 
