@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -58,33 +59,9 @@ func (o Outcome) Result() api.EvaluateResult {
 // license (it names no prefix inside the destination's range, or lacks
 // egress.allow_private_ips): the rules after it decide.
 func (s *Set) Evaluate(c *api.EvaluationContext) Outcome {
-	act := activation{c}
-	dst, restricted := restrictedDst(c)
-	var out Outcome
-	for _, i := range s.index.candidates(act) {
-		r := s.rules[i]
-		val, _, err := r.program.Eval(act)
-		if err != nil {
-			out.Decision, out.Rule, out.Err = api.DecisionBlock, r, err
-			return out
-		}
-		b, ok := val.(types.Bool)
-		if !ok {
-			if !r.warnedType.Swap(true) {
-				out.NonBool = append(out.NonBool, r)
-			}
-			continue
-		}
-		if bool(b) && r.Action == api.ActionAllow && !r.licenses(dst, restricted) {
-			out.Skipped = append(out.Skipped, r)
-			continue
-		}
-		if b {
-			out.Decision, out.Rule = decisionOf(r.Action), r
-			return out
-		}
-	}
-	out.Decision = api.DecisionBlock
+	// A context that never ends: the walk cannot be interrupted, so there
+	// is no error.
+	out, _ := s.EvaluateContext(context.Background(), c)
 	return out
 }
 
