@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -71,7 +72,8 @@ var fooAddr = netip.AddrPortFrom(netip.MustParseAddr(lab.Upstream), 81)
 // a TTL grant, agent.name at every layer, and the shim with the daemon
 // gone. Every response body is checked against its route's fields (g).
 func TestAgents(t *testing.T) {
-	w := setUpWith(t, "--agent-perm-rate", agentPermRate, "--agent-rule-rate", agentRuleRate)
+	metricsAddr := freeLoopbackPort(t)
+	w := setUpWith(t, "--agent-perm-rate", agentPermRate, "--agent-rule-rate", agentRuleRate, "--metrics-addr", metricsAddr)
 	p := w.u.Prefix
 	lab.ServeTCP(t, w.u.NS, fooAddr.String())
 	w.dns.Set("foo.test.", lab.RR(t, "foo.test. 60 IN A "+webAddr.Addr().String()))
@@ -96,6 +98,7 @@ func TestAgents(t *testing.T) {
 	t.Run("rate limits", func(t *testing.T) { testRateLimits(t, w) })
 	t.Run("ttl grant", func(t *testing.T) { testTTLGrant(t, w, foo1, foo2) })
 	t.Run("grant destinations", func(t *testing.T) { testGrantDestinations(t, w, foo2) })
+	t.Run("metrics", func(t *testing.T) { testAgentMetrics(t, metricsAddr) })
 	t.Run("daemon gone", func(t *testing.T) { testDaemonGone(t, w, foo1) })
 }
 
@@ -626,5 +629,60 @@ func testGrantDestinations(t *testing.T, w *world, c managed) {
 	})
 	if list := w.mustCLI(t, "grant", "list"); !strings.Contains(list, "direct.test") {
 		t.Errorf("removing %s took %s's grant too:\n%s", gone.Name, c.Name, list)
+	}
+}
+
+// freeLoopbackPort returns a loopback address no one listens on now.
+func freeLoopbackPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// testAgentMetrics: what the subtests before did shows in the daemon's
+// metrics (issue 11 item 5): requests by route and outcome, decisions by
+// rule, rate-limit rejections, live sessions, grants by source.
+func testAgentMetrics(t *testing.T, addr string) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	if _, err := io.Copy(&b, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	value := func(series string) float64 {
+		for _, l := range strings.Split(text, "\n") {
+			if v, ok := strings.CutPrefix(l, series+" "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		return -1
+	}
+	for _, series := range []string{
+		`outcall_agent_requests_total{outcome="ok",route="checkin"}`,
+		`outcall_agent_requests_total{outcome="created",route="rule_submit"}`,
+		`outcall_agent_requests_total{outcome="not_found",route="rule_status"}`,
+		`outcall_agent_requests_total{outcome="session_mismatch",route="permission_check"}`,
+		`outcall_agent_requests_total{outcome="rate_limited",route="permission_check"}`,
+		`outcall_agent_permission_decisions_total{decision="allow",rule_id="tools"}`,
+		`outcall_agent_permission_decisions_total{decision="block",rule_id="no-rm"}`,
+		`outcall_agent_permission_decisions_total{decision="block",rule_id="default-block"}`,
+		`outcall_agent_rate_limited_total{operation="permission_check"}`,
+		`outcall_agent_rate_limited_total{operation="rule_submit"}`,
+		`outcall_agent_sessions`,
+		`outcall_rule_hits_total{decision="allow",layer="agent",rule_id="tools"}`,
+		`outcall_grants{source="operator"}`,
+	} {
+		if v := value(series); v < 1 {
+			t.Errorf("%s = %v, want at least 1", series, v)
+		}
 	}
 }
