@@ -118,7 +118,7 @@ func TestBuildHardening(t *testing.T) {
 		{"mounts: caller's then helpers", len(hc.Mounts) == 4, hc.Mounts},
 		{"bind mount rw", hc.Mounts[0] == mount.Mount{Type: mount.TypeBind, Source: h.path("work"), Target: "/workspace"}, hc.Mounts[0]},
 		{"named volume ro", hc.Mounts[1] == mount.Mount{Type: mount.TypeVolume, Source: "cache", Target: "/cache", ReadOnly: true}, hc.Mounts[1]},
-		{"agent socket ro (FR-002.b)", hc.Mounts[2] == mount.Mount{Type: mount.TypeBind, Source: h.agentSock, Target: "/run/outcall/agent.sock", ReadOnly: true}, hc.Mounts[2]},
+		{"agent socket ro (FR-002.b)", hc.Mounts[2] == mount.Mount{Type: mount.TypeBind, Source: AgentSocketDir(h.agentSock), Target: "/run/outcall", ReadOnly: true}, hc.Mounts[2]},
 		{"shim ro (FR-002.c, FR-005)", hc.Mounts[3] == mount.Mount{Type: mount.TypeBind, Source: h.shim, Target: "/usr/local/bin/outcall", ReadOnly: true}, hc.Mounts[3]},
 		{"no host socket mounted (FR-008)", !slices.ContainsFunc(hc.Mounts, func(m mount.Mount) bool { return strings.HasSuffix(m.Source, "host.sock") }), hc.Mounts},
 

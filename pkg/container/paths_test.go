@@ -261,7 +261,7 @@ func TestHelperMounts(t *testing.T) {
 	c, err := h.validator(t).Validate(api.ContainerCreateRequest{Image: "a", IncludeHelperMounts: true})
 	must(t, err)
 	want := []Mount{
-		{Type: MountBind, Source: h.agentSock, Target: "/run/outcall/agent.sock", ReadOnly: true},
+		{Type: MountBind, Source: AgentSocketDir(h.agentSock), Target: "/run/outcall", ReadOnly: true},
 		{Type: MountBind, Source: h.shim, Target: "/usr/local/bin/outcall", ReadOnly: true},
 	}
 	if len(c.Mounts) != 2 || c.Mounts[0] != want[0] || c.Mounts[1] != want[1] {

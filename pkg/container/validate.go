@@ -27,7 +27,8 @@ type Policy struct {
 	// AgentSocket is the agent API socket on the host
 	// (--agent-socket-host-path). Required: it is the agent-socket helper
 	// mount's source, and no caller bind may expose it (only the helper
-	// mount puts it in a container, at api.AgentSocketContainerPath).
+	// mount puts it in a container, at api.AgentSocketContainerPath, through
+	// AgentSocketDir).
 	AgentSocket string
 	// ShimPath is the shim binary on the host (--shim-host-path);
 	// DefaultShimHostPath if empty.
@@ -305,7 +306,7 @@ func validateArgs(field string, args []string) ([]string, error) {
 func (v *Validator) protected(withAgentSocket bool) []protectedPath {
 	paths := slices.Concat(EngineProtectedPaths, []string{v.p.HostSocket, v.p.EngineSocket}, v.p.Protected)
 	if withAgentSocket {
-		paths = append(paths, v.p.AgentSocket)
+		paths = append(paths, v.p.AgentSocket, AgentSocketDir(v.p.AgentSocket))
 	}
 	return newProtected(paths)
 }
@@ -392,6 +393,7 @@ func (v *Validator) helperMounts() ([]Mount, error) {
 	case fi.Mode()&fs.ModeSocket == 0:
 		return nil, invalid(field, "agent socket at %q is not a Unix socket", sock)
 	}
+	sockInfo := fi
 	fi, err = os.Lstat(shim)
 	switch {
 	case err != nil && os.IsNotExist(err):
@@ -406,17 +408,32 @@ func (v *Validator) helperMounts() ([]Mount, error) {
 		return nil, invalid(field, "shim binary at %q is not executable", shim)
 	}
 	protected := v.protected(false)
-	for _, src := range []string{sock, shim} {
+	deny := func(src string) error {
 		p, err := exposes(src, protected)
 		if err != nil {
-			return nil, invalid(field, "cannot check helper source %q: %v", src, err)
+			return invalid(field, "cannot check helper source %q: %v", src, err)
 		}
 		if p != "" {
-			return nil, forbidden(field, "bind mount denied - %q exposes protected host path %q", src, p)
+			return forbidden(field, "bind mount denied - %q exposes protected host path %q", src, p)
+		}
+		return nil
+	}
+	for _, src := range []string{sock, shim} {
+		if err := deny(src); err != nil {
+			return nil, err
 		}
 	}
+	// The socket is no protected path; the directory the container gets
+	// must hold it, and nothing else.
+	if err := checkAgentSocketDir(sock, sockInfo); err != nil {
+		return nil, invalid(field, "%v", err)
+	}
+	sockDir := AgentSocketDir(sock)
+	if err := deny(sockDir); err != nil {
+		return nil, err
+	}
 	return []Mount{
-		{Type: MountBind, Source: sock, Target: api.AgentSocketContainerPath, ReadOnly: true},
+		{Type: MountBind, Source: sockDir, Target: path.Dir(api.AgentSocketContainerPath), ReadOnly: true},
 		{Type: MountBind, Source: shim, Target: api.ShimContainerPath, ReadOnly: true},
 	}, nil
 }

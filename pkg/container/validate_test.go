@@ -37,6 +37,8 @@ func newHost(t *testing.T) host {
 	}
 	listen(t, h.hostSock)
 	listen(t, h.agentSock)
+	_, err := LinkAgentSocket(h.agentSock)
+	must(t, err)
 	must(t, os.WriteFile(h.shim, []byte("#!/bin/true\n"), 0o755))
 	return h
 }

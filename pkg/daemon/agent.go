@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"outcall.dev/outcall/pkg/agentapi"
+	"outcall.dev/outcall/pkg/container"
 )
 
 // buildAgent builds the agent API (S004) over the networks' identity
@@ -41,6 +42,24 @@ func (d *Daemon) listenAgent() (serve func(context.Context) error, closeFn func(
 	if err != nil {
 		return nil, nil, fmt.Errorf("--agent-socket: %w", err)
 	}
-	d.log.Info("agent API listening", "target", "agent_api", "socket", d.cfg.AgentSocket)
-	return func(ctx context.Context) error { return d.agent.Serve(ctx, l) }, func() { _ = l.Close() }, nil
+	// Containers get the socket through a directory holding a link to
+	// it, so they follow it across a restart of the daemon.
+	unlink, err := container.LinkAgentSocket(d.cfg.AgentSocket)
+	if err != nil {
+		_ = l.Close()
+		return nil, nil, fmt.Errorf("--agent-socket: %w", err)
+	}
+	d.log.Info("agent API listening", "target", "agent_api", "socket", d.cfg.AgentSocket,
+		"container_mount", container.AgentSocketDir(d.cfg.AgentSocket))
+	closeAll := func() {
+		if err := unlink(); err != nil {
+			d.log.Warn("agent socket link not removed", "target", "agent_api", "err", err)
+		}
+		_ = l.Close()
+	}
+	return func(ctx context.Context) error {
+		err := d.agent.Serve(ctx, l)
+		closeAll()
+		return err
+	}, closeAll, nil
 }

@@ -318,6 +318,12 @@ func testAgentMounts(t *testing.T, w *world, c, plain managed) {
 	if w.exists(t, c, "/run/outcall/host.sock") || w.exists(t, c, w.socket) {
 		t.Errorf("a host socket is in the container")
 	}
+	if out, err := w.exec(t, c.Name, "ls", "-A", "/run/outcall"); err != nil || out != "agent.sock" {
+		t.Errorf("the container's /run/outcall holds %q (%v), want only agent.sock", out, err)
+	}
+	if out, err := w.exec(t, c.Name, "sh", "-c", "echo x > /run/outcall/other"); err == nil {
+		t.Errorf("the agent socket's directory is writable in the container: %s", out)
+	}
 	if w.exists(t, plain, api.AgentSocketContainerPath) || w.exists(t, plain, api.ShimContainerPath) {
 		t.Errorf("a container without helper mounts has the agent socket or the shim")
 	}
@@ -570,7 +576,7 @@ func testTTLGrant(t *testing.T, w *world, c, other managed) {
 }
 
 // testDaemonGone is (d): with outcalld stopped the shim exits 5 within a
-// second and runs nothing. Last: the daemon stays down.
+// second and runs nothing; started again, the same container's shim works.
 func testDaemonGone(t *testing.T, w *world, c managed) {
 	// Positive control: the same command ran with the daemon up (in
 	// testVerdicts); remove its file and try again without the daemon.
@@ -594,6 +600,21 @@ func testDaemonGone(t *testing.T, w *world, c managed) {
 	}
 	if w.exists(t, c, "/tmp/allowed") {
 		t.Errorf("the shim ran its command with the daemon down")
+	}
+
+	// Back up, the same container's shim works again: it reaches the
+	// new socket through its mounted directory (a socket bind-mounted as
+	// a file would be the old, dead inode until the container is
+	// recreated).
+	w.start(t)
+	restarted := time.Now()
+	waitFor(t, 15*time.Second, "the shim in "+c.Name+" to work after outcalld's restart", func() bool {
+		_, _, code := w.shim(t, c, "exec", "touch", "/tmp/allowed")
+		return code == 0
+	})
+	t.Logf("shim works again %v after outcalld restarted", time.Since(restarted).Round(10*time.Millisecond))
+	if !w.exists(t, c, "/tmp/allowed") {
+		t.Errorf("the shim reported success after the restart but its command did not run")
 	}
 }
 
