@@ -239,12 +239,18 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return err
 }
 
+// forgetLimits drops both rate limits' state of one container: a new
+// lifetime starts with a full budget.
+func (s *Server) forgetLimits(containerID string) {
+	s.permLimit.forget(containerID)
+	s.ruleLimit.forget(containerID)
+}
+
 // sweep drops the sessions (and rate state) of containers whose identity
 // is gone or was bound again.
 func (s *Server) sweep() {
 	for _, cid := range s.sessions.sweep(s.stale) {
-		s.permLimit.forget(cid)
-		s.ruleLimit.forget(cid)
+		s.forgetLimits(cid)
 		s.log.Info("agent session ended: the container's identity is gone", "container_id", cid)
 	}
 }
@@ -402,8 +408,7 @@ func (s *Server) authenticate(r *http.Request) (identity, *apiError) {
 	}
 	dropped, apiErr := s.sessions.authenticate(tok, id)
 	if dropped {
-		s.permLimit.forget(id.ContainerID)
-		s.ruleLimit.forget(id.ContainerID)
+		s.forgetLimits(id.ContainerID)
 	}
 	return id, apiErr
 }
@@ -433,8 +438,7 @@ func (s *Server) checkin(r *http.Request) (int, any, *apiError) {
 	}
 	tok, replaced, apiErr := s.sessions.checkin(id, s.stale)
 	if replaced {
-		s.permLimit.forget(id.ContainerID)
-		s.ruleLimit.forget(id.ContainerID)
+		s.forgetLimits(id.ContainerID)
 	}
 	if apiErr != nil {
 		s.log.Warn("agent check-in refused", "container_id", id.ContainerID, "reason", apiErr.msg)
@@ -467,10 +471,8 @@ func (s *Server) permission(r *http.Request) (int, any, *apiError) {
 	if apiErr != nil {
 		return 0, nil, apiErr
 	}
-	if ok, retry := s.permLimit.allow(id.ContainerID); !ok {
-		s.m.rateLimited.WithLabelValues(opPermission).Inc()
-		s.log.Warn("agent rate limited", "container_id", id.ContainerID, "operation", opPermission)
-		return 0, nil, errRateLimited(id.ContainerID, retry)
+	if apiErr := s.limited(s.permLimit, opPermission, id.ContainerID); apiErr != nil {
+		return 0, nil, apiErr
 	}
 	evalCtx, apiErr := buildContext(req, id.AgentName)
 	if apiErr != nil {
@@ -486,6 +488,18 @@ func (s *Server) permission(r *http.Request) (int, any, *apiError) {
 	s.log.Info("agent permission check", "container_id", id.ContainerID, "agent", id.AgentName,
 		"action_type", req.ActionType, "target", logTarget(req.Target), "allowed", v.Allowed, "rule", rule)
 	return http.StatusOK, v, nil
+}
+
+// limited counts a request of containerID against l; over the limit it is
+// refused (not recorded), counted and logged under op.
+func (s *Server) limited(l *limiter, op, containerID string) *apiError {
+	ok, retry := l.allow(containerID)
+	if ok {
+		return nil
+	}
+	s.m.rateLimited.WithLabelValues(op).Inc()
+	s.log.Warn("agent rate limited", "container_id", containerID, "operation", op)
+	return errRateLimited(containerID, retry)
 }
 
 // logTarget bounds what of a target goes into a log line.
@@ -584,10 +598,8 @@ func (s *Server) submitRule(r *http.Request) (int, any, *apiError) {
 	if apiErr != nil {
 		return 0, nil, apiErr
 	}
-	if ok, retry := s.ruleLimit.allow(id.ContainerID); !ok {
-		s.m.rateLimited.WithLabelValues(opRuleSubmit).Inc()
-		s.log.Warn("agent rate limited", "container_id", id.ContainerID, "operation", opRuleSubmit)
-		return 0, nil, errRateLimited(id.ContainerID, retry)
+	if apiErr := s.limited(s.ruleLimit, opRuleSubmit, id.ContainerID); apiErr != nil {
+		return 0, nil, apiErr
 	}
 	if err := s.policy.CheckRequest([]byte(*b.RuleFile)); err != nil {
 		s.log.Info("agent rule request refused", "container_id", id.ContainerID, "err", err)
