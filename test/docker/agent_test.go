@@ -583,9 +583,26 @@ func testDaemonGone(t *testing.T, w *world, c managed) {
 	if _, err := w.exec(t, c.Name, "rm", "-f", "/tmp/allowed"); err != nil {
 		t.Fatal(err)
 	}
+	// A long allowed child runs under the shim when the daemon goes
+	// (S005-AS-007): the shim must kill and reap it and exit 5 within a
+	// heartbeat interval plus its timeout.
+	const shimTimeout = 2
+	w.docker.Must(t, "exec", "-d", "-e", fmt.Sprintf("%s=%d", api.ShimTimeoutEnv, shimTimeout), c.Name,
+		"sh", "-c", "outcall exec sleep 3601 2>/dev/null; echo $? > /tmp/long-exit")
+	waitFor(t, 10*time.Second, "the shim's child to run", func() bool { return w.sleeping(t, c) })
 	if err := w.d.signal(syscall.SIGTERM); err != nil {
 		t.Logf("outcalld after SIGTERM: %v", err)
 	}
+	stopped := time.Now()
+	bound := (api.ShimHeartbeatSecs+shimTimeout)*time.Second + 2*time.Second
+	waitFor(t, bound, "the shim of the long child to exit", func() bool { return w.exists(t, c, "/tmp/long-exit") })
+	if out, _ := w.exec(t, c.Name, "cat", "/tmp/long-exit"); out != "5" {
+		t.Errorf("the shim of a long child exited %q when the daemon went, want 5", out)
+	}
+	if w.sleeping(t, c) {
+		t.Errorf("the shim's child still runs after the shim gave up")
+	}
+	t.Logf("the shim killed its child and exited %v after outcalld stopped", time.Since(stopped).Round(100*time.Millisecond))
 	out, err := w.exec(t, c.Name, "agentcall", "-time", "outcall", "exec", "touch", "/tmp/allowed")
 	if err != nil {
 		t.Fatal(err)
@@ -706,4 +723,17 @@ func testAgentMetrics(t *testing.T, addr string) {
 			t.Errorf("%s = %v, want at least 1", series, v)
 		}
 	}
+}
+
+// sleeping reports whether the shim's long child, `sleep 3601` (the
+// container itself runs `sleep 3600`), runs in c.
+func (w *world) sleeping(t *testing.T, c managed) bool {
+	t.Helper()
+	out, _ := w.exec(t, c.Name, "ps", "-o", "args")
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) == "sleep 3601" {
+			return true
+		}
+	}
+	return false
 }

@@ -173,6 +173,8 @@ func (l *Lab) StartDaemon(bin string, extra ...string) *Daemon {
 	l.t.Helper()
 	args := append([]string{
 		"--bridge", l.Bridge, "--socket", l.Socket(),
+		// Never the machine's agent socket either.
+		"--agent-socket", filepath.Join(l.Dir, "agent.sock"),
 		"--state-dir", filepath.Join(l.Dir, "state"), "--pin-dir", l.PinDir,
 		"--metrics-addr", "127.0.0.1:9469", "--log-level", "debug",
 		// Every name the daemon resolves goes to the upstream namespace

@@ -456,7 +456,7 @@ func TestLabBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"--net=/run/netns/" + l.Host, filepath.Join(bins, "outcalld"),
-				"--socket", filepath.Join(l.Dir, "bad.sock"), "--state-dir", filepath.Join(l.Dir, "state"),
+				"--socket", filepath.Join(l.Dir, "bad.sock"), "--agent-socket", filepath.Join(l.Dir, "bad-agent.sock"), "--state-dir", filepath.Join(l.Dir, "state"),
 				"--pin-dir", l.PinDir, "--bridge", l.Bridge, "--metrics-addr", "", "--rules-dir", l.RulesDir()}, tt.args...)
 			out, err := exec.Command("nsenter", args...).CombinedOutput()
 			if err == nil || !strings.Contains(string(out), tt.want) {
@@ -475,7 +475,7 @@ func TestLabBadInput(t *testing.T) {
 	}
 
 	t.Run("not root", func(t *testing.T) {
-		cmd := exec.Command(filepath.Join(bins, "outcalld"), "--socket", filepath.Join(l.Dir, "nr.sock"), "--state-dir", filepath.Join(l.Dir, "nr"), "--bridge", l.Bridge, "--rules-dir", l.RulesDir())
+		cmd := exec.Command(filepath.Join(bins, "outcalld"), "--socket", filepath.Join(l.Dir, "nr.sock"), "--agent-socket", filepath.Join(l.Dir, "nr-agent.sock"), "--state-dir", filepath.Join(l.Dir, "nr"), "--bridge", l.Bridge, "--rules-dir", l.RulesDir())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "CAP_NET_ADMIN") {
