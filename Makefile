@@ -82,6 +82,8 @@ bench: deps bench-deps docker-up ## print datapath ns/packet, rule reload and ev
 run: deps build ## start outcalld in the foreground with the shipped defaults
 	install -d -m 0755 /etc/outcall/rules.d
 	for f in rules/*.yaml; do [ -e /etc/outcall/rules.d/$$(basename $$f) ] || install -m 0644 $$f /etc/outcall/rules.d/; done
+	@# The shim helper mounts put into containers (--shim-host-path's default).
+	install -D -m 0755 $(BIN)/outcall-agent /usr/local/bin/outcall-agent
 	$(BIN)/outcalld
 
 image: build ## build the outcalld image from the binaries above (no pull)
