@@ -180,6 +180,11 @@ type ActiveRule struct {
 	Port          *uint16 `json:"port"`
 	Protocol      *string `json:"protocol"`
 	ExpiresInSecs *uint64 `json:"expires_in_secs,omitempty"`
+	// NftHandle names the rule as S009-IF-001/003 do: a number the daemon
+	// gives each dynamic rule when it is first made (a renewal keeps it),
+	// unique until the daemon restarts. There is no nftables rule behind
+	// it: grants live in the datapath map.
+	NftHandle uint64 `json:"nft_handle"`
 	// Source, an addition to the spec's type, is who opened the grant:
 	// "operator" (grant add, the host API) or "dns" (a direct_ip rule's
 	// answer, Rule naming the rule).

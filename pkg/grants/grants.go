@@ -96,6 +96,11 @@ type Claim struct {
 	AllowPrivate bool
 	// Inserted is when the claim was first made; a renewal keeps it.
 	Inserted time.Time
+	// Handle numbers the claim from 1, in the order claims were first
+	// made by this Manager; a renewal keeps it. It is S009's nft_handle: a
+	// rule's name in answers and lists (there is no nftables rule; the
+	// datapath map is the control point, DESIGN §7).
+	Handle uint64
 }
 
 // live reports whether c has not expired at now.
@@ -194,6 +199,7 @@ type Manager struct {
 	written map[datapath.GrantKey]datapath.Grant // the kernel's entries as last written
 	stuck   bool
 	closed  map[uint32]bool
+	handles uint64 // the last Claim.Handle given
 }
 
 // New returns a Manager over k with an empty index.
@@ -250,9 +256,13 @@ func (m *Manager) Claim(c Claim) error {
 	}
 	m.mu.Lock()
 	if old, ok := m.claims[c.Holder]; ok {
-		c.Inserted = old.Inserted
-	} else if c.Inserted.IsZero() {
-		c.Inserted = m.now()
+		c.Inserted, c.Handle = old.Inserted, old.Handle
+	} else {
+		if c.Inserted.IsZero() {
+			c.Inserted = m.now()
+		}
+		m.handles++
+		c.Handle = m.handles
 	}
 	m.mu.Unlock()
 	c.Keys = slices.Clone(c.Keys)

@@ -194,6 +194,18 @@ func TestRenewal(t *testing.T) {
 	if m.Count() != 1 || m.CountOwned(1, Operator) != 1 || !got.Inserted.Equal(inserted.Inserted) {
 		t.Fatalf("count %d, claim %+v; want one claim inserted at %v", m.Count(), got, inserted.Inserted)
 	}
+	// The handle names the rule: kept by a renewal, the next one for a
+	// new rule.
+	if inserted.Handle != 1 || got.Handle != 1 {
+		t.Fatalf("handles %d then %d after a renewal, want 1 and 1", inserted.Handle, got.Handle)
+	}
+	other := opClaim(1, "other.test", time.Time{}, key(1, "203.0.113.9", 443))
+	if err := m.Claim(other); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := m.ClaimOf(other.Holder); o.Handle != 2 {
+		t.Fatalf("a second rule has handle %d, want 2", o.Handle)
+	}
 	if err := m.Claim(opClaim(1, "example.test", time.Time{}, b, c)); err != nil {
 		t.Fatal(err)
 	}

@@ -336,7 +336,7 @@ func TestRuleRoutes(t *testing.T) {
 		{name: "flush next to reload", method: "POST", path: "/api/v1/rules/flush", status: 200,
 			want: `{"success":true,"data":{"removed":2}}`, wantCall: "FlushRules"},
 		{name: "allow next to evaluate", method: "POST", path: "/api/v1/rule/allow", body: `{"container":"web","destination":"203.0.113.10"}`, status: 200,
-			want:     `{"success":true,"data":{"container":"web","src_ip":"","destination":"203.0.113.10","port":null,"protocol":null}}`,
+			want:     `{"success":true,"data":{"container":"web","src_ip":"","destination":"203.0.113.10","port":null,"protocol":null,"nft_handle":0}}`,
 			wantCall: `Allow {"container":"web","destination":"203.0.113.10"}`},
 		{name: "revoke next to test", method: "POST", path: "/api/v1/rule/revoke", body: `{"container":"web","destination":"203.0.113.10"}`, status: 200,
 			want: `{"success":true}`, wantCall: `Revoke {"container":"web","destination":"203.0.113.10"}`},

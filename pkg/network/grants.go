@@ -212,7 +212,8 @@ func (c *Controller) grantFailure(what string, err error) error {
 }
 
 func activeRule(e endpoint.Endpoint, cl grants.Claim, now time.Time) api.ActiveRule {
-	r := api.ActiveRule{Container: e.Name, SrcIP: e.IP.String(), Destination: cl.Destination, Source: GrantSource(cl.Owner), Rule: cl.Owner.Rule}
+	r := api.ActiveRule{Container: e.Name, SrcIP: e.IP.String(), Destination: cl.Destination, NftHandle: cl.Handle,
+		Source: GrantSource(cl.Owner), Rule: cl.Owner.Rule}
 	if !cl.Inserted.IsZero() {
 		r.InsertedAt = cl.Inserted.UTC().Format("2006-01-02T15:04:05Z")
 	}
